@@ -1,0 +1,1 @@
+"""Alerts: scheduler, Telegram sender, alert state and outbox."""

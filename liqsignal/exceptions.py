@@ -1,0 +1,52 @@
+"""The one exception tree of liqsignal; each class says how a caller should react.
+
+::
+
+    LiqsignalError                 base: catch this to catch everything liqsignal raises
+    ├── ConfigError (ValueError)   a setting is wrong: fix the config; names the key
+    ├── InputError (ValueError)    bad input data: fix the data; names the column and first bad row
+    └── DataError                  data could not be fetched, read or stored
+        ├── TemporaryDataError     worth retrying later (timeout, rate limit, 5xx)
+        ├── PermanentDataError     will not succeed on retry (unknown market, delisted, 4xx)
+        └── CorruptFileError       a stored file cannot be read: left in place, path named
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "CorruptFileError",
+    "DataError",
+    "InputError",
+    "LiqsignalError",
+    "PermanentDataError",
+    "TemporaryDataError",
+]
+
+
+class LiqsignalError(Exception):
+    """Base class of every error liqsignal raises on purpose."""
+
+
+class ConfigError(LiqsignalError, ValueError):
+    """A configuration value is invalid. The message names the key and what was expected."""
+
+
+class InputError(LiqsignalError, ValueError):
+    """Input data is invalid. The message names the column and the first bad row."""
+
+
+class DataError(LiqsignalError):
+    """Market data could not be fetched, read or stored."""
+
+
+class TemporaryDataError(DataError):
+    """A temporary failure (timeout, rate limit, server error): retry later, with backoff."""
+
+
+class PermanentDataError(DataError):
+    """A failure that retrying will not fix (unknown or delisted market, bad request)."""
+
+
+class CorruptFileError(DataError):
+    """A stored data file cannot be read. It is left in place; the message names its path."""
