@@ -1,0 +1,66 @@
+"""Command line of the replay exchange: serve a datadir on 127.0.0.1 until Ctrl-C.
+
+``python -m liqsignal.data.replay --datadir user_data/data/binance --port 8765 --speed 600
+--start 2026-01-10T00:00Z`` prints the ccxt / Freqtrade ``exchange.ccxt_config`` overlay as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+
+from liqsignal.data.replay.server import VENUES, ReplayExchange
+from liqsignal.exceptions import LiqsignalError
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m liqsignal.data.replay", description=__doc__.splitlines()[0]
+    )
+    p.add_argument(
+        "--datadir", required=True, help="Freqtrade datadir, e.g. user_data/data/binance"
+    )
+    p.add_argument("--port", type=int, default=8765, help="TCP port on 127.0.0.1 (0 = any free)")
+    p.add_argument("--venue", default="binance", choices=sorted(VENUES))
+    p.add_argument(
+        "--speed", type=float, default=None, help="replay seconds per wall second (omit: static)"
+    )
+    p.add_argument("--start", default=None, help="replay start time, ISO 8601 UTC")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every request")
+    a = p.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if a.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        rx = ReplayExchange(a.datadir, speed=a.speed, start=a.start, port=a.port, venues=[a.venue])
+        rx.start()
+    except (LiqsignalError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({"ccxt_config": rx.ccxt_config(a.venue)}, indent=2), flush=True)
+    print(
+        f"replay exchange at {rx.url}, replay time {rx.now().isoformat()}; Ctrl-C stops",
+        file=sys.stderr,
+        flush=True,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        rx.stop()
+        unknown = sorted({f"{r.method} {r.path}" for r in rx.unknown})
+        print(f"served {len(rx.requests)} requests; unknown paths: {unknown}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
