@@ -1,0 +1,662 @@
+"""Fetch futures market data from exchanges through ccxt; the only liqsignal module importing ccxt.
+
+One :class:`ExchangeClient` wraps one ``ccxt.async_support`` exchange (ccxt's rate limiter on) and
+offers paginated OHLCV (also mark), open-interest history, current open interest, funding rate
+history, leverage tiers and Binance's taker buy volume, each as a DataFrame in the columns of
+:mod:`liqsignal.data.store`. Calls are bounded in concurrency, temporary failures (ccxt
+``NetworkError`` family incl. timeouts, 429/DDoS, 5xx, ``BadResponse``, and malformed answers) are
+retried with exponential backoff (``Retry-After`` honoured, bounded), permanent ones (``BadSymbol``,
+``BadRequest``, other ``ExchangeError``) become :class:`PermanentDataError` naming exchange and
+market. Per-exchange knowledge (page sizes, OI timeframes and depth, market type) is in
+:data:`EXCHANGES`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import ccxt
+import ccxt.async_support as ccxt_async
+import pandas as pd
+
+from liqsignal.data.store import CANDLE_COLUMNS, normalize_frame
+from liqsignal.exceptions import ConfigError, PermanentDataError, TemporaryDataError
+
+__all__ = [
+    "EXCHANGES",
+    "ExchangeClient",
+    "ExchangeSpec",
+    "RetryPolicy",
+    "timeframe_to_ms",
+]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: ccxt errors worth retrying: network, timeouts, rate limits, 5xx, unparseable answers.
+TEMPORARY_ERRORS: tuple[type[Exception], ...] = (ccxt.NetworkError, ccxt.BadResponse)
+
+
+class _Malformed(Exception):
+    """An answer that parsed but does not have the shape it must have (treated as temporary)."""
+
+
+@dataclass(frozen=True)
+class ExchangeSpec:
+    """What liqsignal knows about one exchange's public futures API."""
+
+    ccxt_id: str
+    settles: tuple[str, ...]  # settle currencies of linear perpetuals, preferred first
+    ohlcv_page: int  # candles per request
+    oi_timeframes: tuple[str, ...]  # timeframes the OI-history endpoint accepts
+    oi_page: int
+    oi_days: int | None  # how far back OI history reaches (None: no documented limit)
+    funding_page: int
+    funding_window_h: int | None  # funding pages need an explicit [since, until] window
+    options: Mapping[str, Any] = field(default_factory=dict)  # ccxt options merged in
+    taker_buy: bool = False  # raw klines carry taker buy volume (columns 9-10)
+
+
+EXCHANGES: dict[str, ExchangeSpec] = {
+    "binance": ExchangeSpec(
+        "binanceusdm",
+        ("USDT", "USDC"),
+        ohlcv_page=1000,
+        oi_timeframes=("5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d"),
+        oi_page=500,
+        oi_days=30,
+        funding_page=1000,
+        funding_window_h=None,
+        options={"fetchMarkets": {"types": ["linear"]}},
+        taker_buy=True,
+    ),
+    "bybit": ExchangeSpec(
+        "bybit",
+        ("USDT", "USDC"),
+        ohlcv_page=1000,
+        oi_timeframes=("5m", "15m", "30m", "1h", "4h", "1d"),
+        oi_page=200,
+        oi_days=None,
+        funding_page=200,
+        funding_window_h=None,  # ccxt derives endTime from the funding interval
+        options={"fetchMarkets": {"types": ["linear"]}, "defaultType": "swap"},
+    ),
+    "okx": ExchangeSpec(
+        "okx",
+        ("USDT", "USDC"),
+        ohlcv_page=300,
+        oi_timeframes=("5m", "1h", "1d"),
+        oi_page=100,
+        oi_days=None,
+        funding_page=100,
+        funding_window_h=8,  # newest-first endpoint: walk forward with before/after windows
+        options={"fetchMarkets": {"types": ["swap"]}, "defaultType": "swap"},
+    ),
+    "bitget": ExchangeSpec(
+        "bitget",
+        ("USDT", "USDC"),
+        ohlcv_page=200,
+        oi_timeframes=(),
+        oi_page=0,
+        oi_days=None,
+        funding_page=100,
+        funding_window_h=None,
+        options={"defaultType": "swap"},
+    ),
+    "gate": ExchangeSpec(
+        "gate",
+        ("USDT",),
+        ohlcv_page=1000,
+        oi_timeframes=("5m", "15m", "30m", "1h", "4h", "1d"),
+        oi_page=100,
+        oi_days=None,
+        funding_page=1000,
+        funding_window_h=None,
+        options={"defaultType": "swap"},
+    ),
+    "hyperliquid": ExchangeSpec(
+        "hyperliquid",
+        ("USDC",),
+        ohlcv_page=500,
+        oi_timeframes=(),
+        oi_page=0,
+        oi_days=None,
+        funding_page=500,
+        funding_window_h=None,
+        options={"defaultType": "swap"},
+    ),
+}
+
+_TF_UNITS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+
+def timeframe_to_ms(timeframe: str) -> int:
+    """``"5m"`` -> 300000; ConfigError naming the timeframe when it is not understood."""
+    unit = timeframe[-1:]
+    amount = timeframe[:-1]
+    if unit not in _TF_UNITS or not amount.isdigit() or int(amount) <= 0:
+        raise ConfigError(f"timeframe: expected like 5m, 1h, 1d, got {timeframe!r}")
+    return int(amount) * _TF_UNITS[unit]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff for temporary errors: ``attempts`` tries in all, waits
+    ``base_delay * factor**n`` capped at ``max_delay``; a server's Retry-After wins when longer
+    (capped at ``max_retry_after``)."""
+
+    attempts: int = 5
+    base_delay: float = 1.0
+    factor: float = 2.0
+    max_delay: float = 30.0
+    max_retry_after: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ConfigError(f"retry attempts: expected >= 1, got {self.attempts}")
+        if self.base_delay < 0 or self.max_delay < 0 or self.factor < 1:
+            raise ConfigError("retry delays: expected base_delay >= 0, max_delay >= 0, factor >= 1")
+
+
+@dataclass
+class ClientStats:
+    """Counters for the summary: requests made, temporary errors retried, waits slept."""
+
+    calls: int = 0
+    retries: int = 0
+    slept_s: float = 0.0
+    retry_after_s: list[float] = field(default_factory=list)
+
+
+def _retry_after_seconds(headers: Mapping[str, Any] | None) -> float | None:
+    if not headers:
+        return None
+    value = next((v for k, v in headers.items() if str(k).lower() == "retry-after"), None)
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(str(value))
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _deep_merge(dict(out[k]), v)
+        else:
+            out[k] = v
+    return out
+
+
+class ExchangeClient:
+    """One exchange through ccxt's async client: ``async with ExchangeClient("bybit") as ex:``.
+
+    ``config`` is passed to the ccxt constructor on top of liqsignal's defaults (e.g. ``urls``
+    overrides pointing at a local server, ``timeout`` in ms). ``max_concurrency`` bounds parallel
+    requests of this client; ccxt's own rate limiter stays on. ``history_limits`` clamps
+    open-interest history requests to the exchange's documented depth (off for replays of old data).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        config: Mapping[str, Any] | None = None,
+        retry: RetryPolicy | None = None,
+        max_concurrency: int = 4,
+        history_limits: bool = True,
+    ) -> None:
+        if name not in EXCHANGES:
+            raise ConfigError(f"exchange: expected one of {', '.join(EXCHANGES)}, got {name!r}")
+        if max_concurrency < 1:
+            raise ConfigError(f"max_concurrency: expected >= 1, got {max_concurrency}")
+        self.name = name
+        self.spec = EXCHANGES[name]
+        self.retry = retry or RetryPolicy()
+        self.history_limits = history_limits
+        self.stats = ClientStats()
+        settings: dict[str, Any] = {"enableRateLimit": True, "options": dict(self.spec.options)}
+        settings = _deep_merge(settings, config or {})
+        settings["enableRateLimit"] = True
+        self.api: Any = getattr(ccxt_async, self.spec.ccxt_id)(settings)
+        self._sem = asyncio.Semaphore(max_concurrency)
+        self._markets_loaded = False
+
+    async def __aenter__(self) -> ExchangeClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    # -- capabilities ---------------------------------------------------------------------------
+    def has(self, feature: str) -> bool:
+        """ccxt's ``has`` for a unified method name (``fetchOpenInterestHistory`` ...)."""
+        if feature == "takerBuyVolume":
+            return self.spec.taker_buy
+        return bool(self.api.has.get(feature))
+
+    def oi_timeframe(self, timeframe: str) -> str | None:
+        """The OI-history timeframe to request for candles of ``timeframe`` (None: unsupported).
+
+        The timeframe itself when the exchange accepts it, else the largest accepted one that
+        divides it (5m OI for 15m candles on OKX), so every candle gets a value.
+        """
+        if not self.has("fetchOpenInterestHistory") or not self.spec.oi_timeframes:
+            return None
+        if timeframe in self.spec.oi_timeframes:
+            return timeframe
+        target = timeframe_to_ms(timeframe)
+        fits = [
+            tf
+            for tf in self.spec.oi_timeframes
+            if timeframe_to_ms(tf) <= target and target % timeframe_to_ms(tf) == 0
+        ]
+        return max(fits, key=timeframe_to_ms) if fits else None
+
+    # -- markets --------------------------------------------------------------------------------
+    async def load_markets(self) -> dict[str, Any]:
+        markets: dict[str, Any] = await self._call("load markets", "*", self.api.load_markets)
+        self._markets_loaded = True
+        return markets
+
+    async def symbol(self, market: str) -> str:
+        """ccxt symbol of the linear perpetual for ``market`` ("BTC" or "BTC/USDT:USDT")."""
+        if not market or not isinstance(market, str):
+            raise ConfigError(f"market: expected a name like 'BTC', got {market!r}")
+        if not self._markets_loaded:
+            await self.load_markets()
+        markets = self.api.markets or {}
+        if "/" in market:
+            if market in markets:
+                return market
+            raise PermanentDataError(f"{self.name}: market {market!r} is not listed")
+        base = market.upper()
+        tried = []
+        for settle in self.spec.settles:
+            sym = f"{base}/{settle}:{settle}"
+            tried.append(sym)
+            m = markets.get(sym)
+            if m and m.get("swap") and m.get("active", True) is not False:
+                return sym
+        raise PermanentDataError(
+            f"{self.name}: no active linear perpetual for market {market!r} (looked for "
+            f"{', '.join(tried)} among {len(markets)} markets)"
+        )
+
+    # -- retried calls ---------------------------------------------------------------------------
+    async def _call(
+        self, what: str, market: str, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any
+    ) -> T:
+        """Call ``fn`` with bounded concurrency; retry temporary errors; translate the rest."""
+        delay = self.retry.base_delay
+        for attempt in range(1, self.retry.attempts + 1):
+            retry_after: float | None = None
+            try:
+                async with self._sem:
+                    self.stats.calls += 1
+                    try:
+                        return await fn(*args, **kwargs)
+                    except TEMPORARY_ERRORS:
+                        # read before any await: the headers of this very answer
+                        retry_after = _retry_after_seconds(self.api.last_response_headers)
+                        raise
+            except (ccxt.NetworkError, ccxt.BadResponse, _Malformed) as e:
+                if attempt >= self.retry.attempts:
+                    logger.warning(
+                        "%s %s: %s: giving up after %d attempts: %s",
+                        self.name,
+                        market,
+                        what,
+                        attempt,
+                        e,
+                    )
+                    raise TemporaryDataError(
+                        f"{self.name} {market}: {what} failed after {attempt} attempts: "
+                        f"{type(e).__name__}: {e}"
+                    ) from e
+                wait = min(delay, self.retry.max_delay)
+                if retry_after is not None:
+                    retry_after = min(retry_after, self.retry.max_retry_after)
+                    self.stats.retry_after_s.append(retry_after)
+                    wait = max(wait, retry_after)
+                logger.info(
+                    "%s %s: %s: %s, retry %d/%d in %.2fs",
+                    self.name,
+                    market,
+                    what,
+                    type(e).__name__,
+                    attempt,
+                    self.retry.attempts - 1,
+                    wait,
+                )
+                self.stats.retries += 1
+                self.stats.slept_s += wait
+                await asyncio.sleep(wait)
+                delay *= self.retry.factor
+            except ccxt.BaseError as e:
+                raise PermanentDataError(
+                    f"{self.name} {market}: {what} refused: {type(e).__name__}: {e}"
+                ) from e
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- pagination -----------------------------------------------------------------------------
+    async def _paginate(
+        self,
+        what: str,
+        market: str,
+        page: Callable[[int, int], Awaitable[list[tuple[int, list[float]]]]],
+        since: int,
+        until: int,
+        window_ms: int,
+        step_ms: int,
+    ) -> list[tuple[int, list[float]]]:
+        """Walk forward from ``since`` to ``until`` (both ms, inclusive) in windows.
+
+        ``page(cursor, window_end)`` returns (ts, values) rows. The next cursor is the last row
+        + ``step_ms``. An empty window is asked again once (a glitch must not lose data), then
+        skipped as a real gap. A page that does not move the cursor forward ends the walk.
+        """
+        rows: list[tuple[int, list[float]]] = []
+        cursor = since
+        confirmed_empty = False
+        while cursor <= until:
+            window_end = min(cursor + window_ms - 1, until)
+
+            async def one(c: int = cursor, w: int = window_end) -> list[tuple[int, list[float]]]:
+                return await page(c, w)
+
+            got = await self._call(what, market, one)
+            inside = [r for r in got if cursor <= r[0] <= until]
+            if not inside:
+                if not confirmed_empty:
+                    confirmed_empty = True
+                    continue
+                confirmed_empty = False
+                cursor = window_end + 1
+                continue
+            confirmed_empty = False
+            rows.extend(inside)
+            last = max(r[0] for r in inside)
+            nxt = last + step_ms
+            if nxt <= cursor:  # pragma: no cover - guarded by the filter above
+                break
+            cursor = nxt
+        return rows
+
+    @staticmethod
+    def _rows_to_frame(rows: list[tuple[int, list[float]]], candle_type: str) -> pd.DataFrame:
+        columns = CANDLE_COLUMNS[candle_type]
+        if not rows:
+            return normalize_frame(pd.DataFrame(columns=columns), candle_type)
+        df = pd.DataFrame([[ts, *vals] for ts, vals in rows], columns=columns)
+        df = df.drop_duplicates(subset="date", keep="last").sort_values("date")
+        return normalize_frame(df, candle_type)
+
+    async def _since_until(
+        self, market: str, since: int | None, until: int | None
+    ) -> tuple[str, int, int]:
+        symbol = await self.symbol(market)
+        now = self.api.milliseconds()
+        until_ms = now if until is None else int(until)
+        since_ms = 0 if since is None else int(since)
+        if since_ms > until_ms:
+            raise ConfigError(f"since ({since_ms}) is after until ({until_ms}) for {market}")
+        return symbol, since_ms, until_ms
+
+    # -- OHLCV ----------------------------------------------------------------------------------
+    async def fetch_ohlcv(
+        self,
+        market: str,
+        timeframe: str,
+        since: int | None = None,
+        until: int | None = None,
+        price: str | None = None,
+        drop_incomplete: bool = True,
+    ) -> pd.DataFrame:
+        """Candles ``[since, until]`` (ms) as ``date, open, high, low, close, volume``.
+
+        ``price="mark"`` gives mark-price candles. The still-open last candle is dropped.
+        """
+        tf_ms = timeframe_to_ms(timeframe)
+        if timeframe not in (self.api.timeframes or {}):
+            raise ConfigError(
+                f"timeframe: {self.name} has no {timeframe!r} candles; "
+                f"it has {', '.join(self.api.timeframes or {})}"
+            )
+        symbol, since_ms, until_ms = await self._since_until(market, since, until)
+        if drop_incomplete:
+            until_ms = min(until_ms, self.api.milliseconds() - tf_ms)
+        if since_ms > until_ms:
+            return self._rows_to_frame([], "futures")
+        since_ms = since_ms // tf_ms * tf_ms if since_ms % tf_ms else since_ms
+        limit = self.spec.ohlcv_page
+        params: dict[str, Any] = {"price": price} if price else {}
+
+        async def page(cursor: int, window_end: int) -> list[tuple[int, list[float]]]:
+            raw = await self.api.fetch_ohlcv(
+                symbol, timeframe, cursor, limit, {**params, "until": window_end}
+            )
+            return _parse_rows(raw, 5, f"{self.name} {symbol} ohlcv")
+
+        what = f"{'mark ' if price else ''}ohlcv {timeframe}"
+        rows = await self._paginate(what, symbol, page, since_ms, until_ms, limit * tf_ms, tf_ms)
+        return self._rows_to_frame(rows, "futures")
+
+    async def fetch_taker_buy(
+        self, market: str, timeframe: str, since: int | None = None, until: int | None = None
+    ) -> pd.DataFrame:
+        """Binance taker buy volume per candle (raw klines columns 9-10, which unified OHLCV
+        drops): ``date, taker_buy_volume, taker_buy_quote_volume``."""
+        if not self.spec.taker_buy:
+            raise PermanentDataError(f"{self.name} {market}: exchange gives no taker buy volume")
+        tf_ms = timeframe_to_ms(timeframe)
+        symbol, since_ms, until_ms = await self._since_until(market, since, until)
+        until_ms = min(until_ms, self.api.milliseconds() - tf_ms)
+        if since_ms > until_ms:
+            return self._rows_to_frame([], "taker_buy")
+        since_ms = since_ms // tf_ms * tf_ms if since_ms % tf_ms else since_ms
+        market_id = self.api.market(symbol)["id"]
+        interval = self.api.timeframes.get(timeframe, timeframe)
+        limit = self.spec.ohlcv_page
+
+        async def page(cursor: int, window_end: int) -> list[tuple[int, list[float]]]:
+            raw = await self.api.fapiPublicGetKlines(
+                {
+                    "symbol": market_id,
+                    "interval": interval,
+                    "startTime": cursor,
+                    "endTime": window_end,
+                    "limit": limit,
+                }
+            )
+            if not isinstance(raw, list):
+                raise _Malformed(f"{self.name} {symbol} klines: expected a list, got {raw!r:.80}")
+            out = []
+            for k in raw:
+                if not isinstance(k, list) or len(k) < 11:
+                    raise _Malformed(f"{self.name} {symbol} klines: bad row {k!r:.80}")
+                out.append((int(k[0]), [float(k[9]), float(k[10])]))
+            return out
+
+        rows = await self._paginate(
+            f"taker buy {timeframe}", symbol, page, since_ms, until_ms, limit * tf_ms, tf_ms
+        )
+        return self._rows_to_frame(rows, "taker_buy")
+
+    # -- open interest --------------------------------------------------------------------------
+    async def fetch_open_interest_history(
+        self, market: str, timeframe: str, since: int | None = None, until: int | None = None
+    ) -> pd.DataFrame:
+        """OI history as ``date, open_interest_amount, open_interest_value`` (either may be NaN).
+
+        ``timeframe`` must be one the exchange accepts (see :meth:`oi_timeframe`).
+        """
+        if not self.has("fetchOpenInterestHistory") or not self.spec.oi_timeframes:
+            raise PermanentDataError(f"{self.name} {market}: no open interest history endpoint")
+        if timeframe not in self.spec.oi_timeframes:
+            raise ConfigError(
+                f"timeframe: {self.name} open interest history accepts "
+                f"{', '.join(self.spec.oi_timeframes)}, got {timeframe!r}"
+            )
+        tf_ms = timeframe_to_ms(timeframe)
+        symbol, since_ms, until_ms = await self._since_until(market, since, until)
+        if self.history_limits and self.spec.oi_days is not None:
+            floor = self.api.milliseconds() - self.spec.oi_days * 86_400_000 + 3_600_000
+            since_ms = max(since_ms, floor)
+        if since_ms > until_ms:
+            return self._rows_to_frame([], "open_interest")
+        since_ms = math.ceil(since_ms / tf_ms) * tf_ms
+        limit = self.spec.oi_page
+
+        async def page(cursor: int, window_end: int) -> list[tuple[int, list[float]]]:
+            raw = await self.api.fetch_open_interest_history(
+                symbol, timeframe, cursor, limit, {"until": window_end}
+            )
+            return _parse_oi(raw, f"{self.name} {symbol} open interest")
+
+        rows = await self._paginate(
+            f"open interest {timeframe}", symbol, page, since_ms, until_ms, limit * tf_ms, tf_ms
+        )
+        return self._rows_to_frame(rows, "open_interest")
+
+    async def fetch_open_interest(self, market: str) -> pd.DataFrame:
+        """Current open interest: one row ``date, open_interest_amount, open_interest_value``."""
+        if not self.has("fetchOpenInterest"):
+            raise PermanentDataError(f"{self.name} {market}: no current open interest endpoint")
+        symbol = await self.symbol(market)
+
+        async def one() -> list[tuple[int, list[float]]]:
+            raw = await self.api.fetch_open_interest(symbol)
+            if isinstance(raw, dict) and raw.get("timestamp") is None:
+                raw = {**raw, "timestamp": self.api.milliseconds()}
+            return _parse_oi([raw], f"{self.name} {symbol} open interest")
+
+        rows = await self._call("open interest", symbol, one)
+        return self._rows_to_frame(rows, "open_interest")
+
+    # -- funding --------------------------------------------------------------------------------
+    async def fetch_funding_rate_history(
+        self, market: str, since: int | None = None, until: int | None = None
+    ) -> pd.DataFrame:
+        """Funding rates ``[since, until]`` as ``date, funding_rate``."""
+        if not self.has("fetchFundingRateHistory"):
+            raise PermanentDataError(f"{self.name} {market}: no funding rate history endpoint")
+        symbol, since_ms, until_ms = await self._since_until(market, since, until)
+        limit = self.spec.funding_page
+        window_h = self.spec.funding_window_h
+
+        async def page(cursor: int, window_end: int) -> list[tuple[int, list[float]]]:
+            params: dict[str, Any] = {"until": window_end}
+            if self.spec.ccxt_id == "okx":  # okx: records older than ``after`` (exclusive)
+                params = {"after": window_end + 1}
+            raw = await self.api.fetch_funding_rate_history(symbol, cursor, limit, params)
+            return _parse_funding(raw, f"{self.name} {symbol} funding")
+
+        # without a window the endpoint answers the earliest ``limit`` rows from since on
+        window_ms = (window_h or 8) * 3_600_000 * limit
+        if window_h is None:
+            window_ms = max(window_ms, until_ms - since_ms + 1)
+        rows = await self._paginate("funding rate", symbol, page, since_ms, until_ms, window_ms, 1)
+        return self._rows_to_frame(rows, "funding_rate")
+
+    # -- leverage tiers -------------------------------------------------------------------------
+    async def fetch_leverage_tiers(self, market: str) -> list[dict[str, Any]]:
+        """ccxt leverage tiers of one market (``minNotional``, ``maxNotional``,
+        ``maintenanceMarginRate``, ``maxLeverage``); PermanentDataError where not public."""
+        symbol = await self.symbol(market)
+        if self.has("fetchMarketLeverageTiers"):
+            tiers = await self._call(
+                "leverage tiers", symbol, self.api.fetch_market_leverage_tiers, symbol
+            )
+        elif self.has("fetchLeverageTiers"):
+            all_tiers = await self._call(
+                "leverage tiers", symbol, self.api.fetch_leverage_tiers, [symbol]
+            )
+            tiers = all_tiers.get(symbol, [])
+        else:
+            raise PermanentDataError(f"{self.name} {symbol}: no public leverage tiers")
+        if not isinstance(tiers, list) or not tiers:
+            raise PermanentDataError(f"{self.name} {symbol}: exchange returned no leverage tiers")
+        return [
+            {
+                k: t.get(k)
+                for k in (
+                    "tier",
+                    "minNotional",
+                    "maxNotional",
+                    "maintenanceMarginRate",
+                    "maxLeverage",
+                )
+            }
+            for t in tiers
+        ]
+
+
+def _num(value: Any) -> float:
+    if value is None:
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError) as e:
+        raise _Malformed(f"not a number: {value!r:.40}") from e
+
+
+def _ts(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise _Malformed(f"{what}: row without a timestamp: {value!r:.40}")
+    return int(value)
+
+
+def _parse_rows(raw: Any, width: int, what: str) -> list[tuple[int, list[float]]]:
+    if not isinstance(raw, list):
+        raise _Malformed(f"{what}: expected a list, got {type(raw).__name__}")
+    out = []
+    for row in raw:
+        if not isinstance(row, list | tuple) or len(row) < width + 1:
+            raise _Malformed(f"{what}: bad row {row!r:.80}")
+        out.append((_ts(row[0], what), [_num(v) for v in row[1 : width + 1]]))
+    return out
+
+
+def _parse_oi(raw: Any, what: str) -> list[tuple[int, list[float]]]:
+    if not isinstance(raw, list):
+        raise _Malformed(f"{what}: expected a list, got {type(raw).__name__}")
+    out = []
+    for item in raw:
+        if not isinstance(item, dict):
+            raise _Malformed(f"{what}: bad entry {item!r:.80}")
+        amount = item.get("openInterestAmount")
+        if amount is None:
+            amount = item.get("baseVolume")
+        value = item.get("openInterestValue")
+        if value is None:
+            value = item.get("quoteVolume")
+        out.append((_ts(item.get("timestamp"), what), [_num(amount), _num(value)]))
+    return out
+
+
+def _parse_funding(raw: Any, what: str) -> list[tuple[int, list[float]]]:
+    if not isinstance(raw, list):
+        raise _Malformed(f"{what}: expected a list, got {type(raw).__name__}")
+    out = []
+    for item in raw:
+        if not isinstance(item, dict):
+            raise _Malformed(f"{what}: bad entry {item!r:.80}")
+        out.append((_ts(item.get("timestamp"), what), [_num(item.get("fundingRate"))]))
+    return out
