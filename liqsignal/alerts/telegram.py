@@ -148,7 +148,8 @@ def install_token_redaction(token: str) -> None:
 
 def _error_text(exc: BaseException) -> str:
     """Class name and message of an error, token removed."""
-    return redact(f"{type(exc).__name__}: {exc}")
+    name, text = type(exc).__name__, str(exc)
+    return redact(text if text.startswith(name) else f"{name}: {text}")
 
 
 # -- settings and results --------------------------------------------------------------------
@@ -500,7 +501,9 @@ class TelegramSender:
             return [("photo", alert.text)]
         return [("photo", None), ("text", text)]
 
-    async def _send_part(self, chat: int | str, kind: str, text: str | None, photo: bytes | None):
+    async def _send_part(
+        self, chat: int | str, kind: str, text: str | None, photo: bytes | None
+    ) -> Any:
         if kind == "photo":
             assert photo is not None
             return await self._call(

@@ -113,7 +113,7 @@ class FakeBotAPI:
     def __init__(self, valid_token: str | None = None) -> None:
         self.valid_token = valid_token
         self.calls: list[Call] = []
-        self._faults: list[tuple[str, str | None, Fault]] = []
+        self._faults: list[list[Any]] = []  # [method, chat or None, fault, calls to let pass]
         self._updates: list[dict[str, Any]] = []
         self._update_ids = itertools.count(1000)
         self._message_ids = itertools.count(1)
@@ -130,10 +130,19 @@ class FakeBotAPI:
     def base_file_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/file/bot"
 
-    def fail(self, method: str, fault: Fault, times: int = 1, chat_id: int | str | None = None):
-        """Answer the next ``times`` calls of ``method`` (to ``chat_id`` if set) with ``fault``."""
-        for _ in range(times):
-            self._faults.append((method, None if chat_id is None else str(chat_id), fault))
+    def fail(
+        self,
+        method: str,
+        fault: Fault,
+        times: int = 1,
+        chat_id: int | str | None = None,
+        after: int = 0,
+    ) -> None:
+        """Answer ``times`` calls of ``method`` (to ``chat_id`` if set) with ``fault``, after
+        letting ``after`` matching calls succeed."""
+        chat = None if chat_id is None else str(chat_id)
+        for n in range(times):
+            self._faults.append([method, chat, fault, after if n == 0 else 0])
 
     def add_update(
         self, chat_id: int, text: str, chat_type: str = "private", username: str | None = None
@@ -194,8 +203,12 @@ class FakeBotAPI:
     # -- serving -------------------------------------------------------------------------
 
     def _take_fault(self, method: str, chat_id: str | None) -> Fault | None:
-        for i, (m, chat, fault) in enumerate(self._faults):
+        for i, entry in enumerate(self._faults):
+            m, chat, fault, skip = entry
             if m == method and (chat is None or chat == chat_id):
+                if skip > 0:
+                    entry[3] = skip - 1
+                    return None
                 del self._faults[i]
                 return fault
         return None
