@@ -45,6 +45,7 @@ try:
     from telegram.error import (
         BadRequest,
         ChatMigrated,
+        Conflict,
         Forbidden,
         InvalidToken,
         NetworkError,
@@ -110,11 +111,14 @@ def _redact_record(record: logging.LogRecord) -> None:
     except Exception:  # a broken format string: redact the pieces instead
         message = " ".join([str(record.msg), *(str(a) for a in (record.args or ()))])
     cleaned = redact(message)
-    if cleaned != message or record.args:
+    if cleaned != message:
         record.msg = cleaned
         record.args = None
     if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
-        record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        trace = logging.Formatter().formatException(record.exc_info)
+        cleaned_trace = redact(trace)
+        if cleaned_trace != trace:
+            record.exc_text = cleaned_trace
     if record.stack_info:
         record.stack_info = redact(record.stack_info)
 
@@ -256,6 +260,11 @@ def _retry_after_seconds(exc: RetryAfter) -> float:
     return max(0.0, float(value))
 
 
+def _tg_len(text: str) -> int:
+    """Length as Telegram counts it (UTF-16 code units); HTML tags counted too (safe side)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
 def _normalise_chat(chat: int | str) -> int | str:
     if isinstance(chat, int):
         return chat
@@ -368,6 +377,7 @@ class TelegramSender:
         self._commands: dict[str, CommandCallback] = {}
         self._update_offset: int | None = None
         self.muted_until: float = 0.0
+        self.polling_refused: str | None = None
         self._polling_task: asyncio.Task[None] | None = None
 
     def _build_bot(self) -> telegram.Bot:
@@ -493,11 +503,13 @@ class TelegramSender:
     def _plan(self, alert: Alert) -> list[tuple[str, str | None]]:
         """Parts of an alert: [("photo", caption or None), ("text", text)] as needed."""
         text = alert.text
-        if len(text) > TEXT_LIMIT:
-            text = text[: TEXT_LIMIT - 1] + "…"
+        if _tg_len(text) > TEXT_LIMIT:  # alerts are short; cut rather than fail
+            while _tg_len(text) > TEXT_LIMIT - 1:
+                text = text[: len(text) - max(1, (_tg_len(text) - TEXT_LIMIT) // 2 + 1)]
+            text += "…"
         if alert.photo is None:
             return [("text", text)]
-        if len(alert.text) <= CAPTION_LIMIT:
+        if _tg_len(alert.text) <= CAPTION_LIMIT:
             return [("photo", alert.text)]
         return [("photo", None), ("text", text)]
 
@@ -575,6 +587,11 @@ class TelegramSender:
     async def send_alert(self, alert: Alert) -> FlushResult:
         """Send one alert right away, without the outbox. Never raises."""
         result = FlushResult()
+        async with self._flush_lock:
+            await self._send_alert(alert, result)
+        return result
+
+    async def _send_alert(self, alert: Alert, result: FlushResult) -> None:
         self._wait_budget_used = 0.0
         t0 = time.monotonic()
         try:
@@ -589,7 +606,6 @@ class TelegramSender:
             result.pending.append(AlertResult(alert.key, "pending", error=_error_text(exc)))
             result.stopped_early = _error_text(exc)
         result.waited_s = time.monotonic() - t0
-        return result
 
     async def _ensure_started(self) -> None:
         reason = await self.start()
@@ -747,6 +763,13 @@ class TelegramSender:
                 allowed_updates=["message"],
                 read_timeout=self.retry.read_timeout + timeout,
             )
+        except Conflict as exc:
+            self.polling_refused = (
+                "another process polls this bot token (Telegram answered Conflict: "
+                f"{_error_text(exc)}); liqsignal stopped polling, alerts are still sent"
+            )
+            logger.warning("Telegram command polling stopped: %s", self.polling_refused)
+            return 0
         except Exception as exc:
             logger.warning("Telegram getUpdates failed: %s", _error_text(exc))
             return 0
@@ -792,8 +815,10 @@ class TelegramSender:
         or the reason polling is refused (see :func:`refuse_polling_reason`)."""
         reason = refuse_polling_reason(freqtrade_config, self.__token)
         if reason:
+            self.polling_refused = reason
             logger.warning("Telegram command polling refused: %s", reason)
             return reason
+        self.polling_refused = None
         if self._polling_task is not None and not self._polling_task.done():
             return None
 
@@ -801,7 +826,7 @@ class TelegramSender:
             with contextlib.suppress(Exception):
                 await self._ensure_started()
                 await self._bot.delete_webhook(drop_pending_updates=False)
-            while True:
+            while self.polling_refused is None:
                 n = await self.poll_once(timeout=long_poll)
                 if n == 0:
                     await asyncio.sleep(interval)

@@ -342,3 +342,35 @@ def test_parse_duration():
     assert parse_duration("15") == 900
     with pytest.raises(ConfigError, match="duration"):
         parse_duration("soon")
+
+
+async def test_server_down_never_raises(api, make_sender, outbox):
+    sender = make_sender(outbox=outbox)
+    await api.stop()  # connection refused from now on
+    result = await sender.notify(alert(36))
+    assert not result.ok and result.remaining == 1
+    assert "cannot reach Telegram" in result.stopped_early
+    assert outbox.pending()[0].alert.key == "armed|BTC|36"
+
+
+async def test_too_long_text_is_cut_to_the_limit(api, make_sender):
+    sender = make_sender()
+    result = await sender.send_alert(alert(37, text="\U0001f4a5" * 3000))  # 6000 UTF-16 units
+    assert result.ok
+    (call,) = api.calls_to("sendMessage")
+    assert call.text.endswith("…") and len(call.text.encode("utf-16-le")) // 2 <= 4096
+
+
+async def test_polling_conflict_stops_polling(api, make_sender):
+    api.fail("getUpdates", Fault(kind="error", code=409, description="Conflict: terminated by "
+                                 "other getUpdates request"))  # fmt: skip
+    sender = make_sender()
+    assert sender.start_polling(None, interval=0.01, long_poll=0) is None
+    for _ in range(200):
+        if sender.polling_refused:
+            break
+        await asyncio.sleep(0.01)
+    assert sender.polling_refused and "another process polls" in sender.polling_refused
+    await asyncio.sleep(0.05)
+    assert len(api.attempts_of("getUpdates")) == 1
+    assert (await sender.send_alert(alert(38))).ok
