@@ -87,10 +87,10 @@ class BinanceError(Exception):
 
 
 def _num(x: float) -> str:
-    """Binance-style decimal string without exponent."""
+    """Binance-style decimal string without exponent; the shortest that round-trips exactly."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "0"
-    return np.format_float_positional(float(x), trim="-", precision=10)
+    return np.format_float_positional(float(x), trim="-")
 
 
 def _decimals(s: str) -> int:

@@ -324,7 +324,10 @@ class FaultInjector:
             time.sleep(fault.delay_s)
         if fault.status is None:
             return None
-        body = fault.body if fault.body is not None else {"code": -1000, "msg": "injected fault"}
+        body = fault.body
+        if body is None:  # plain text, like a proxy's error page: clients map the status alone
+            text = f"injected fault: HTTP {fault.status}".encode()
+            return Response(fault.status, text, {"Content-Type": "text/plain"})
         if isinstance(body, bytes | str):
             raw = body.encode() if isinstance(body, str) else body
             return Response(fault.status, raw, {"Content-Type": "application/json"})
