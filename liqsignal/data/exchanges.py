@@ -62,6 +62,9 @@ class ExchangeSpec:
     funding_window_h: int | None  # funding pages need an explicit [since, until] window
     options: Mapping[str, Any] = field(default_factory=dict)  # ccxt options merged in
     taker_buy: bool = False  # raw klines carry taker buy volume (columns 9-10)
+    #: the candle/OI endpoints answer the earliest ``limit`` rows from ``since`` on, so pages need
+    #: no explicit end (fewer requests across gaps); else each page asks a [since, until] window
+    forward_pages: bool = False
 
 
 EXCHANGES: dict[str, ExchangeSpec] = {
@@ -76,6 +79,7 @@ EXCHANGES: dict[str, ExchangeSpec] = {
         funding_window_h=None,
         options={"fetchMarkets": {"types": ["linear"]}},
         taker_buy=True,
+        forward_pages=True,
     ),
     "bybit": ExchangeSpec(
         "bybit",
@@ -408,6 +412,11 @@ class ExchangeClient:
         df = df.drop_duplicates(subset="date", keep="last").sort_values("date")
         return normalize_frame(df, candle_type)
 
+    def _ohlcv_window(self, page_ms: int, since_ms: int, until_ms: int) -> int:
+        if self.spec.forward_pages:
+            return max(page_ms, until_ms - since_ms + 1)
+        return page_ms
+
     async def _since_until(
         self, market: str, since: int | None, until: int | None
     ) -> tuple[str, int, int]:
@@ -455,7 +464,8 @@ class ExchangeClient:
             return _parse_rows(raw, 5, f"{self.name} {symbol} ohlcv")
 
         what = f"{'mark ' if price else ''}ohlcv {timeframe}"
-        rows = await self._paginate(what, symbol, page, since_ms, until_ms, limit * tf_ms, tf_ms)
+        window = self._ohlcv_window(limit * tf_ms, since_ms, until_ms)
+        rows = await self._paginate(what, symbol, page, since_ms, until_ms, window, tf_ms)
         return self._rows_to_frame(rows, "futures")
 
     async def fetch_taker_buy(
@@ -495,7 +505,13 @@ class ExchangeClient:
             return out
 
         rows = await self._paginate(
-            f"taker buy {timeframe}", symbol, page, since_ms, until_ms, limit * tf_ms, tf_ms
+            f"taker buy {timeframe}",
+            symbol,
+            page,
+            since_ms,
+            until_ms,
+            self._ohlcv_window(limit * tf_ms, since_ms, until_ms),
+            tf_ms,
         )
         return self._rows_to_frame(rows, "taker_buy")
 

@@ -1,0 +1,442 @@
+"""Download many markets from many exchanges into the Freqtrade-layout store, resumably.
+
+``download(["BTC", "ETH"], ["binance", "bybit"], ["1h"], since="2026-01-01", datadir=...)`` runs
+one job per (exchange, market, timeframe, candle type), at most ``max_jobs`` at a time (and at most
+``max_concurrency`` requests per exchange), each starting after what is already stored. A job that
+fails (unknown market, delisted, retries exhausted, corrupt file) is reported in the summary and
+the others carry on; nothing stored is lost, because a job writes only once it has all its rows.
+Funding rates and mark candles are stored at 1h, the timeframe Freqtrade 2026.9 reads them at.
+``add_download_arguments`` / ``run_download`` are the ``liqsignal download`` command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from liqsignal.data.exchanges import EXCHANGES, ExchangeClient, RetryPolicy, timeframe_to_ms
+from liqsignal.data.store import FeatherStore
+from liqsignal.exceptions import ConfigError, DataError, LiqsignalError
+
+__all__ = [
+    "DEFAULT_CANDLE_TYPES",
+    "DownloadSummary",
+    "JobResult",
+    "add_download_arguments",
+    "download",
+    "download_async",
+    "run_download",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CANDLE_TYPES = ("futures", "mark", "funding_rate", "open_interest", "taker_buy")
+FUNDING_TF = "1h"  # Freqtrade's funding_fee_timeframe and mark_ohlcv_timeframe
+MARK_TF = "1h"
+
+
+@dataclass
+class JobResult:
+    """Outcome of one (exchange, market, timeframe, candle type) job."""
+
+    exchange: str
+    market: str
+    timeframe: str
+    candle_type: str
+    status: str  # "ok", "skipped" or "failed"
+    symbol: str | None = None
+    rows_fetched: int = 0
+    rows_added: int = 0
+    rows_total: int = 0
+    path: Path | None = None
+    message: str = ""
+
+
+@dataclass
+class DownloadSummary:
+    """What a download run did, job by job, with request counters per exchange."""
+
+    results: list[JobResult] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    requests: dict[str, int] = field(default_factory=dict)
+    retries: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[JobResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def rows_added(self) -> int:
+        return sum(r.rows_added for r in self.results)
+
+    def table(self) -> str:
+        lines = [
+            f"{'exchange':<12}{'market':<16}{'tf':<5}{'type':<15}{'status':<9}"
+            f"{'added':>8}{'total':>9}  message"
+        ]
+        for r in self.results:
+            lines.append(
+                f"{r.exchange:<12}{(r.symbol or r.market):<16}{r.timeframe:<5}{r.candle_type:<15}"
+                f"{r.status:<9}{r.rows_added:>8}{r.rows_total:>9}  {r.message}"
+            )
+        lines.append(
+            f"{len(self.results)} jobs, {len(self.failed)} failed, {self.rows_added()} rows added, "
+            f"{sum(self.requests.values())} requests, {sum(self.retries.values())} retries, "
+            f"{self.elapsed_s:.1f}s"
+        )
+        return "\n".join(lines)
+
+
+def _to_ms(value: str | int | float | datetime | pd.Timestamp | None, what: str) -> int | None:
+    """Epoch ms from a date, an ISO string, epoch ms, or a relative ``30d`` / ``12h`` (ago)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ConfigError(f"{what}: expected a date, got {value!r}")
+    if isinstance(value, int | float):
+        return int(value)
+    if isinstance(value, str) and value[:-1].isdigit() and value[-1:] in "mhdw":
+        return int(time.time() * 1000) - timeframe_to_ms(value)
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{what}: expected a date like 2026-01-01 or 30d, got {value!r}") from e
+    if ts is pd.NaT:
+        raise ConfigError(f"{what}: expected a date, got {value!r}")
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return int(ts.value // 1_000_000)
+
+
+@dataclass(frozen=True)
+class _Job:
+    exchange: str
+    market: str
+    timeframe: str
+    candle_type: str
+
+
+def _plan(
+    markets: Sequence[str], timeframes: Sequence[str], candle_types: Sequence[str]
+) -> list[tuple[str, str, str]]:
+    """(market, timeframe, candle_type) per exchange; funding and mark once per market at 1h."""
+    plan: list[tuple[str, str, str]] = []
+    for market in markets:
+        for ct in candle_types:
+            if ct == "funding_rate":
+                plan.append((market, FUNDING_TF, ct))
+            elif ct == "mark":
+                plan.append((market, MARK_TF, ct))
+            else:
+                plan.extend((market, tf, ct) for tf in timeframes)
+    return list(dict.fromkeys(plan))
+
+
+async def _run_job(
+    client: ExchangeClient,
+    store: FeatherStore,
+    job: _Job,
+    since_ms: int,
+    until_ms: int | None,
+) -> JobResult:
+    res = JobResult(job.exchange, job.market, job.timeframe, job.candle_type, "ok")
+    try:
+        symbol = await client.symbol(job.market)
+        res.symbol = symbol
+        tf = job.timeframe
+        ct = job.candle_type
+        if ct == "open_interest":
+            oi_tf = client.oi_timeframe(tf)
+            if oi_tf is None:
+                res.status = "skipped"
+                res.message = f"no open interest history at {tf} on {client.name}"
+                return res
+            tf = res.timeframe = oi_tf
+        if ct == "taker_buy" and not client.has("takerBuyVolume"):
+            res.status = "skipped"
+            res.message = f"{client.name} gives no taker buy volume"
+            return res
+        if ct == "funding_rate" and not client.has("fetchFundingRateHistory"):
+            res.status = "skipped"
+            res.message = f"{client.name} has no funding rate history"
+            return res
+        last = store.last_date(job.exchange, symbol, tf, ct)  # CorruptFileError -> failed
+        start = since_ms
+        if last is not None:
+            step = 1 if ct == "funding_rate" else timeframe_to_ms(tf)
+            start = max(start, int(last.value // 1_000_000) + step)
+        if until_ms is not None and start > until_ms:
+            res.message = "up to date"
+            res.rows_total = len(store.read(job.exchange, symbol, tf, ct))
+            return res
+        if ct == "futures":
+            df = await client.fetch_ohlcv(symbol, tf, start, until_ms)
+        elif ct == "mark":
+            df = await client.fetch_ohlcv(symbol, tf, start, until_ms, price="mark")
+        elif ct == "funding_rate":
+            df = await client.fetch_funding_rate_history(symbol, start, until_ms)
+        elif ct == "open_interest":
+            df = await client.fetch_open_interest_history(symbol, tf, start, until_ms)
+        elif ct == "taker_buy":
+            df = await client.fetch_taker_buy(symbol, tf, start, until_ms)
+        else:  # pragma: no cover - validated up front
+            raise ConfigError(f"candle type {ct!r} cannot be downloaded")
+        merged = store.merge(job.exchange, symbol, tf, ct, df)
+        res.rows_fetched = len(df)
+        res.rows_added = merged.rows_added
+        res.rows_total = merged.rows_after
+        res.path = merged.path
+        if not len(df):
+            res.message = "no new rows"
+    except (DataError, ConfigError) as e:
+        res.status = "failed"
+        res.message = f"{type(e).__name__}: {e}"
+        logger.warning("download %s %s %s %s failed: %s", *_label(job), e)
+    return res
+
+
+def _label(job: _Job) -> tuple[str, str, str, str]:
+    return job.exchange, job.market, job.timeframe, job.candle_type
+
+
+async def download_async(
+    markets: Iterable[str],
+    exchanges: Iterable[str],
+    timeframes: Iterable[str],
+    since: str | int | datetime | pd.Timestamp,
+    datadir: str | Path,
+    *,
+    until: str | int | datetime | pd.Timestamp | None = None,
+    candle_types: Iterable[str] = DEFAULT_CANDLE_TYPES,
+    exchange_config: Mapping[str, Mapping[str, Any]] | None = None,
+    retry: RetryPolicy | None = None,
+    max_concurrency: int = 4,
+    max_jobs: int = 8,
+    history_limits: bool = True,
+    progress: bool = True,
+) -> DownloadSummary:
+    """Async :func:`download`; see there."""
+    t0 = time.monotonic()
+    markets = [m for m in markets]
+    exchanges = list(dict.fromkeys(exchanges))
+    timeframes = list(dict.fromkeys(timeframes))
+    candle_types = list(dict.fromkeys(candle_types))
+    if not markets or not exchanges or not timeframes or not candle_types:
+        raise ConfigError("download: markets, exchanges, timeframes and candle_types must be given")
+    for ex in exchanges:
+        if ex not in EXCHANGES:
+            raise ConfigError(f"exchanges: unknown {ex!r}; known: {', '.join(EXCHANGES)}")
+    for tf in timeframes:
+        timeframe_to_ms(tf)
+    for ct in candle_types:
+        if ct not in DEFAULT_CANDLE_TYPES:
+            raise ConfigError(
+                f"candle_types: unknown {ct!r}; expected some of {', '.join(DEFAULT_CANDLE_TYPES)}"
+            )
+    if max_jobs < 1:
+        raise ConfigError(f"max_jobs: expected >= 1, got {max_jobs}")
+    since_ms = _to_ms(since, "since")
+    if since_ms is None:
+        raise ConfigError("since: a start date is required, e.g. 2026-01-01 or 30d")
+    until_ms = _to_ms(until, "until")
+    exchange_config = exchange_config or {}
+    unknown_cfg = set(exchange_config) - set(exchanges)
+    if unknown_cfg:
+        raise ConfigError(f"exchange_config: keys {sorted(unknown_cfg)} are not among {exchanges}")
+
+    store = FeatherStore(datadir)
+    plan = _plan(markets, timeframes, candle_types)
+    summary = DownloadSummary()
+    job_sem = asyncio.Semaphore(max_jobs)
+    clients = {
+        ex: ExchangeClient(
+            ex,
+            exchange_config.get(ex),
+            retry=retry,
+            max_concurrency=max_concurrency,
+            history_limits=history_limits,
+        )
+        for ex in exchanges
+    }
+    bar = _Progress(progress, {ex: len(plan) for ex in exchanges})
+
+    async def per_exchange(ex: str) -> list[JobResult]:
+        client = clients[ex]
+        try:
+            await client.load_markets()
+        except DataError as e:
+            bar.advance(ex, len(plan))
+            return [
+                JobResult(ex, m, tf, ct, "failed", message=f"{type(e).__name__}: {e}")
+                for (m, tf, ct) in plan
+            ]
+
+        async def one(job: _Job) -> JobResult:
+            async with job_sem:
+                res = await _run_job(client, store, job, since_ms, until_ms)
+            bar.advance(ex, 1)
+            return res
+
+        return list(await asyncio.gather(*(one(_Job(ex, *p)) for p in plan)))
+
+    try:
+        with bar:
+            per = await asyncio.gather(*(per_exchange(ex) for ex in exchanges))
+    finally:
+        for client in clients.values():
+            await client.close()
+    for ex, results in zip(exchanges, per, strict=True):
+        summary.results.extend(results)
+        summary.requests[ex] = clients[ex].stats.calls
+        summary.retries[ex] = clients[ex].stats.retries
+    summary.elapsed_s = time.monotonic() - t0
+    return summary
+
+
+def download(
+    markets: Iterable[str],
+    exchanges: Iterable[str],
+    timeframes: Iterable[str],
+    since: str | int | datetime | pd.Timestamp,
+    datadir: str | Path,
+    **kwargs: Any,
+) -> DownloadSummary:
+    """Fetch ``markets`` (e.g. ``["BTC"]``) on ``exchanges`` into ``datadir`` (Freqtrade's
+    ``user_data/data``: files land in ``<datadir>/<exchange>/futures/``) and return a summary.
+
+    ``since``/``until``: date, ISO string, epoch ms or relative ``30d``. Keyword options:
+    ``candle_types`` (default all of :data:`DEFAULT_CANDLE_TYPES`), ``exchange_config``
+    (ccxt settings per exchange, e.g. ``{"bybit": {"urls": ...}}``), ``retry``
+    (:class:`RetryPolicy`), ``max_concurrency`` (requests per exchange), ``max_jobs``,
+    ``history_limits``, ``progress`` (rich progress bar).
+    """
+    return asyncio.run(download_async(markets, exchanges, timeframes, since, datadir, **kwargs))
+
+
+class _Progress:
+    """A rich progress bar with one line per exchange, or nothing."""
+
+    def __init__(self, enabled: bool, totals: dict[str, int]) -> None:
+        self.enabled = enabled
+        self.totals = totals
+        self._bar: Any = None
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+            self._bar = Progress(
+                "[bold]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                transient=False,
+            )
+            self._bar.__enter__()
+            self._tasks = {ex: self._bar.add_task(ex, total=n) for ex, n in self.totals.items()}
+        return self
+
+    def advance(self, exchange: str, n: int) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._tasks[exchange], n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+
+# -- command line -----------------------------------------------------------------------------
+def add_download_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``liqsignal download``."""
+    parser.add_argument("--markets", "-m", nargs="+", required=True, help="e.g. BTC ETH SOL")
+    parser.add_argument(
+        "--exchanges",
+        "-e",
+        nargs="+",
+        default=["binance"],
+        choices=sorted(EXCHANGES),
+        help="exchanges to fetch from (default: binance)",
+    )
+    parser.add_argument("--timeframes", "-t", nargs="+", default=["1h"], help="default: 1h")
+    parser.add_argument(
+        "--since", required=True, help="start: date (2026-01-01) or age (30d); resumes after data"
+    )
+    parser.add_argument("--until", default=None, help="end: date or epoch ms (default: now)")
+    parser.add_argument(
+        "--datadir",
+        type=Path,
+        default=Path("user_data/data"),
+        help="data folder; files go to <datadir>/<exchange>/futures/ (default: user_data/data)",
+    )
+    parser.add_argument(
+        "--candle-types",
+        nargs="+",
+        default=list(DEFAULT_CANDLE_TYPES),
+        choices=list(DEFAULT_CANDLE_TYPES),
+    )
+    parser.add_argument(
+        "--ccxt-config",
+        type=Path,
+        default=None,
+        help='JSON file {"<exchange>": {ccxt settings}}, e.g. urls of a local server',
+    )
+    parser.add_argument("--max-concurrency", type=int, default=4, help="requests per exchange")
+    parser.add_argument("--max-jobs", type=int, default=8, help="jobs running at once")
+    parser.add_argument("--retries", type=int, default=5, help="attempts per request")
+    parser.add_argument(
+        "--no-history-limits",
+        action="store_true",
+        help="do not clamp open interest history to the exchange's documented depth",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_download(args: argparse.Namespace) -> int:
+    """Run ``liqsignal download``: 0 when every job succeeded, 1 when some failed, 2 on bad
+    configuration."""
+    try:
+        config: dict[str, Any] = {}
+        if args.ccxt_config is not None:
+            try:
+                config = json.loads(Path(args.ccxt_config).read_text())
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"--ccxt-config {args.ccxt_config}: {e}") from e
+            if not isinstance(config, dict):
+                raise ConfigError(f"--ccxt-config {args.ccxt_config}: expected a JSON object")
+        summary = download(
+            args.markets,
+            args.exchanges,
+            args.timeframes,
+            args.since,
+            args.datadir,
+            until=args.until,
+            candle_types=args.candle_types,
+            exchange_config=config,
+            retry=RetryPolicy(attempts=args.retries),
+            max_concurrency=args.max_concurrency,
+            max_jobs=args.max_jobs,
+            history_limits=not args.no_history_limits,
+            progress=not args.no_progress,
+        )
+    except ConfigError as e:
+        print(f"liqsignal download: {e}")
+        return 2
+    except LiqsignalError as e:
+        print(f"liqsignal download: {e}")
+        return 1
+    print(summary.table())
+    return 0 if summary.ok else 1
