@@ -1,0 +1,313 @@
+"""Validated settings of the map engine (MapConfig), with documented, calibrated defaults.
+
+Every field is documented in the README's configuration table. ``MapConfig.from_dict`` reads the
+``liqsignal.engine`` section of a Freqtrade config and names the offending key on bad input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from liqsignal.exceptions import ConfigError
+
+__all__ = ["DEFAULT_LEVERAGES", "DEFAULT_LEVERAGE_WEIGHTS", "PARAM_NAMES", "MapConfig"]
+
+#: Leverage tiers modelled by default (10 tiers, 2x..125x).
+DEFAULT_LEVERAGES: tuple[float, ...] = (2.0, 3.0, 5.0, 10.0, 20.0, 25.0, 50.0, 75.0, 100.0, 125.0)
+#: Share of new notional opened at each default leverage (sums to 1); calibrated on the
+#: development file (see README, "Calibration").
+DEFAULT_LEVERAGE_WEIGHTS: tuple[float, ...] = (
+    0.04,
+    0.06,
+    0.12,
+    0.22,
+    0.18,
+    0.12,
+    0.12,
+    0.06,
+    0.05,
+    0.03,
+)
+
+#: Order of the float parameters handed to the kernels (``MapConfig.kernel_params``).
+#: The kernel unpacks them by position; ``tests/test_nb.py`` checks the two agree.
+PARAM_NAMES: tuple[str, ...] = (
+    "grid_mode",  # 0 absolute step, 1 relative step
+    "grid_step",  # USD per bin, or log(1 + bps/1e4)
+    "half_life_s",
+    "entry_spread",
+    "direction_long_share",
+    "close_long_share",  # -1: pro rata to standing notional
+    "proxy_volume_share",
+    "density_band",
+    "scan_range",
+    "smooth_half_bins",
+    "cluster_threshold",
+    "cluster_min_usd",
+    "merge_gap_bins",
+    "cascade_gap",
+    "cascade_max_depth",
+    "armed_distance",
+    "armed_size_ratio",
+    "armed_oi_ratio",
+    "armed_funding_min",
+    "ema_alpha",
+    "flush_ratio",
+    "flush_min_usd",
+    "recentre_frac",
+    "heatmap_every_s",
+    "heatmap_bins_per_row",
+    "churn_volume_share",
+    "intrabar_share",
+)
+
+
+def _positive(name: str, value: float) -> None:
+    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+        raise ConfigError(f"engine.{name} must be a finite number > 0, got {value!r}")
+
+
+def _fraction(name: str, value: float, *, allow_zero: bool = True) -> None:
+    ok = isinstance(value, int | float) and math.isfinite(value)
+    ok = ok and (0 <= value <= 1 if allow_zero else 0 < value <= 1)
+    if not ok:
+        raise ConfigError(f"engine.{name} must be a number in [0, 1], got {value!r}")
+
+
+@dataclass(frozen=True)
+class MapConfig:
+    """Settings of one liquidation map. Percentages are in percent of price (1.5 = 1.5 %)."""
+
+    #: Exchange whose liquidation formula applies: binance, bybit, okx, hyperliquid, or
+    #: another ccxt id (falls back to the Binance formula, said in the output).
+    exchange: str = "binance"
+    #: Market symbol, used to look up maintenance-margin tiers (ccxt style).
+    symbol: str = "BTC/USDT:USDT"
+    #: Absolute grid step in quote currency (USD). Set to None to use ``step_bps``.
+    step: float | None = 50.0
+    #: Relative grid step in basis points (used when ``step`` is None).
+    step_bps: float | None = None
+    #: Half-width of the grid around price, as a fraction of price (0.55: 2x levels fit).
+    width: float = 0.55
+    #: Number of bins; None derives it from ``width`` and the first price.
+    n_bins: int | None = None
+    #: Re-centre the grid when price strays this fraction of the bins from the centre.
+    recentre_frac: float = 0.05
+    #: Leverage tiers modelled, and the share of new notional at each.
+    leverages: tuple[float, ...] = DEFAULT_LEVERAGES
+    leverage_weights: tuple[float, ...] = DEFAULT_LEVERAGE_WEIGHTS
+    #: Symbol's maximum leverage; None reads it from the tiers (tiers above it are dropped).
+    max_leverage: float | None = None
+    #: Representative position notional (USD) that selects the maintenance-margin tier.
+    position_notional: float = 10_000.0
+    #: Taker fee rate, used where the exchange's formula includes it (OKX).
+    taker_fee: float = 0.0005
+    #: Path of a ccxt-style leverage tiers JSON; None uses the bundled Binance file.
+    tiers_file: str | None = None
+    #: Entries spread uniformly over this fraction of the bar's range around (H+L+C)/3.
+    entry_spread: float = 1.0
+    #: Long share of new positions on a green candle (1 - it on a red one) without taker data.
+    direction_long_share: float = 0.55
+    #: Long share of OI decreases; None: pro rata to the standing long/short notional.
+    close_long_share: float | None = None
+    #: Turnover: this share of bar volume x price opens new positions while the same notional
+    #: of standing positions closes pro rata (net change stays dOI). 0 disables.
+    churn_volume_share: float = 0.05
+    #: Share of a bar's new levels that the same bar's range already reached which is counted
+    #: as liquidated within that bar (the order of prices inside a bar is unknown).
+    intrabar_share: float = 0.5
+    #: Freshness half-life in hours (decay by wall time, so gaps decay correctly).
+    half_life_hours: float = 48.0
+    #: Volume-proxy mode (no OI): this share of bar volume x price counts as new notional.
+    proxy_volume_share: float = 0.02
+    #: Band for ``liq_*_density_usd``, percent of price.
+    density_band_pct: float = 2.0
+    #: How far from price clusters and cascades are searched, percent of price.
+    scan_range_pct: float = 10.0
+    #: Smoothing half-width in bins before thresholding.
+    smooth_half_bins: int = 2
+    #: A bin is dense when its smoothed notional exceeds this multiple of the scan mean.
+    cluster_threshold: float = 2.0
+    #: Absolute USD floor for a cluster.
+    cluster_min_usd: float = 0.0
+    #: Runs of dense bins separated by at most this many bins merge into one cluster.
+    merge_gap_bins: int = 2
+    #: Cascade: next cluster counts when its near edge is within this percent of the previous
+    #: cluster's far edge.
+    cascade_gap_pct: float = 0.6
+    #: Cascade depth cap.
+    cascade_max_depth: int = 10
+    #: Armed: nearest cluster within this percent of price ...
+    armed_distance_pct: float = 1.5
+    #: ... at least this multiple of its own recent (EMA) size ...
+    armed_size_ratio: float = 1.2
+    #: ... with OI at least this multiple of its EMA (skipped without OI) ...
+    armed_oi_ratio: float = 1.0
+    #: ... and funding on the crowded side >= this (longs: rate, shorts: -rate; skipped if NaN).
+    armed_funding_min: float = 0.0
+    #: Span in bars of the EMAs used for "against its own history".
+    history_bars: int = 168
+    #: Flush: consumed notional at least this multiple of its EMA ...
+    flush_ratio: float = 4.0
+    #: ... and at least this many USD.
+    flush_min_usd: float = 0.0
+    #: Heatmap history: one frame every this many seconds of data, at most ``heatmap_frames``
+    #: frames (oldest dropped), ``heatmap_rows`` price rows of ``heatmap_bins_per_row`` bins.
+    heatmap_every_s: float = 3600.0
+    heatmap_frames: int = 2000
+    heatmap_rows: int = 240
+    heatmap_bins_per_row: int = 4
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.step is None and self.step_bps is None:
+            raise ConfigError("engine: set one of step (USD per bin) or step_bps")
+        if self.step is not None and self.step_bps is not None:
+            raise ConfigError("engine: set only one of step and step_bps, not both")
+        if self.step is not None:
+            _positive("step", self.step)
+        if self.step_bps is not None:
+            _positive("step_bps", self.step_bps)
+        _positive("width", self.width)
+        if self.n_bins is not None and (not isinstance(self.n_bins, int) or self.n_bins < 16):
+            raise ConfigError(f"engine.n_bins must be an integer >= 16, got {self.n_bins!r}")
+        _fraction("recentre_frac", self.recentre_frac)
+        if len(self.leverages) == 0 or len(self.leverages) != len(self.leverage_weights):
+            raise ConfigError(
+                "engine.leverages and engine.leverage_weights must be non-empty and of equal "
+                f"length, got {len(self.leverages)} and {len(self.leverage_weights)}"
+            )
+        for lev in self.leverages:
+            if not (math.isfinite(lev) and lev >= 1):
+                raise ConfigError(f"engine.leverages: each must be >= 1, got {lev!r}")
+        for w in self.leverage_weights:
+            if not (math.isfinite(w) and w >= 0):
+                raise ConfigError(f"engine.leverage_weights: each must be >= 0, got {w!r}")
+        if sum(self.leverage_weights) <= 0:
+            raise ConfigError("engine.leverage_weights must not all be zero")
+        if self.max_leverage is not None:
+            _positive("max_leverage", self.max_leverage)
+        _positive("position_notional", self.position_notional)
+        _fraction("taker_fee", self.taker_fee)
+        _fraction("entry_spread", self.entry_spread)
+        _fraction("direction_long_share", self.direction_long_share)
+        if self.close_long_share is not None:
+            _fraction("close_long_share", self.close_long_share)
+        _positive("half_life_hours", self.half_life_hours)
+        _fraction("proxy_volume_share", self.proxy_volume_share)
+        _fraction("churn_volume_share", self.churn_volume_share)
+        _fraction("intrabar_share", self.intrabar_share)
+        for name in ("density_band_pct", "scan_range_pct", "cascade_gap_pct"):
+            _positive(name, getattr(self, name))
+        _positive("armed_distance_pct", self.armed_distance_pct)
+        _positive("cluster_threshold", self.cluster_threshold)
+        for name in ("smooth_half_bins", "merge_gap_bins"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 0:
+                raise ConfigError(f"engine.{name} must be an integer >= 0, got {v!r}")
+        for name in ("cascade_max_depth", "history_bars", "heatmap_frames", "heatmap_rows"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ConfigError(f"engine.{name} must be an integer >= 1, got {v!r}")
+        if not isinstance(self.heatmap_bins_per_row, int) or self.heatmap_bins_per_row < 1:
+            raise ConfigError("engine.heatmap_bins_per_row must be an integer >= 1")
+        for name in ("cluster_min_usd", "flush_min_usd"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ConfigError(f"engine.{name} must be >= 0, got {v!r}")
+        for name in ("armed_size_ratio", "armed_oi_ratio", "flush_ratio", "heatmap_every_s"):
+            _positive(name, getattr(self, name))
+        if not math.isfinite(self.armed_funding_min):
+            raise ConfigError("engine.armed_funding_min must be finite")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> MapConfig:
+        """Build from a mapping (e.g. the ``liqsignal.engine`` config section); unknown keys fail."""
+        if data is None:
+            return cls()
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"engine config must be a mapping, got {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"engine: unknown key(s) {unknown}; known keys: {sorted(names)}")
+        kwargs = dict(data)
+        for key in ("leverages", "leverage_weights"):
+            if key in kwargs:
+                try:
+                    kwargs[key] = tuple(float(v) for v in kwargs[key])
+                except (TypeError, ValueError) as e:
+                    raise ConfigError(f"engine.{key} must be a list of numbers") from e
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> MapConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("extra", None)
+        d["leverages"] = list(self.leverages)
+        d["leverage_weights"] = list(self.leverage_weights)
+        return d
+
+    # --- what the kernels receive -------------------------------------------------------------
+    @property
+    def grid_mode(self) -> int:
+        return 0 if self.step is not None else 1
+
+    @property
+    def grid_step(self) -> float:
+        if self.step is not None:
+            return float(self.step)
+        assert self.step_bps is not None
+        return math.log1p(self.step_bps / 1e4)
+
+    def bins_for_price(self, price: float) -> int:
+        """Number of bins so that +-``width`` of ``price`` fits (or ``n_bins`` when set)."""
+        if self.n_bins is not None:
+            return self.n_bins
+        if self.step is not None:
+            n = int(math.ceil(2 * self.width * price / self.step))
+        else:
+            n = int(math.ceil(2 * math.log1p(self.width) / self.grid_step))
+        return max(n + (n % 2), 16)
+
+    def kernel_params(self) -> np.ndarray:
+        """The float parameter vector, in ``PARAM_NAMES`` order."""
+        values = {
+            "grid_mode": float(self.grid_mode),
+            "grid_step": self.grid_step,
+            "half_life_s": self.half_life_hours * 3600.0,
+            "entry_spread": self.entry_spread,
+            "direction_long_share": self.direction_long_share,
+            "close_long_share": -1.0 if self.close_long_share is None else self.close_long_share,
+            "proxy_volume_share": self.proxy_volume_share,
+            "density_band": self.density_band_pct / 100.0,
+            "scan_range": self.scan_range_pct / 100.0,
+            "smooth_half_bins": float(self.smooth_half_bins),
+            "cluster_threshold": self.cluster_threshold,
+            "cluster_min_usd": self.cluster_min_usd,
+            "merge_gap_bins": float(self.merge_gap_bins),
+            "cascade_gap": self.cascade_gap_pct / 100.0,
+            "cascade_max_depth": float(self.cascade_max_depth),
+            "armed_distance": self.armed_distance_pct / 100.0,
+            "armed_size_ratio": self.armed_size_ratio,
+            "armed_oi_ratio": self.armed_oi_ratio,
+            "armed_funding_min": self.armed_funding_min,
+            "ema_alpha": 2.0 / (self.history_bars + 1.0),
+            "flush_ratio": self.flush_ratio,
+            "flush_min_usd": self.flush_min_usd,
+            "recentre_frac": self.recentre_frac,
+            "heatmap_every_s": self.heatmap_every_s,
+            "heatmap_bins_per_row": float(self.heatmap_bins_per_row),
+            "churn_volume_share": self.churn_volume_share,
+            "intrabar_share": self.intrabar_share,
+        }
+        return np.array([values[n] for n in PARAM_NAMES], dtype=np.float64)

@@ -1,0 +1,863 @@
+"""Numba kernels of the liquidation map: numpy in, numpy out; no pandas, ccxt or logging.
+
+The whole per-bar model (DESIGN.md order: consume, open, close, fade, read) is one kernel,
+``run_nb``, that advances a state held in plain arrays over any number of bars. A full build is a
+run over all bars from a fresh state; an incremental update is the same kernel over the new bars,
+so both give the same numbers by construction.
+
+Arrays (all float64 unless said):
+
+- ``ts[n]``: bar open time in seconds; ``x[n, n_ex, 8]``: per bar and exchange
+  ``open, high, low, close, volume, oi_amount, taker_buy_volume, funding_rate`` (NaN close: the
+  exchange has no bar; NaN oi: no OI change known this bar; NaN taker/funding: unknown).
+- ``p``: parameters in ``config.PARAM_NAMES`` order (unpacked by position below).
+- ``factors[n_ex, 2, n_lev]``: liquidation price / entry price, long (0) and short (1);
+  ``weights[n_ex, n_lev]``; ``proxy[n_ex]`` (int64): 1 = volume-proxy mode for that exchange.
+- State: ``g[G_SIZE]`` global scalars; ``ex[n_ex, X_SIZE]`` per-exchange scalars;
+  ``long_raw[n_ex, n_bins]``, ``short_raw[n_ex, n_bins]``: notional divided by the side's running
+  scale (decay and pro-rata closes multiply the scale, not the bins).
+- ``work[4, n_bins]``: scratch; ``hm[F, 2, rows]`` and ``hm_meta[F, 4]``: heatmap ring buffer.
+- ``out[N_OUT, n]``: features per bar, one row per name in ``OUT_NAMES``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+# Column layout of x
+I_OPEN, I_HIGH, I_LOW, I_CLOSE, I_VOL, I_OI, I_TAKER, I_FUND = 0, 1, 2, 3, 4, 5, 6, 7
+N_IN = 8
+
+# Global state g
+G_INIT = 0  # 1 once the grid is placed
+G_ORIGIN = 1  # linear: price of bin 0; log: log(price of bin 0)
+G_LAST_TS = 2
+G_NBARS = 3
+G_EMA_LC = 4  # EMA of nearest long cluster USD
+G_EMA_SC = 5
+G_EMA_OI = 6  # EMA of summed OI notional
+G_EMA_CONS = 7  # EMA of consumed notional
+G_DROPPED = 8  # cumulative notional that left the window
+G_SINCE_FLUSH = 9  # bars since last flush, -1 never
+G_FRAMES = 10  # heatmap frames written
+G_NEXT_FRAME = 11  # ts at/after which the next frame is written
+G_OPENED = 12  # cumulative notional opened
+G_CONSUMED = 13  # cumulative notional consumed
+G_CLOSED = 14  # cumulative notional removed by OI decreases
+G_DECAYED = 15  # cumulative notional faded by decay
+G_SIZE = 16
+
+# Per-exchange state ex
+X_SCALE_L, X_SCALE_S, X_TOT_L, X_TOT_S, X_PREV_OI, X_LTOP, X_SBOT, X_LAST_CLOSE = range(8)
+X_SIZE = 8
+
+OUT_NAMES = (
+    "liq_pred_long_usd",
+    "liq_pred_short_usd",
+    "liq_long_cluster_price",
+    "liq_long_cluster_usd",
+    "liq_long_cluster_dist_pct",
+    "liq_long_cluster_low",
+    "liq_long_cluster_high",
+    "liq_short_cluster_price",
+    "liq_short_cluster_usd",
+    "liq_short_cluster_dist_pct",
+    "liq_short_cluster_low",
+    "liq_short_cluster_high",
+    "liq_long_cascade_depth",
+    "liq_long_cascade_usd",
+    "liq_long_cascade_end",
+    "liq_short_cascade_depth",
+    "liq_short_cascade_usd",
+    "liq_short_cascade_end",
+    "liq_long_density_usd",
+    "liq_short_density_usd",
+    "liq_long_armed",
+    "liq_long_armed_score",
+    "liq_short_armed",
+    "liq_short_armed_score",
+    "liq_flush",
+    "liq_bars_since_flush",
+    "liq_long_total_usd",
+    "liq_short_total_usd",
+    "liq_opened_usd",
+    "liq_closed_usd",
+    "liq_dropped_usd",
+)
+N_OUT = len(OUT_NAMES)
+
+# Cluster record columns (find_clusters_nb output)
+C_USD, C_PRICE, C_NEAR, C_FAR, C_NBINS = 0, 1, 2, 3, 4
+C_SIZE = 5
+
+
+@njit(cache=True)
+def price_of_nb(i: float, mode: float, step: float, origin: float) -> float:
+    """Price of (fractional) bin ``i``."""
+    if mode == 0.0:
+        return origin + i * step
+    return math.exp(origin + i * step)
+
+
+@njit(cache=True)
+def index_of_nb(price: float, mode: float, step: float, origin: float) -> float:
+    """Fractional bin index of ``price`` (bin ``i`` is centred on ``price_of_nb(i)``)."""
+    if mode == 0.0:
+        return (price - origin) / step
+    return (math.log(price) - origin) / step
+
+
+@njit(cache=True)
+def place_grid_nb(price: float, n_bins: int, mode: float, step: float) -> float:
+    """Origin that centres ``price`` on an aligned grid (multiples of ``step``)."""
+    if mode == 0.0:
+        return math.floor(price / step + 0.5) * step - (n_bins // 2) * step
+    return (math.floor(math.log(price) / step + 0.5) - (n_bins // 2)) * step
+
+
+@njit(cache=True)
+def shift_nb(raw: np.ndarray, k: int) -> float:
+    """Shift bins by ``k`` (new[i] = old[i + k]); return the raw mass that fell out."""
+    n = raw.shape[0]
+    lost = 0.0
+    if k >= n or k <= -n:
+        for i in range(n):
+            lost += raw[i]
+            raw[i] = 0.0
+        return lost
+    if k > 0:
+        for i in range(k):
+            lost += raw[i]
+        for i in range(n - k):
+            raw[i] = raw[i + k]
+        for i in range(n - k, n):
+            raw[i] = 0.0
+    elif k < 0:
+        m = -k
+        for i in range(n - m, n):
+            lost += raw[i]
+        for i in range(n - 1, m - 1, -1):
+            raw[i] = raw[i - m]
+        for i in range(m):
+            raw[i] = 0.0
+    return lost
+
+
+@njit(cache=True)
+def spread_nb(raw: np.ndarray, a: float, b: float, mass: float) -> tuple[float, int, int]:
+    """Add ``mass`` spread uniformly over the fractional bin interval [a, b].
+
+    Bin ``i`` covers [i - 0.5, i + 0.5). ``mass`` is in raw units. Returns (mass that fell
+    outside the grid, lowest bin touched, highest bin touched); (.., -1, -1) when none.
+    """
+    n = raw.shape[0]
+    if b - a <= 1e-9:
+        i = int(math.floor(a + 0.5))
+        if i < 0 or i >= n:
+            return mass, -1, -1
+        raw[i] += mass
+        return 0.0, i, i
+    width = b - a
+    i0 = int(math.floor(a + 0.5))
+    i1 = int(math.floor(b + 0.5))
+    lost = 0.0
+    lo_hit = -1
+    hi_hit = -1
+    for i in range(i0, i1 + 1):
+        lo = max(a, i - 0.5)
+        hi = min(b, i + 0.5)
+        if hi <= lo:
+            continue
+        part = mass * (hi - lo) / width
+        if i < 0 or i >= n:
+            lost += part
+            continue
+        raw[i] += part
+        if lo_hit < 0:
+            lo_hit = i
+        hi_hit = i
+    return lost, lo_hit, hi_hit
+
+
+@njit(cache=True)
+def find_clusters_nb(
+    vals: np.ndarray,
+    m: int,
+    i_start: int,
+    direction: int,
+    mode: float,
+    step: float,
+    origin: float,
+    thr_mult: float,
+    min_usd: float,
+    smooth_h: int,
+    merge_gap: int,
+    max_k: int,
+    out: np.ndarray,
+) -> int:
+    """Clusters in ``vals[:m]``, ordered from nearest to price (index 0) outward.
+
+    ``vals[j]`` is the notional of grid bin ``i_start + direction * j``. A bin is dense when the
+    mean of ``vals`` over [j - h, j + h] is at least ``thr_mult`` times the mean of ``vals[:m]``;
+    runs of dense bins with gaps of at most ``merge_gap`` bins form a cluster; clusters below
+    ``min_usd`` are skipped. Writes up to ``max_k`` rows of (usd, weighted price, near edge
+    price, far edge price, bins) into ``out``; returns the count.
+    """
+    if m <= 0:
+        return 0
+    total = 0.0
+    for j in range(m):
+        total += vals[j]
+    if total <= 0.0:
+        return 0
+    thr = thr_mult * total / m
+    # running window sum for smoothing, window [lo, hi]
+    win = 0.0
+    lo = 0
+    hi = -1
+    count = 0
+    in_run = False
+    start = 0
+    last = 0
+    for j in range(m):
+        want_hi = min(m - 1, j + smooth_h)
+        while hi < want_hi:
+            hi += 1
+            win += vals[hi]
+        want_lo = max(0, j - smooth_h)
+        while lo < want_lo:
+            win -= vals[lo]
+            lo += 1
+        if win >= thr * (hi - lo + 1):
+            if in_run and j - last - 1 <= merge_gap:
+                last = j
+            else:
+                if in_run:
+                    count = _emit_cluster_nb(
+                        vals, start, last, i_start, direction, mode, step, origin, min_usd, out, count
+                    )
+                    if count >= max_k:
+                        return count
+                in_run = True
+                start = j
+                last = j
+    if in_run and count < max_k:
+        count = _emit_cluster_nb(
+            vals, start, last, i_start, direction, mode, step, origin, min_usd, out, count
+        )
+    return count
+
+
+@njit(cache=True)
+def _emit_cluster_nb(
+    vals: np.ndarray,
+    start: int,
+    last: int,
+    i_start: int,
+    direction: int,
+    mode: float,
+    step: float,
+    origin: float,
+    min_usd: float,
+    out: np.ndarray,
+    count: int,
+) -> int:
+    usd = 0.0
+    wp = 0.0
+    for j in range(start, last + 1):
+        usd += vals[j]
+        wp += vals[j] * price_of_nb(float(i_start + direction * j), mode, step, origin)
+    if usd <= 0.0 or usd < min_usd:
+        return count
+    out[count, C_USD] = usd
+    out[count, C_PRICE] = wp / usd
+    out[count, C_NEAR] = price_of_nb(float(i_start + direction * start), mode, step, origin)
+    out[count, C_FAR] = price_of_nb(float(i_start + direction * last), mode, step, origin)
+    out[count, C_NBINS] = last - start + 1
+    return count + 1
+
+
+@njit(cache=True)
+def cascade_nb(cl: np.ndarray, k: int, ref: float, gap: float, max_depth: int) -> tuple:
+    """Depth, summed USD and far-end price of the cascade starting at the nearest cluster."""
+    if k == 0:
+        return 0, 0.0, np.nan
+    depth = 1
+    usd = cl[0, C_USD]
+    end = cl[0, C_FAR]
+    for c in range(1, k):
+        if depth >= max_depth:
+            break
+        if abs(cl[c, C_NEAR] - cl[c - 1, C_FAR]) / ref <= gap:
+            depth += 1
+            usd += cl[c, C_USD]
+            end = cl[c, C_FAR]
+        else:
+            break
+    return depth, usd, end
+
+
+@njit(cache=True)
+def gather_side_nb(
+    raw: np.ndarray, scales: np.ndarray, i_start: int, direction: int, m_max: int, vals: np.ndarray
+) -> int:
+    """Combined notional (all exchanges) of bins ``i_start + direction * j`` for j < ``m_max``,
+    stopping at the grid's edge, into ``vals``; returns how many were written."""
+    n_ex = raw.shape[0]
+    n = raw.shape[1]
+    if direction > 0:
+        m = min(m_max, n - i_start)
+    else:
+        m = min(m_max, i_start + 1)
+    if m <= 0 or i_start < 0 or i_start >= n:
+        return 0
+    s0 = scales[0]
+    for j in range(m):
+        vals[j] = raw[0, i_start + direction * j] * s0
+    for e in range(1, n_ex):
+        se = scales[e]
+        for j in range(m):
+            vals[j] += raw[e, i_start + direction * j] * se
+    return m
+
+
+@njit(cache=True)
+def side_window_nb(
+    side: int, ref: float, scan: float, band: float, mode: float, step: float, origin: float
+) -> tuple:
+    """First bin, direction, bins to scan and bins within the density band on one side."""
+    ic = index_of_nb(ref, mode, step, origin)
+    if side == 0:
+        i_start = int(math.floor(ic))
+        far = index_of_nb(ref * (1.0 - scan), mode, step, origin)
+        edge = index_of_nb(ref * (1.0 - band), mode, step, origin)
+        m = i_start - int(math.ceil(far)) + 1
+        m_band = i_start - int(math.ceil(edge)) + 1
+        return i_start, -1, max(m, 0), max(m_band, 0)
+    i_start = int(math.ceil(ic))
+    far = index_of_nb(ref * (1.0 + scan), mode, step, origin)
+    edge = index_of_nb(ref * (1.0 + band), mode, step, origin)
+    m = int(math.floor(far)) - i_start + 1
+    m_band = int(math.floor(edge)) - i_start + 1
+    return i_start, 1, max(m, 0), max(m_band, 0)
+
+
+@njit(cache=True)
+def run_nb(
+    ts: np.ndarray,
+    x: np.ndarray,
+    p: np.ndarray,
+    factors: np.ndarray,
+    weights: np.ndarray,
+    proxy: np.ndarray,
+    g: np.ndarray,
+    ex: np.ndarray,
+    long_raw: np.ndarray,
+    short_raw: np.ndarray,
+    work: np.ndarray,
+    clusters: np.ndarray,
+    hm: np.ndarray,
+    hm_meta: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """Advance the map over ``len(ts)`` bars, writing one feature row per bar into ``out``."""
+    # --- parameters (config.PARAM_NAMES order) ---
+    mode = p[0]  # grid_mode
+    step = p[1]  # grid_step
+    half_life_s = p[2]  # half_life_s
+    entry_spread = p[3]  # entry_spread
+    dir_share = p[4]  # direction_long_share
+    close_long_share = p[5]  # close_long_share
+    proxy_share = p[6]  # proxy_volume_share
+    band = p[7]  # density_band
+    scan = p[8]  # scan_range
+    smooth_h = int(p[9])  # smooth_half_bins
+    thr_mult = p[10]  # cluster_threshold
+    min_usd = p[11]  # cluster_min_usd
+    merge_gap = int(p[12])  # merge_gap_bins
+    cascade_gap = p[13]  # cascade_gap
+    cascade_max = int(p[14])  # cascade_max_depth
+    armed_dist = p[15]  # armed_distance
+    armed_size = p[16]  # armed_size_ratio
+    armed_oi = p[17]  # armed_oi_ratio
+    armed_fund = p[18]  # armed_funding_min
+    alpha = p[19]  # ema_alpha
+    flush_ratio = p[20]  # flush_ratio
+    flush_min = p[21]  # flush_min_usd
+    recentre_frac = p[22]  # recentre_frac
+    hm_every = p[23]  # heatmap_every_s
+    hm_per_row = int(p[24])  # heatmap_bins_per_row
+    churn = p[25]  # churn_volume_share
+    intrabar = p[26]  # intrabar_share
+
+    n_bars = ts.shape[0]
+    n_ex = x.shape[1]
+    n_lev = weights.shape[1]
+    n_bins = long_raw.shape[1]
+    n_frames = hm.shape[0]
+    hm_rows = hm.shape[2]
+    ln2 = math.log(2.0)
+    max_k = clusters.shape[1]
+    scales_l = np.empty(n_ex)
+    scales_s = np.empty(n_ex)
+
+    for t in range(n_bars):
+        for c in range(N_OUT):
+            out[c, t] = np.nan
+        # reference price: first exchange with a bar
+        ref = np.nan
+        for e in range(n_ex):
+            if x[t, e, I_CLOSE] == x[t, e, I_CLOSE]:
+                ref = x[t, e, I_CLOSE]
+                break
+        if ref != ref:
+            # no exchange has this bar: fade by time, nothing else
+            if g[G_INIT] == 1.0:
+                _fade_nb(g, ex, long_raw, short_raw, ts[t], half_life_s, ln2)
+            continue
+
+        # --- grid placement / re-centring ---
+        if g[G_INIT] == 0.0:
+            g[G_ORIGIN] = place_grid_nb(ref, n_bins, mode, step)
+            g[G_INIT] = 1.0
+            g[G_LAST_TS] = ts[t]
+            g[G_SINCE_FLUSH] = -1.0
+            g[G_NEXT_FRAME] = ts[t]
+            for e in range(n_ex):
+                ex[e, X_SCALE_L] = 1.0
+                ex[e, X_SCALE_S] = 1.0
+                ex[e, X_TOT_L] = 0.0
+                ex[e, X_TOT_S] = 0.0
+                ex[e, X_PREV_OI] = np.nan
+                ex[e, X_LTOP] = -1.0
+                ex[e, X_SBOT] = float(n_bins)
+        else:
+            ic = index_of_nb(ref, mode, step, g[G_ORIGIN])
+            if abs(ic - n_bins / 2.0) > recentre_frac * n_bins:
+                k = int(math.floor(ic - n_bins / 2.0 + 0.5))
+                for e in range(n_ex):
+                    lost_l = shift_nb(long_raw[e], k)
+                    lost_s = shift_nb(short_raw[e], k)
+                    ex[e, X_TOT_L] -= lost_l
+                    ex[e, X_TOT_S] -= lost_s
+                    g[G_DROPPED] += lost_l * ex[e, X_SCALE_L] + lost_s * ex[e, X_SCALE_S]
+                    ex[e, X_LTOP] = min(ex[e, X_LTOP] - k, n_bins - 1.0)
+                    ex[e, X_SBOT] = max(ex[e, X_SBOT] - k, 0.0)
+                    if ex[e, X_LTOP] < -1.0:
+                        ex[e, X_LTOP] = -1.0
+                    if ex[e, X_SBOT] > n_bins:
+                        ex[e, X_SBOT] = float(n_bins)
+                g[G_ORIGIN] = g[G_ORIGIN] + k * step
+
+        origin = g[G_ORIGIN]
+        pred_l = 0.0
+        pred_s = 0.0
+        opened = 0.0
+        closed = 0.0
+        dropped_now = 0.0
+        oi_total = 0.0
+        oi_known = 0
+        fund_sum = 0.0
+        fund_n = 0
+        for e in range(n_ex):
+            o = x[t, e, I_OPEN]
+            h = x[t, e, I_HIGH]
+            lo = x[t, e, I_LOW]
+            cl = x[t, e, I_CLOSE]
+            if cl != cl:
+                continue
+            ex[e, X_LAST_CLOSE] = cl
+            # --- 1. consume ---
+            i_low = int(math.ceil(index_of_nb(lo, mode, step, origin)))
+            if i_low < 0:
+                i_low = 0
+            top = int(ex[e, X_LTOP])
+            s = 0.0
+            for i in range(i_low, top + 1):
+                s += long_raw[e, i]
+                long_raw[e, i] = 0.0
+            if top >= i_low:
+                ex[e, X_TOT_L] -= s
+                pred_l += s * ex[e, X_SCALE_L]
+                ex[e, X_LTOP] = i_low - 1.0
+            i_high = int(math.floor(index_of_nb(h, mode, step, origin)))
+            if i_high > n_bins - 1:
+                i_high = n_bins - 1
+            bot = int(ex[e, X_SBOT])
+            s = 0.0
+            for i in range(bot, i_high + 1):
+                s += short_raw[e, i]
+                short_raw[e, i] = 0.0
+            if i_high >= bot:
+                ex[e, X_TOT_S] -= s
+                pred_s += s * ex[e, X_SCALE_S]
+                ex[e, X_SBOT] = i_high + 1.0
+            if ex[e, X_TOT_L] < 0.0:
+                ex[e, X_TOT_L] = 0.0
+            if ex[e, X_TOT_S] < 0.0:
+                ex[e, X_TOT_S] = 0.0
+
+            # --- 2./3. open or close from the OI change ---
+            tp = (h + lo + cl) / 3.0
+            oi = x[t, e, I_OI]
+            new_usd = 0.0
+            close_usd = 0.0
+            vol = x[t, e, I_VOL]
+            if proxy[e] == 1:
+                if vol == vol and vol > 0.0:
+                    new_usd = proxy_share * vol * tp
+            elif oi == oi:
+                prev = ex[e, X_PREV_OI]
+                if prev == prev:
+                    d = (oi - prev) * tp
+                    if d > 0.0:
+                        new_usd = d
+                    elif d < 0.0:
+                        close_usd = -d
+                ex[e, X_PREV_OI] = oi
+                # turnover: a share of traded volume opens new positions while as much
+                # closes old ones (net change stays dOI)
+                if vol == vol and vol > 0.0 and churn > 0.0:
+                    new_usd += churn * vol * tp
+                    close_usd += churn * vol * tp
+            if oi == oi:
+                oi_total += oi * cl
+                oi_known += 1
+            f = x[t, e, I_FUND]
+            if f == f:
+                fund_sum += f
+                fund_n += 1
+
+            if new_usd > 0.0:
+                tb = x[t, e, I_TAKER]
+                if tb == tb and vol == vol and vol > 0.0:
+                    share_l = min(max(tb / vol, 0.0), 1.0)
+                elif cl > o:
+                    share_l = dir_share
+                elif cl < o:
+                    share_l = 1.0 - dir_share
+                else:
+                    share_l = 0.5
+                ea = tp - entry_spread * (tp - lo)
+                eb = tp + entry_spread * (h - tp)
+                for side in range(2):
+                    side_usd = new_usd * (share_l if side == 0 else 1.0 - share_l)
+                    if side_usd <= 0.0:
+                        continue
+                    sc = ex[e, X_SCALE_L] if side == 0 else ex[e, X_SCALE_S]
+                    for j in range(n_lev):
+                        w = weights[e, j]
+                        if w <= 0.0:
+                            continue
+                        fct = factors[e, side, j]
+                        if fct <= 0.0:
+                            dropped_now += side_usd * w
+                            continue
+                        a = index_of_nb(ea * fct, mode, step, origin)
+                        b = index_of_nb(eb * fct, mode, step, origin)
+                        mass = side_usd * w
+                        # levels of this bar's own entries that its range already reached:
+                        # a share ``intrabar`` of them is liquidated within the bar
+                        if side == 0:
+                            cut = index_of_nb(lo, mode, step, origin)
+                            f_in = (b - max(a, cut)) / (b - a) if b - a > 1e-9 else (
+                                1.0 if a >= cut else 0.0
+                            )
+                        else:
+                            cut = index_of_nb(h, mode, step, origin)
+                            f_in = (min(b, cut) - a) / (b - a) if b - a > 1e-9 else (
+                                1.0 if a <= cut else 0.0
+                            )
+                        f_in = min(max(f_in, 0.0), 1.0)
+                        now_liq = intrabar * mass * f_in
+                        if side == 0:
+                            pred_l += now_liq
+                        else:
+                            pred_s += now_liq
+                        keep = (mass - now_liq) / sc
+                        if now_liq > 0.0 and f_in < 1.0:
+                            # the reached part keeps (1 - intrabar) of its mass
+                            if side == 0:
+                                a2, b2 = a, min(b, cut)
+                                a3, b3 = max(a, cut), b
+                            else:
+                                a2, b2 = max(a, cut), b
+                                a3, b3 = a, min(b, cut)
+                            m2 = mass * (1.0 - f_in) / sc
+                            m3 = mass * f_in * (1.0 - intrabar) / sc
+                        else:
+                            a2, b2, m2 = a, b, keep
+                            a3, b3, m3 = a, b, 0.0
+                        raw_side = long_raw[e] if side == 0 else short_raw[e]
+                        for part in range(2):
+                            pa = a2 if part == 0 else a3
+                            pb = b2 if part == 0 else b3
+                            pm = m2 if part == 0 else m3
+                            if pm <= 0.0:
+                                continue
+                            lost, i0, i1 = spread_nb(raw_side, pa, pb, pm)
+                            if side == 0:
+                                ex[e, X_TOT_L] += pm - lost
+                                if i1 > ex[e, X_LTOP]:
+                                    ex[e, X_LTOP] = float(i1)
+                            else:
+                                ex[e, X_TOT_S] += pm - lost
+                                if i0 >= 0 and i0 < ex[e, X_SBOT]:
+                                    ex[e, X_SBOT] = float(i0)
+                            dropped_now += lost * sc
+                opened += new_usd
+            if close_usd > 0.0:
+                tl = ex[e, X_TOT_L] * ex[e, X_SCALE_L]
+                tsh = ex[e, X_TOT_S] * ex[e, X_SCALE_S]
+                if close_long_share < 0.0:
+                    tot = tl + tsh
+                    if tot > 0.0:
+                        rl = close_usd * tl / tot
+                        rs = close_usd * tsh / tot
+                    else:
+                        rl = 0.0
+                        rs = 0.0
+                else:
+                    rl = close_usd * close_long_share
+                    rs = close_usd * (1.0 - close_long_share)
+                closed += _remove_nb(ex, long_raw, e, X_SCALE_L, X_TOT_L, rl, tl)
+                closed += _remove_nb(ex, short_raw, e, X_SCALE_S, X_TOT_S, rs, tsh)
+
+        # --- 4. fade by elapsed time ---
+        _fade_nb(g, ex, long_raw, short_raw, ts[t], half_life_s, ln2)
+        g[G_DROPPED] += dropped_now
+        g[G_OPENED] += opened
+        g[G_CONSUMED] += pred_l + pred_s
+        g[G_CLOSED] += closed
+        g[G_NBARS] += 1.0
+
+        # --- 5. read ---
+        for e in range(n_ex):
+            scales_l[e] = ex[e, X_SCALE_L]
+            scales_s[e] = ex[e, X_SCALE_S]
+        ic = index_of_nb(ref, mode, step, origin)
+        vals = work[0]
+        out[0, t] = pred_l
+        out[1, t] = pred_s
+        tot_l = 0.0
+        tot_s = 0.0
+        for e in range(n_ex):
+            tot_l += ex[e, X_TOT_L] * scales_l[e]
+            tot_s += ex[e, X_TOT_S] * scales_s[e]
+        out[26, t] = tot_l
+        out[27, t] = tot_s
+        out[28, t] = opened
+        out[29, t] = closed
+        out[30, t] = g[G_DROPPED]
+        fund = fund_sum / fund_n if fund_n > 0 else np.nan
+        for side in range(2):
+            i_start, direction, m_max, m_band = side_window_nb(
+                side, ref, scan, band, mode, step, origin
+            )
+            if side == 0:
+                m = gather_side_nb(long_raw, scales_l, i_start, direction, m_max, vals)
+            else:
+                m = gather_side_nb(short_raw, scales_s, i_start, direction, m_max, vals)
+            dens = 0.0
+            for j in range(min(m_band, m)):
+                dens += vals[j]
+            k = find_clusters_nb(
+                vals,
+                m,
+                i_start,
+                direction,
+                mode,
+                step,
+                origin,
+                thr_mult,
+                min_usd,
+                smooth_h,
+                merge_gap,
+                max_k,
+                clusters[side],
+            )
+            cls_ = clusters[side]
+            base = 2 if side == 0 else 7
+            cbase = 12 if side == 0 else 15
+            out[18 + side, t] = dens
+            ema_idx = G_EMA_LC if side == 0 else G_EMA_SC
+            if k > 0:
+                out[base, t] = cls_[0, C_PRICE]
+                out[base + 1, t] = cls_[0, C_USD]
+                dist = abs(ref - cls_[0, C_PRICE]) / ref
+                out[base + 2, t] = dist * 100.0
+                out[base + 3, t] = min(cls_[0, C_NEAR], cls_[0, C_FAR])
+                out[base + 4, t] = max(cls_[0, C_NEAR], cls_[0, C_FAR])
+                depth, cusd, cend = cascade_nb(cls_, k, ref, cascade_gap, cascade_max)
+                out[cbase, t] = depth
+                out[cbase + 1, t] = cusd
+                out[cbase + 2, t] = cend
+                # armed
+                ema_c = g[ema_idx]
+                size_ratio = cls_[0, C_USD] / ema_c if ema_c > 0.0 else 1.0
+                oi_ratio = oi_total / g[G_EMA_OI] if (oi_known > 0 and g[G_EMA_OI] > 0.0) else 1.0
+                prox = 1.0 - dist / armed_dist
+                if prox < 0.0:
+                    prox = 0.0
+                score = prox * min(size_ratio, 10.0) * oi_ratio
+                ok = dist <= armed_dist and size_ratio >= armed_size
+                if oi_known > 0 and g[G_EMA_OI] > 0.0:
+                    ok = ok and oi_ratio >= armed_oi
+                if fund == fund:
+                    side_fund = fund if side == 0 else -fund
+                    ok = ok and side_fund >= armed_fund
+                out[20 + 2 * side, t] = 1.0 if ok else 0.0
+                out[21 + 2 * side, t] = score
+                cur = cls_[0, C_USD]
+            else:
+                out[base + 1, t] = 0.0
+                out[cbase, t] = 0.0
+                out[cbase + 1, t] = 0.0
+                out[20 + 2 * side, t] = 0.0
+                out[21 + 2 * side, t] = 0.0
+                cur = 0.0
+            if g[G_NBARS] <= 1.0:
+                g[ema_idx] = cur
+            else:
+                g[ema_idx] += alpha * (cur - g[ema_idx])
+        # flush
+        cons = pred_l + pred_s
+        flush = 0.0
+        if g[G_NBARS] > 1.0 and g[G_EMA_CONS] > 0.0:
+            if cons >= flush_ratio * g[G_EMA_CONS] and cons >= flush_min and cons > 0.0:
+                flush = 1.0 if pred_l >= pred_s else -1.0
+        if flush != 0.0:
+            g[G_SINCE_FLUSH] = 0.0
+        elif g[G_SINCE_FLUSH] >= 0.0:
+            g[G_SINCE_FLUSH] += 1.0
+        out[24, t] = flush
+        out[25, t] = g[G_SINCE_FLUSH] if g[G_SINCE_FLUSH] >= 0.0 else np.nan
+        if g[G_NBARS] <= 1.0:
+            g[G_EMA_CONS] = cons
+        else:
+            g[G_EMA_CONS] += alpha * (cons - g[G_EMA_CONS])
+        if oi_known > 0:
+            if g[G_EMA_OI] <= 0.0:
+                g[G_EMA_OI] = oi_total
+            else:
+                g[G_EMA_OI] += alpha * (oi_total - g[G_EMA_OI])
+
+        # heatmap frame
+        if n_frames > 0 and ts[t] >= g[G_NEXT_FRAME]:
+            fidx = int(g[G_FRAMES]) % n_frames
+            half = (hm_rows * hm_per_row) // 2
+            first = int(math.floor(ic + 0.5)) - half
+            for r in range(hm_rows):
+                vl = 0.0
+                vs = 0.0
+                for q in range(hm_per_row):
+                    i = first + r * hm_per_row + q
+                    if 0 <= i < n_bins:
+                        for e in range(n_ex):
+                            vl += long_raw[e, i] * scales_l[e]
+                            vs += short_raw[e, i] * scales_s[e]
+                hm[fidx, 0, r] = vl
+                hm[fidx, 1, r] = vs
+            hm_meta[fidx, 0] = ts[t]
+            hm_meta[fidx, 1] = price_of_nb(first - 0.5, mode, step, origin)
+            hm_meta[fidx, 2] = price_of_nb(first + hm_rows * hm_per_row - 0.5, mode, step, origin)
+            hm_meta[fidx, 3] = ref
+            g[G_FRAMES] += 1.0
+            g[G_NEXT_FRAME] = (math.floor(ts[t] / hm_every) + 1.0) * hm_every
+
+
+@njit(cache=True)
+def _remove_nb(
+    ex: np.ndarray,
+    raw: np.ndarray,
+    e: int,
+    scale_col: int,
+    tot_col: int,
+    amount: float,
+    side_total: float,
+) -> float:
+    """Remove ``amount`` USD pro rata from one side of exchange ``e``; returns what was removed."""
+    if amount <= 0.0 or side_total <= 0.0:
+        return 0.0
+    if amount >= side_total * (1.0 - 1e-12):
+        for i in range(raw.shape[1]):
+            raw[e, i] = 0.0
+        ex[e, tot_col] = 0.0
+        ex[e, scale_col] = 1.0
+        return side_total
+    ex[e, scale_col] *= 1.0 - amount / side_total
+    _renorm_nb(ex, raw, e, scale_col, tot_col)
+    return amount
+
+
+@njit(cache=True)
+def _renorm_nb(ex: np.ndarray, raw: np.ndarray, e: int, scale_col: int, tot_col: int) -> None:
+    """Fold a tiny running scale back into the bins to keep raw values finite."""
+    sc = ex[e, scale_col]
+    if sc < 1e-100:
+        for i in range(raw.shape[1]):
+            raw[e, i] *= sc
+        ex[e, tot_col] *= sc
+        ex[e, scale_col] = 1.0
+
+
+@njit(cache=True)
+def _fade_nb(
+    g: np.ndarray,
+    ex: np.ndarray,
+    long_raw: np.ndarray,
+    short_raw: np.ndarray,
+    now: float,
+    half_life_s: float,
+    ln2: float,
+) -> None:
+    dt = now - g[G_LAST_TS]
+    g[G_LAST_TS] = now
+    if dt <= 0.0:
+        return
+    f = math.exp(-ln2 * dt / half_life_s)
+    for e in range(ex.shape[0]):
+        before = ex[e, X_TOT_L] * ex[e, X_SCALE_L] + ex[e, X_TOT_S] * ex[e, X_SCALE_S]
+        g[G_DECAYED] += before * (1.0 - f)
+        ex[e, X_SCALE_L] *= f
+        ex[e, X_SCALE_S] *= f
+        _renorm_nb(ex, long_raw, e, X_SCALE_L, X_TOT_L)
+        _renorm_nb(ex, short_raw, e, X_SCALE_S, X_TOT_S)
+
+
+@njit(cache=True)
+def side_clusters_nb(
+    raw: np.ndarray,
+    scales: np.ndarray,
+    side: int,
+    ref: float,
+    p: np.ndarray,
+    origin: float,
+    max_k: int,
+    vals: np.ndarray,
+) -> np.ndarray:
+    """All clusters (up to ``max_k``) on one side of ``ref`` for a snapshot, nearest first."""
+    mode = p[0]
+    step = p[1]
+    i_start, direction, m_max, _m_band = side_window_nb(side, ref, p[8], p[7], mode, step, origin)
+    m = gather_side_nb(raw, scales, i_start, direction, m_max, vals)
+    out = np.zeros((max_k, C_SIZE))
+    k = find_clusters_nb(
+        vals,
+        m,
+        i_start,
+        direction,
+        mode,
+        step,
+        origin,
+        p[10],
+        p[11],
+        int(p[9]),
+        int(p[12]),
+        max_k,
+        out,
+    )
+    return out[:k]
