@@ -65,6 +65,9 @@ class ExchangeSpec:
     #: the candle/OI endpoints answer the earliest ``limit`` rows from ``since`` on, so pages need
     #: no explicit end (fewer requests across gaps); else each page asks a [since, until] window
     forward_pages: bool = False
+    #: ccxt's ``openInterestAmount`` counts contracts here; the base amount is ``baseVolume``
+    oi_amount_in_contracts: bool = False
+    mark_page: int | None = None  # mark-price candles per request when smaller than ohlcv_page
 
 
 EXCHANGES: dict[str, ExchangeSpec] = {
@@ -102,6 +105,8 @@ EXCHANGES: dict[str, ExchangeSpec] = {
         funding_page=100,
         funding_window_h=8,  # newest-first endpoint: walk forward with before/after windows
         options={"fetchMarkets": {"types": ["swap"]}, "defaultType": "swap"},
+        oi_amount_in_contracts=True,
+        mark_page=100,
     ),
     "bitget": ExchangeSpec(
         "bitget",
@@ -455,6 +460,8 @@ class ExchangeClient:
             return self._rows_to_frame([], "futures")
         since_ms = since_ms // tf_ms * tf_ms if since_ms % tf_ms else since_ms
         limit = self.spec.ohlcv_page
+        if price and self.spec.mark_page:
+            limit = self.spec.mark_page
         params: dict[str, Any] = {"price": price} if price else {}
 
         async def page(cursor: int, window_end: int) -> list[tuple[int, list[float]]]:
@@ -544,7 +551,9 @@ class ExchangeClient:
             raw = await self.api.fetch_open_interest_history(
                 symbol, timeframe, cursor, limit, {"until": window_end}
             )
-            return _parse_oi(raw, f"{self.name} {symbol} open interest")
+            return _parse_oi(
+                raw, f"{self.name} {symbol} open interest", self.spec.oi_amount_in_contracts
+            )
 
         rows = await self._paginate(
             f"open interest {timeframe}", symbol, page, since_ms, until_ms, limit * tf_ms, tf_ms
@@ -561,7 +570,9 @@ class ExchangeClient:
             raw = await self.api.fetch_open_interest(symbol)
             if isinstance(raw, dict) and raw.get("timestamp") is None:
                 raw = {**raw, "timestamp": self.api.milliseconds()}
-            return _parse_oi([raw], f"{self.name} {symbol} open interest")
+            return _parse_oi(
+                [raw], f"{self.name} {symbol} open interest", self.spec.oi_amount_in_contracts
+            )
 
         rows = await self._call("open interest", symbol, one)
         return self._rows_to_frame(rows, "open_interest")
@@ -650,16 +661,17 @@ def _parse_rows(raw: Any, width: int, what: str) -> list[tuple[int, list[float]]
     return out
 
 
-def _parse_oi(raw: Any, what: str) -> list[tuple[int, list[float]]]:
+def _parse_oi(raw: Any, what: str, base_first: bool = False) -> list[tuple[int, list[float]]]:
     if not isinstance(raw, list):
         raise _Malformed(f"{what}: expected a list, got {type(raw).__name__}")
     out = []
     for item in raw:
         if not isinstance(item, dict):
             raise _Malformed(f"{what}: bad entry {item!r:.80}")
-        amount = item.get("openInterestAmount")
+        keys = ("baseVolume", "openInterestAmount")
+        amount = item.get(keys[0] if base_first else keys[1])
         if amount is None:
-            amount = item.get("baseVolume")
+            amount = item.get(keys[1] if base_first else keys[0])
         value = item.get("openInterestValue")
         if value is None:
             value = item.get("quoteVolume")
