@@ -5,7 +5,7 @@ Served paths (GET): ``/v5/market/time``, ``/v5/market/instruments-info``, ``/v5/
 ``/v5/market/tickers``. Data comes from the replay datadir (Freqtrade layout, one venue per
 datadir). Row selection follows Bybit: rows in ``[start, end]`` (``startTime``/``endTime`` for
 funding and open interest), the NEWEST ``limit`` of them, newest first; ``end`` defaults to now.
-Errors answer HTTP 200 with ``retCode`` (10001 for a bad parameter or unknown symbol), as Bybit does.
+Errors answer HTTP 200 with ``retCode`` (10001: bad parameter or unknown symbol), as Bybit does.
 Instrument filters are plausible constants, not Bybit's real ones.
 """
 
