@@ -4,7 +4,7 @@ One :class:`ExchangeClient` wraps one ``ccxt.async_support`` exchange (ccxt's ra
 offers paginated OHLCV (also mark), open-interest history, current open interest, funding rate
 history, leverage tiers and Binance's taker buy volume, each as a DataFrame in the columns of
 :mod:`liqsignal.data.store`. Calls are bounded in concurrency, temporary failures (ccxt
-``NetworkError`` family incl. timeouts, 429/DDoS, 5xx, ``BadResponse``, and malformed answers) are
+``OperationFailed`` family: timeouts, 429/DDoS, 5xx, ``BadResponse``; and malformed answers) are
 retried with exponential backoff (``Retry-After`` honoured, bounded), permanent ones (``BadSymbol``,
 ``BadRequest``, other ``ExchangeError``) become :class:`PermanentDataError` naming exchange and
 market. Per-exchange knowledge (page sizes, OI timeframes and depth, market type) is in
@@ -40,8 +40,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: ccxt errors worth retrying: network, timeouts, rate limits, 5xx, unparseable answers.
-TEMPORARY_ERRORS: tuple[type[Exception], ...] = (ccxt.NetworkError, ccxt.BadResponse)
+#: ccxt errors worth retrying: ``OperationFailed`` = network, timeouts, rate limits, 5xx,
+#: unparseable answers (``BadResponse``), exchange-side "internal error" codes.
+TEMPORARY_ERRORS: tuple[type[Exception], ...] = (ccxt.OperationFailed,)
 
 
 class _Malformed(Exception):
@@ -237,7 +238,11 @@ class ExchangeClient:
         self.retry = retry or RetryPolicy()
         self.history_limits = history_limits
         self.stats = ClientStats()
-        settings: dict[str, Any] = {"enableRateLimit": True, "options": dict(self.spec.options)}
+        settings: dict[str, Any] = {
+            "enableRateLimit": True,
+            "enableLastJsonResponse": True,  # lets _check_parsed tell garbage from an empty page
+            "options": dict(self.spec.options),
+        }
         settings = _deep_merge(settings, config or {})
         settings["enableRateLimit"] = True
         self.api: Any = getattr(ccxt_async, self.spec.ccxt_id)(settings)
@@ -308,6 +313,14 @@ class ExchangeClient:
             f"{', '.join(tried)} among {len(markets)} markets)"
         )
 
+    def _check_parsed(self, what: str) -> None:
+        """Raise _Malformed if the answer just received was not JSON (ccxt then parses the raw
+        text into an empty result). Called right after the awaited ccxt call returns: no other
+        task runs in between, so ``last_*_response`` belong to that call."""
+        body = self.api.last_http_response
+        if self.api.last_json_response is None and isinstance(body, str) and body.strip():
+            raise _Malformed(f"{what}: answer is not valid JSON: {body[:60]!r}")
+
     # -- retried calls ---------------------------------------------------------------------------
     async def _call(
         self, what: str, market: str, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any
@@ -325,7 +338,7 @@ class ExchangeClient:
                         # read before any await: the headers of this very answer
                         retry_after = _retry_after_seconds(self.api.last_response_headers)
                         raise
-            except (ccxt.NetworkError, ccxt.BadResponse, _Malformed) as e:
+            except (ccxt.OperationFailed, _Malformed) as e:
                 if attempt >= self.retry.attempts:
                     logger.warning(
                         "%s %s: %s: giving up after %d attempts: %s",
@@ -468,6 +481,7 @@ class ExchangeClient:
             raw = await self.api.fetch_ohlcv(
                 symbol, timeframe, cursor, limit, {**params, "until": window_end}
             )
+            self._check_parsed(f"{self.name} {symbol} ohlcv")
             return _parse_rows(raw, 5, f"{self.name} {symbol} ohlcv")
 
         what = f"{'mark ' if price else ''}ohlcv {timeframe}"
@@ -551,6 +565,7 @@ class ExchangeClient:
             raw = await self.api.fetch_open_interest_history(
                 symbol, timeframe, cursor, limit, {"until": window_end}
             )
+            self._check_parsed(f"{self.name} {symbol} open interest")
             return _parse_oi(
                 raw, f"{self.name} {symbol} open interest", self.spec.oi_amount_in_contracts
             )
@@ -568,6 +583,7 @@ class ExchangeClient:
 
         async def one() -> list[tuple[int, list[float]]]:
             raw = await self.api.fetch_open_interest(symbol)
+            self._check_parsed(f"{self.name} {symbol} open interest")
             if isinstance(raw, dict) and raw.get("timestamp") is None:
                 raw = {**raw, "timestamp": self.api.milliseconds()}
             return _parse_oi(
@@ -593,6 +609,7 @@ class ExchangeClient:
             if self.spec.ccxt_id == "okx":  # okx: records older than ``after`` (exclusive)
                 params = {"after": window_end + 1}
             raw = await self.api.fetch_funding_rate_history(symbol, cursor, limit, params)
+            self._check_parsed(f"{self.name} {symbol} funding")
             return _parse_funding(raw, f"{self.name} {symbol} funding")
 
         # without a window the endpoint answers the earliest ``limit`` rows from since on

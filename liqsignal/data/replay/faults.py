@@ -6,7 +6,7 @@ calls with HTTP 429 and a ``Retry-After`` header. Fault kinds:
 
 - ``timeout``: sleep ``delay_s`` before answering (set the client's timeout below it)
 - ``rate_limit``: HTTP 429 with ``Retry-After`` and the venue's rate-limit body
-- ``server_error``: HTTP 5xx (default 503)
+- ``server_error``: HTTP 5xx (default 503) with an HTML body, as a gateway answers
 - ``malformed``: HTTP 200 with a truncated JSON body
 - ``empty_page``: the real answer with its data rows removed
 - ``duplicate_rows``: the real answer with every data row twice
@@ -211,10 +211,13 @@ class Faults:
                 return handler(req)  # type: ignore[no-any-return]
             if rule.kind == "rate_limit":
                 return _rate_limit_response(req.path, rule.retry_after)
-            if rule.kind == "server_error":
-                return json_response({"code": -1000, "msg": "injected server error"}, rule.status)
+            if rule.kind == "server_error":  # as a gateway in front of the venue answers
+                body = f"<html><body><h1>{rule.status} Bad Gateway</h1></body></html>".encode()
+                return Response(rule.status, body, {"Content-Type": "text/html"})
             if rule.kind == "malformed":
-                return Response(200, b'{"code":0,"data":[["17', {"Content-Type": "application/json"})
+                return Response(
+                    200, b'{"code":0,"data":[["17', {"Content-Type": "application/json"}
+                )
             if rule.kind == "delist":
                 return _delisted_response(req.path)
             return _rewrite_rows(handler(req), rule.kind, rule.seed)
