@@ -252,9 +252,12 @@ async def download_async(
         raise ConfigError("since: a start date is required, e.g. 2026-01-01 or 30d")
     until_ms = _to_ms(until, "until")
     exchange_config = exchange_config or {}
-    unknown_cfg = set(exchange_config) - set(exchanges)
+    unknown_cfg = set(exchange_config) - set(EXCHANGES)
     if unknown_cfg:
-        raise ConfigError(f"exchange_config: keys {sorted(unknown_cfg)} are not among {exchanges}")
+        raise ConfigError(
+            f"exchange_config: keys {sorted(unknown_cfg)} are not exchanges; known: "
+            f"{', '.join(EXCHANGES)}"
+        )
 
     store = FeatherStore(datadir)
     plan = _plan(markets, timeframes, candle_types)
