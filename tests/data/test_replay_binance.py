@@ -222,6 +222,19 @@ def test_replay_clock_hides_the_future_and_forms_the_current_candle():
         assert ex.fetch_time() >= now + H
 
 
+def test_without_forming_candle_only_closed_candles_are_served():
+    src = _file("futures")
+    start = src["ts"].iloc[600] + H // 2
+    with ReplayExchange(DATADIR, speed=1.0, start=int(start), forming_candle=False) as rx:
+        ex = ccxt.binanceusdm(rx.ccxt_config())
+        rows = ex.fetch_ohlcv(PAIR, "1h", limit=3)
+        assert [r[0] for r in rows] == src["ts"].iloc[597:600].tolist()
+        assert rows[-1][4] == src["close"].iloc[599]
+        # the book sits at the current candle's open: nothing of its future is used
+        book = ex.fetch_order_book(PAIR, 5)
+        assert book["bids"][0][0] < src["open"].iloc[600] <= book["asks"][0][0]
+
+
 def test_unknown_paths_answer_404_and_are_logged(rx):
     ex = ccxt.binanceusdm(rx.ccxt_config())
     ex.load_markets()

@@ -30,6 +30,11 @@ def main(argv: list[str] | None = None) -> int:
         "--speed", type=float, default=None, help="replay seconds per wall second (omit: static)"
     )
     p.add_argument("--start", default=None, help="replay start time, ISO 8601 UTC")
+    p.add_argument(
+        "--no-forming-candle",
+        action="store_true",
+        help="serve closed candles only (use this for a Freqtrade dry-run with --speed)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log every request")
     a = p.parse_args(argv)
     logging.basicConfig(
@@ -37,7 +42,14 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        rx = ReplayExchange(a.datadir, speed=a.speed, start=a.start, port=a.port, venues=[a.venue])
+        rx = ReplayExchange(
+            a.datadir,
+            speed=a.speed,
+            start=a.start,
+            port=a.port,
+            venues=[a.venue],
+            forming_candle=not a.no_forming_candle,
+        )
         rx.start()
     except (LiqsignalError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

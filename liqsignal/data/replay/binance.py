@@ -172,6 +172,8 @@ class _Binance:
         row = df.iloc[i]
         period = timeframe_to_ms(tfs[0])
         if vis is not None and ts[i] + period > vis:
+            if not self.rx.forming_candle:
+                return float(row["open"])  # known at the candle's start: no look-ahead
             frac = (vis - ts[i]) / period
             return float(row["open"] + (row["close"] - row["open"]) * frac)
         return float(row["close"])
@@ -304,9 +306,12 @@ class _Binance:
             return json_response([])
         start, end = self._int(req, "startTime"), self._int(req, "endTime")
         ts = df["ts"].to_numpy()
-        lo, hi = self._select(ts, start, end, limit, req.visible_until)
-        part = df.iloc[lo:hi]
         period = timeframe_to_ms(interval)
+        visible = req.visible_until
+        if visible is not None and not self.rx.forming_candle:
+            visible -= period  # closed candles only: open + period <= now
+        lo, hi = self._select(ts, start, end, limit, visible)
+        part = df.iloc[lo:hi]
         o = part["open"].to_numpy(dtype="float64").copy()
         h = part["high"].to_numpy(dtype="float64").copy()
         low = part["low"].to_numpy(dtype="float64").copy()

@@ -385,6 +385,11 @@ class ReplayExchange:
     then point ccxt or Freqtrade at ``rx.ccxt_config()``. ``speed=None`` serves everything
     (backtesting, download-data). Without ``start`` a clocked replay begins 1000 hours after the
     first candle, so strategies have start-up history.
+
+    ``forming_candle=True`` serves the current, unfinished candle last, as Binance does.
+    Freqtrade 2026.9 decides whether the last candle is complete from the wall clock, so with a
+    replay clock it would take that candle as closed: use ``forming_candle=False`` for a
+    Freqtrade dry-run (then prices are the current candle's open, nothing of its future leaks).
     """
 
     def __init__(
@@ -395,8 +400,10 @@ class ReplayExchange:
         port: int = 0,
         host: str = "127.0.0.1",
         venues: Iterable[str] = ("binance",),
+        forming_candle: bool = True,
     ) -> None:
         self.data = DataSource(datadir)
+        self.forming_candle = forming_candle
         start_ms = _parse_time(start)
         if speed is not None and start_ms is None:
             start_ms = self.data.first_date_ms() + 1000 * 3_600_000

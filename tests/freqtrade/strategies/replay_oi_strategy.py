@@ -6,11 +6,14 @@ It enters only on bars where open interest (``open_interest`` candles) and a fun
 
 from __future__ import annotations
 
+import logging
 from typing import ClassVar
 
 import pandas as pd
 from freqtrade.strategy import IStrategy
 from pandas import DataFrame
+
+logger = logging.getLogger(__name__)
 
 
 class ReplayOiStrategy(IStrategy):
@@ -51,6 +54,15 @@ class ReplayOiStrategy(IStrategy):
         self.seen[f"{pair} oi_rows"] = int(df["open_interest_value"].notna().sum())
         self.seen[f"{pair} funding_rows"] = int(df["funding_rate"].notna().sum())
         self.seen[f"{pair} candles"] = len(df)
+        if self.dp.runmode.value in ("dry_run", "live"):
+            last = df.iloc[-1]
+            logger.info(
+                "replay-test analysed %s candle=%s oi=%s funding=%s",
+                pair,
+                last["date"].isoformat(),
+                last["open_interest_value"],
+                last["funding_rate"],
+            )
         return df
 
     def populate_entry_trend(self, dataframe: DataFrame, metadata: dict) -> DataFrame:
