@@ -302,3 +302,16 @@ def test_command_line_prints_the_overlay_and_stops_on_sigint(tmp_path):
         _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert "served" in err and "/fapi/v1/time" not in err.split("unknown paths:")[-1]
+
+
+def test_open_interest_rows_are_snapshots_at_their_date():
+    """Row T is the open interest at instant T: its implied price is the close of candle T-1h."""
+    oi = _file("open_interest")
+    close = _file("futures").set_index("ts")["close"]
+    implied = (oi["open_interest_value"] / oi["open_interest_amount"]).to_numpy()
+    prev_close = close.reindex(oi["ts"] - H).to_numpy()  # candle that ends at T
+    own_close = close.reindex(oi["ts"]).to_numpy()  # candle that starts at T
+    err_prev = np.nanmax(np.abs(implied / prev_close - 1))
+    err_own = np.nanmean(np.abs(implied / own_close - 1))
+    assert err_prev < 0.002  # aggregate vs Binance price: a few basis points
+    assert err_own > 3 * np.nanmean(np.abs(implied / prev_close - 1))
