@@ -60,7 +60,9 @@ class ExchangeSpec:
     oi_page: int
     oi_days: int | None  # how far back OI history reaches (None: no documented limit)
     funding_page: int
-    funding_window_h: int | None  # funding pages need an explicit [since, until] window
+    #: hours per funding row assumed to size [since, until] windows of newest-first endpoints
+    #: (None: the endpoint answers the earliest rows from since on, no window needed)
+    funding_window_h: int | None
     options: Mapping[str, Any] = field(default_factory=dict)  # ccxt options merged in
     taker_buy: bool = False  # raw klines carry taker buy volume (columns 9-10)
     #: the candle/OI endpoints answer the earliest ``limit`` rows from ``since`` on, so pages need
@@ -93,7 +95,7 @@ EXCHANGES: dict[str, ExchangeSpec] = {
         oi_page=200,
         oi_days=None,
         funding_page=200,
-        funding_window_h=None,  # ccxt derives endTime from the funding interval
+        funding_window_h=8,  # newest-first in [startTime, endTime]: windows, halved if full
         options={"fetchMarkets": {"types": ["linear"]}, "defaultType": "swap"},
     ),
     "okx": ExchangeSpec(
@@ -104,7 +106,7 @@ EXCHANGES: dict[str, ExchangeSpec] = {
         oi_page=100,
         oi_days=None,
         funding_page=100,
-        funding_window_h=8,  # newest-first endpoint: walk forward with before/after windows
+        funding_window_h=8,  # newest-first: before/after windows, halved when a page is full
         options={"fetchMarkets": {"types": ["swap"]}, "defaultType": "swap"},
         oi_amount_in_contracts=True,
         mark_page=100,
@@ -387,12 +389,15 @@ class ExchangeClient:
         until: int,
         window_ms: int,
         step_ms: int,
+        limit: int | None = None,
     ) -> list[tuple[int, list[float]]]:
         """Walk forward from ``since`` to ``until`` (both ms, inclusive) in windows.
 
         ``page(cursor, window_end)`` returns (ts, values) rows. The next cursor is the last row
         + ``step_ms``. An empty window is asked again once (a glitch must not lose data), then
-        skipped as a real gap. A page that does not move the cursor forward ends the walk.
+        skipped as a real gap. With ``limit`` (the endpoint answers the NEWEST ``limit`` rows of
+        a window): a full page that starts after the cursor may have cut older rows off, so the
+        window is halved and asked again (e.g. 1h funding where 8h was assumed).
         """
         rows: list[tuple[int, list[float]]] = []
         cursor = since
@@ -413,6 +418,16 @@ class ExchangeClient:
                 cursor = window_end + 1
                 continue
             confirmed_empty = False
+            first = min(r[0] for r in inside)
+            if (
+                limit is not None
+                and len(inside) >= limit
+                and first > cursor
+                and window_ms > step_ms
+            ):
+                window_ms = max(step_ms, window_ms // 2)
+                logger.debug("%s %s: %s: full page, window halved", self.name, market, what)
+                continue
             rows.extend(inside)
             last = max(r[0] for r in inside)
             nxt = last + step_ms
@@ -486,7 +501,8 @@ class ExchangeClient:
 
         what = f"{'mark ' if price else ''}ohlcv {timeframe}"
         window = self._ohlcv_window(limit * tf_ms, since_ms, until_ms)
-        rows = await self._paginate(what, symbol, page, since_ms, until_ms, window, tf_ms)
+        newest = None if self.spec.forward_pages else limit
+        rows = await self._paginate(what, symbol, page, since_ms, until_ms, window, tf_ms, newest)
         return self._rows_to_frame(rows, "futures")
 
     async def fetch_taker_buy(
@@ -571,7 +587,14 @@ class ExchangeClient:
             )
 
         rows = await self._paginate(
-            f"open interest {timeframe}", symbol, page, since_ms, until_ms, limit * tf_ms, tf_ms
+            f"open interest {timeframe}",
+            symbol,
+            page,
+            since_ms,
+            until_ms,
+            limit * tf_ms,
+            tf_ms,
+            limit,
         )
         return self._rows_to_frame(rows, "open_interest")
 
@@ -616,7 +639,16 @@ class ExchangeClient:
         window_ms = (window_h or 8) * 3_600_000 * limit
         if window_h is None:
             window_ms = max(window_ms, until_ms - since_ms + 1)
-        rows = await self._paginate("funding rate", symbol, page, since_ms, until_ms, window_ms, 1)
+        rows = await self._paginate(
+            "funding rate",
+            symbol,
+            page,
+            since_ms,
+            until_ms,
+            window_ms,
+            1,
+            None if window_h is None else limit,
+        )
         return self._rows_to_frame(rows, "funding_rate")
 
     # -- leverage tiers -------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -171,6 +172,20 @@ async def test_bad_timeframes_are_config_errors(servers: dict[str, ReplayExchang
             await ex.fetch_open_interest_history("BTC", "15m", SINCE, UNTIL)
         with pytest.raises(ConfigError, match="no '7m' candles"):
             await ex.fetch_ohlcv("BTC", "7m", SINCE, UNTIL)
+
+
+@pytest.mark.parametrize("venue", ["bybit", "okx"])
+async def test_newest_first_windows_shrink_instead_of_losing_rows(
+    servers: dict[str, ReplayExchange], venue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A window sized for 24h funding over 8h funding holds 3x the page: halve, lose nothing."""
+    small = dataclasses.replace(EXCHANGES[venue], funding_page=50, funding_window_h=24)
+    monkeypatch.setitem(EXCHANGES, venue, small)
+    async with _client(servers[venue], venue) as ex:
+        funding = await ex.fetch_funding_rate_history("BTC", SINCE, UNTIL)
+    src = _source("funding_rate")
+    assert len(funding) == len(src) == 189
+    assert (funding["date"].to_numpy() == src["date"].to_numpy()).all()
 
 
 def test_retry_after_parsing() -> None:
