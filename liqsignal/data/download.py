@@ -4,7 +4,8 @@
 one job per (exchange, market, timeframe, candle type), at most ``max_jobs`` at a time (and at most
 ``max_concurrency`` requests per exchange), each starting after what is already stored. A job that
 fails (unknown market, delisted, retries exhausted, corrupt file) is reported in the summary and
-the others carry on; nothing stored is lost, because a job writes only once it has all its rows.
+the others carry on; nothing stored is lost: a job merges its rows into the file every
+``chunk_pages`` pages, so an interrupted job keeps what it had and the next run resumes after it.
 Funding rates and mark candles are stored at 1h, the timeframe Freqtrade 2026.9 reads them at.
 ``add_download_arguments`` / ``run_download`` are the ``liqsignal download`` command.
 """
@@ -150,6 +151,7 @@ async def _run_job(
     job: _Job,
     since_ms: int,
     until_ms: int | None,
+    chunk_pages: int,
 ) -> JobResult:
     res = JobResult(job.exchange, job.market, job.timeframe, job.candle_type, "ok")
     try:
@@ -177,34 +179,57 @@ async def _run_job(
         if last is not None:
             step = 1 if ct == "funding_rate" else timeframe_to_ms(tf)
             start = max(start, int(last.value // 1_000_000) + step)
-        if until_ms is not None and start > until_ms:
+        end = until_ms if until_ms is not None else int(time.time() * 1000)
+        if start > end:
             res.message = "up to date"
             res.rows_total = len(store.read(job.exchange, symbol, tf, ct))
             return res
-        if ct == "futures":
-            df = await client.fetch_ohlcv(symbol, tf, start, until_ms)
-        elif ct == "mark":
-            df = await client.fetch_ohlcv(symbol, tf, start, until_ms, price="mark")
-        elif ct == "funding_rate":
-            df = await client.fetch_funding_rate_history(symbol, start, until_ms)
-        elif ct == "open_interest":
-            df = await client.fetch_open_interest_history(symbol, tf, start, until_ms)
-        elif ct == "taker_buy":
-            df = await client.fetch_taker_buy(symbol, tf, start, until_ms)
-        else:  # pragma: no cover - validated up front
-            raise ConfigError(f"candle type {ct!r} cannot be downloaded")
-        merged = store.merge(job.exchange, symbol, tf, ct, df)
-        res.rows_fetched = len(df)
-        res.rows_added = merged.rows_added
-        res.rows_total = merged.rows_after
-        res.path = merged.path
-        if not len(df):
+        span = _chunk_ms(client, ct, tf, chunk_pages)
+        chunk_start = start
+        while chunk_start <= end:  # write after each chunk: a later failure keeps them
+            chunk_end = min(chunk_start + span - 1, end)
+            df = await _fetch(client, symbol, tf, ct, chunk_start, chunk_end)
+            merged = store.merge(job.exchange, symbol, tf, ct, df)
+            res.rows_fetched += len(df)
+            res.rows_added += merged.rows_added
+            res.rows_total = merged.rows_after
+            res.path = merged.path
+            chunk_start = chunk_end + 1
+        if res.rows_fetched == 0:
             res.message = "no new rows"
     except (DataError, ConfigError) as e:
         res.status = "failed"
-        res.message = f"{type(e).__name__}: {e}"
+        kept = f" ({res.rows_added} rows stored before)" if res.rows_added else ""
+        res.message = f"{type(e).__name__}: {e}{kept}"
         logger.warning("download %s %s %s %s failed: %s", *_label(job), e)
     return res
+
+
+def _chunk_ms(client: ExchangeClient, ct: str, tf: str, pages: int) -> int:
+    """Time span fetched between two writes: ``pages`` pages of the job's endpoint."""
+    spec = client.spec
+    if ct == "funding_rate":
+        return pages * spec.funding_page * 3_600_000 * (spec.funding_window_h or 8)
+    page = spec.oi_page if ct == "open_interest" else spec.ohlcv_page
+    if ct == "mark" and spec.mark_page:
+        page = spec.mark_page
+    return pages * page * timeframe_to_ms(tf)
+
+
+async def _fetch(
+    client: ExchangeClient, symbol: str, tf: str, ct: str, start: int, end: int
+) -> pd.DataFrame:
+    if ct == "futures":
+        return await client.fetch_ohlcv(symbol, tf, start, end)
+    if ct == "mark":
+        return await client.fetch_ohlcv(symbol, tf, start, end, price="mark")
+    if ct == "funding_rate":
+        return await client.fetch_funding_rate_history(symbol, start, end)
+    if ct == "open_interest":
+        return await client.fetch_open_interest_history(symbol, tf, start, end)
+    if ct == "taker_buy":
+        return await client.fetch_taker_buy(symbol, tf, start, end)
+    raise ConfigError(f"candle type {ct!r} cannot be downloaded")  # pragma: no cover
 
 
 def _label(job: _Job) -> tuple[str, str, str, str]:
@@ -226,6 +251,7 @@ async def download_async(
     max_jobs: int = 8,
     history_limits: bool = True,
     progress: bool = True,
+    chunk_pages: int = 20,
 ) -> DownloadSummary:
     """Async :func:`download`; see there."""
     t0 = time.monotonic()
@@ -247,6 +273,8 @@ async def download_async(
             )
     if max_jobs < 1:
         raise ConfigError(f"max_jobs: expected >= 1, got {max_jobs}")
+    if chunk_pages < 1:
+        raise ConfigError(f"chunk_pages: expected >= 1, got {chunk_pages}")
     since_ms = _to_ms(since, "since")
     if since_ms is None:
         raise ConfigError("since: a start date is required, e.g. 2026-01-01 or 30d")
@@ -288,7 +316,7 @@ async def download_async(
 
         async def one(job: _Job) -> JobResult:
             async with job_sem:
-                res = await _run_job(client, store, job, since_ms, until_ms)
+                res = await _run_job(client, store, job, since_ms, until_ms, chunk_pages)
             bar.advance(ex, 1)
             return res
 
@@ -323,7 +351,8 @@ def download(
     ``candle_types`` (default all of :data:`DEFAULT_CANDLE_TYPES`), ``exchange_config``
     (ccxt settings per exchange, e.g. ``{"bybit": {"urls": ...}}``), ``retry``
     (:class:`RetryPolicy`), ``max_concurrency`` (requests per exchange), ``max_jobs``,
-    ``history_limits``, ``progress`` (rich progress bar).
+    ``history_limits``, ``progress`` (rich progress bar), ``chunk_pages`` (pages fetched
+    between two writes of a job's file).
     """
     return asyncio.run(download_async(markets, exchanges, timeframes, since, datadir, **kwargs))
 

@@ -148,6 +148,24 @@ def test_failing_exchange_and_market_are_reported_others_carry_on(
     assert not summary.ok and "failed" in summary.table()
 
 
+def test_interrupted_job_keeps_its_chunks_and_resumes(
+    venues: dict[str, tuple[ReplayExchange, Faults]], tmp_path: Path
+) -> None:
+    faults = venues["okx"][1]
+    faults.server_error("/api/v5/market/", times=None, after=2)  # dies on the third page
+    kw: dict[str, Any] = dict(exchanges=["okx"], candle_types=["futures"], chunk_pages=1)
+    first = _download(venues, tmp_path, **kw)
+    [res] = first.failed
+    assert res.rows_added == 600 and "600 rows stored before" in res.message
+    store = FeatherStore(tmp_path)
+    assert len(store.read("okx", PAIR, "1h", "futures")) == 600
+    faults.clear()
+    second = _download(venues, tmp_path, **kw)
+    assert second.ok and second.results[0].rows_added == len(REF["futures"]) - 600
+    got = store.read("okx", PAIR, "1h", "futures")
+    assert (got["date"].to_numpy() == REF["futures"]["date"].to_numpy()).all()
+
+
 def test_corrupt_file_fails_its_job_only(
     venues: dict[str, tuple[ReplayExchange, Faults]], tmp_path: Path
 ) -> None:
