@@ -61,6 +61,10 @@ def test_load_markets_both_clients_ask_only_exchange_info(rx):
         assert m["precision"]["price"] == 0.1 and m["limits"]["cost"]["min"] == 100
         assert rx.paths() == ["/fapi/v1/exchangeInfo"]
         assert rx.unknown == []
+        src = _file("futures")
+        rows = ex.fetch_ohlcv(PAIR, "1h", since=int(src["ts"].iloc[3]), limit=3)
+        assert [r[4] for r in rows] == src["close"].iloc[3:6].tolist()
+        assert rx.paths()[-1] == "/fapi/v1/klines"
 
 
 def test_fetch_ohlcv_paginates_and_equals_the_file(rx, usdm):

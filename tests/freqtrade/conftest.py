@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-STRATEGY_PATH = Path(__file__).resolve().parent / "strategies"
-TESTDATA = ROOT / "tests" / "testdata" / "replay_binance"
-BUNDLED = ROOT / "user_data" / "data" / "binance"
-FREQTRADE = Path(sys.executable).with_name("freqtrade")
 
 
 @pytest.fixture
@@ -67,11 +59,3 @@ def ft_config(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return make
-
-
-def ft_env() -> dict[str, str]:
-    """Environment for a Freqtrade subprocess: without pytest's variables.
-
-    Freqtrade skips its logging setup (``--logfile`` included) when ``PYTEST_VERSION`` is set.
-    """
-    return {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}

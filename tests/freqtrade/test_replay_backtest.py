@@ -9,7 +9,7 @@ import zipfile
 
 import pandas as pd
 import pytest
-from conftest import BUNDLED, FREQTRADE, STRATEGY_PATH, ft_env
+from ft_replay_helpers import BUNDLED, FREQTRADE, STRATEGY_PATH, ft_env
 
 from liqsignal.data.replay import ReplayExchange
 

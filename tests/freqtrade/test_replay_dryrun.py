@@ -11,7 +11,7 @@ from collections import Counter
 
 import pandas as pd
 import pytest
-from conftest import FREQTRADE, STRATEGY_PATH, TESTDATA, ft_env
+from ft_replay_helpers import FREQTRADE, STRATEGY_PATH, TESTDATA, ft_env
 
 from liqsignal.data.replay import ReplayExchange
 
