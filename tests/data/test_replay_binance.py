@@ -267,6 +267,10 @@ def test_bad_datadir_and_speed_are_named(tmp_path):
         ReplayExchange(tmp_path)
     with pytest.raises(ConfigError, match="speed"):
         ReplayExchange(DATADIR, speed=0)
+    with pytest.raises(ConfigError, match="'yesterday' not understood"):
+        ReplayExchange(DATADIR, speed=10, start="yesterday")
+    with pytest.raises(ConfigError, match="unknown replay venue 'kraken'"):
+        ReplayExchange(DATADIR, venues=["kraken"])
 
 
 def test_command_line_prints_the_overlay_and_stops_on_sigint(tmp_path):

@@ -66,7 +66,12 @@ def _parse_time(value: str | datetime | int | None) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    ts = pd.Timestamp(value)
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(
+            f"replay start {value!r} not understood: expected ISO 8601 like 2026-01-10T00:00Z"
+        ) from e
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
     return int(ts.value // 1_000_000)
 
