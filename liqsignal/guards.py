@@ -1,0 +1,436 @@
+"""Risk guards from the liquidation map: pure decisions for entry, leverage and stop, no I/O.
+
+Each function takes the last analysed candle's ``liq_*`` values (a mapping, e.g. a dataframe row),
+the live rate and a ``GuardConfig``, and returns a small decision record that says what to do,
+why (``reason``) and with which figures. Nothing here logs, reads files besides the bundled
+leverage tiers, or raises into the caller for bad market data: missing or stale data gives the
+configured fail-open or fail-closed answer (``GuardConfig.on_stale``).
+
+- ``entry_decision``: refuse a long when a dense long pocket (nearest long cluster) sits within
+  ``entry_distance_pct`` below the rate; refuse a short when a dense short pocket sits within
+  that distance above it.
+- ``leverage_decision``: the highest leverage whose own liquidation price (the exchange's formula,
+  ``liqsignal.tiers.liquidation_price``) lies beyond the far end of the cascade on the position's
+  side plus ``leverage_buffer_pct``; never above the proposed or the exchange maximum, never
+  below ``min_leverage``.
+- ``stop_decision``: when a pocket on the position's side is armed (``liq_long_armed`` for a long,
+  ``liq_short_armed`` for a short), tighten the stop to just beyond the pocket's near edge, or
+  exit (``stop_mode``).
+- ``data_state``: "ok", "stale" or "missing" for the last analysed candle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from liqsignal.exceptions import ConfigError
+from liqsignal.tiers import liquidation_price, load_tiers, max_leverage_of, tier_for
+
+__all__ = [
+    "GUARD_COLUMNS",
+    "EntryDecision",
+    "GuardConfig",
+    "LeverageDecision",
+    "StopDecision",
+    "data_state",
+    "entry_decision",
+    "leverage_decision",
+    "max_safe_leverage",
+    "stop_decision",
+]
+
+#: Columns the guards read from the analysed dataframe.
+GUARD_COLUMNS: tuple[str, ...] = (
+    "liq_long_cluster_usd",
+    "liq_long_cluster_low",
+    "liq_long_cluster_high",
+    "liq_short_cluster_usd",
+    "liq_short_cluster_low",
+    "liq_short_cluster_high",
+    "liq_long_cascade_end",
+    "liq_short_cascade_end",
+    "liq_long_armed",
+    "liq_short_armed",
+    "liq_long_armed_score",
+    "liq_short_armed_score",
+    "liq_long_total_usd",
+    "liq_short_total_usd",
+)
+
+_SIDES = ("long", "short")
+_FAIL = ("open", "closed")
+_STOP_MODES = ("tighten", "exit")
+
+
+def _num(name: str, value: Any, *, lo: float, hi: float = math.inf, lo_open: bool = False) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > lo if lo_open else value >= lo) and value <= hi
+    if not ok:
+        rng = f"{'(' if lo_open else '['}{lo}, {hi}]"
+        raise ConfigError(f"guards.{name} must be a number in {rng}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class GuardConfig:
+    """Settings of the risk guards (the ``liqsignal.guards`` config section).
+
+    Distances are in percent of price (1.0 = 1 %).
+    """
+
+    #: Master switch; False makes every guard answer "allow / unchanged".
+    enabled: bool = True
+    #: Entry guard: refuse an entry when a pocket on its side is within ``entry_distance_pct``.
+    entry_enabled: bool = True
+    entry_distance_pct: float = 1.0
+    #: ... and the pocket (nearest cluster) holds at least this much notional (USD).
+    entry_min_usd: float = 0.0
+    #: Leverage guard: own liquidation price beyond the cascade's far end plus this buffer.
+    leverage_enabled: bool = True
+    leverage_buffer_pct: float = 1.0
+    #: Leverage never goes below this (Binance's minimum is 1).
+    min_leverage: float = 1.0
+    #: Position notional (USD) that picks the maintenance-margin tier; None: the engine's
+    #: ``position_notional``.
+    position_notional: float | None = None
+    #: Stop guard: act when a pocket on the position's side is armed ...
+    stop_enabled: bool = True
+    #: ... with at least this armed score ...
+    stop_min_score: float = 0.0
+    #: ... "tighten": stop just beyond the pocket's near edge; "exit": stop at the rate.
+    stop_mode: str = "tighten"
+    #: Tighten: the stop sits this far (percent of price) on the safe side of the pocket's edge.
+    stop_buffer_pct: float = 0.2
+    #: The tightened stop is never closer to the rate than this (percent); "exit" uses it too.
+    stop_min_distance_pct: float = 0.1
+    #: The last analysed candle is stale when it closed more than this many candles ago.
+    max_age_candles: float = 2.0
+    #: Stale or missing data: "open" lets entries through with the proposed leverage;
+    #: "closed" refuses entries and caps leverage at ``min_leverage``. Stops keep the strategy's
+    #: own stop in both modes (no action is taken on data that is not there).
+    on_stale: str = "open"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("enabled", "entry_enabled", "leverage_enabled", "stop_enabled"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(
+                    f"guards.{name} must be true or false, got {getattr(self, name)!r}"
+                )
+        _num("entry_distance_pct", self.entry_distance_pct, lo=0.0, hi=100.0)
+        _num("entry_min_usd", self.entry_min_usd, lo=0.0)
+        _num("leverage_buffer_pct", self.leverage_buffer_pct, lo=0.0, hi=100.0)
+        _num("min_leverage", self.min_leverage, lo=1.0, hi=1000.0)
+        if self.position_notional is not None:
+            _num("position_notional", self.position_notional, lo=0.0, lo_open=True)
+        _num("stop_min_score", self.stop_min_score, lo=0.0)
+        if self.stop_mode not in _STOP_MODES:
+            raise ConfigError(
+                f"guards.stop_mode must be one of {list(_STOP_MODES)}, got {self.stop_mode!r}"
+            )
+        _num("stop_buffer_pct", self.stop_buffer_pct, lo=0.0, hi=50.0)
+        _num("stop_min_distance_pct", self.stop_min_distance_pct, lo=0.0, hi=50.0, lo_open=True)
+        _num("max_age_candles", self.max_age_candles, lo=0.0, lo_open=True)
+        if self.on_stale not in _FAIL:
+            raise ConfigError(
+                f"guards.on_stale must be one of {list(_FAIL)}, got {self.on_stale!r}"
+            )
+
+    @property
+    def fail_open(self) -> bool:
+        return self.on_stale == "open"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> GuardConfig:
+        """Build from the ``liqsignal.guards`` mapping; unknown keys fail, naming them."""
+        if data is None:
+            return cls()
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"guards config must be a mapping, got {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"guards: unknown key(s) {unknown}; known keys: {sorted(names)}")
+        kwargs = dict(data)
+        for key in ("entry_distance_pct", "entry_min_usd", "leverage_buffer_pct", "min_leverage"):
+            if isinstance(kwargs.get(key), int) and not isinstance(kwargs.get(key), bool):
+                kwargs[key] = float(kwargs[key])
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> GuardConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class EntryDecision:
+    allowed: bool
+    reason: str
+    figures: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LeverageDecision:
+    leverage: float
+    reason: str
+    figures: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StopDecision:
+    #: "keep" (strategy's own stop), "tighten" or "exit".
+    action: str
+    reason: str
+    #: Stop price for tighten/exit, else None.
+    stop_rate: float | None = None
+    figures: Mapping[str, float] = field(default_factory=dict)
+
+    def stoploss_ratio(self, current_rate: float, side: str) -> float | None:
+        """The stop as Freqtrade's ``custom_stoploss`` wants it (negative ratio), or None."""
+        if self.stop_rate is None or not current_rate > 0:
+            return None
+        if side == "long":
+            dist = (current_rate - self.stop_rate) / current_rate
+        else:
+            dist = (self.stop_rate - current_rate) / current_rate
+        return -max(dist, 1e-6)
+
+
+def _f(row: Mapping[str, Any] | None, key: str) -> float:
+    if row is None:
+        return math.nan
+    try:
+        v = float(row[key])
+    except (KeyError, TypeError, ValueError, IndexError):
+        return math.nan
+    return v
+
+
+def _check_side(side: str) -> str:
+    if side not in _SIDES:
+        raise ValueError(f"side must be 'long' or 'short', got {side!r}")
+    return side
+
+
+def data_state(
+    row: Mapping[str, Any] | None,
+    candle_date: datetime | None,
+    now: datetime | None,
+    timeframe_seconds: float,
+    config: GuardConfig,
+) -> str:
+    """ "ok", "missing" (no row, no liq columns, or map totals NaN) or "stale" (candle too old).
+
+    A candle dated ``candle_date`` (its open) closes ``timeframe_seconds`` later; it is stale
+    when ``now`` is more than ``max_age_candles`` candles after that close.
+    """
+    if row is None or candle_date is None:
+        return "missing"
+    for key in GUARD_COLUMNS:
+        try:
+            row[key]
+        except (KeyError, IndexError):
+            return "missing"
+    if math.isnan(_f(row, "liq_long_total_usd")) or math.isnan(_f(row, "liq_short_total_usd")):
+        return "missing"
+    if now is not None and timeframe_seconds > 0:
+        close = candle_date + timedelta(seconds=timeframe_seconds)
+        age = (now - close).total_seconds()
+        if age > config.max_age_candles * timeframe_seconds:
+            return "stale"
+    return "ok"
+
+
+def entry_decision(
+    row: Mapping[str, Any] | None,
+    side: str,
+    rate: float,
+    config: GuardConfig,
+    *,
+    state: str = "ok",
+) -> EntryDecision:
+    """Allow or refuse an entry; ``state`` is ``data_state``'s answer for ``row``."""
+    _check_side(side)
+    if not (config.enabled and config.entry_enabled):
+        return EntryDecision(True, "guard off")
+    if state != "ok" or not (isinstance(rate, int | float) and rate > 0):
+        what = state if state != "ok" else "no rate"
+        if config.fail_open:
+            return EntryDecision(True, f"{what} data, fail-open")
+        return EntryDecision(False, f"{what} data, fail-closed")
+    usd = _f(row, f"liq_{side}_cluster_usd")
+    low = _f(row, f"liq_{side}_cluster_low")
+    high = _f(row, f"liq_{side}_cluster_high")
+    if math.isnan(low) or math.isnan(high) or not usd > 0:
+        return EntryDecision(True, f"no {side} pocket", {"rate": rate})
+    if side == "long":
+        # pocket below: distance from the rate down to its near (upper) edge
+        gone = rate < low  # price already traded through the whole pocket
+        dist = (rate - high) / rate * 100.0
+    else:
+        gone = rate > high
+        dist = (low - rate) / rate * 100.0
+    figures = {"rate": rate, "pocket_low": low, "pocket_high": high, "pocket_usd": usd,
+               "distance_pct": dist}  # fmt: skip
+    if gone:
+        return EntryDecision(True, f"{side} pocket already traded through", figures)
+    if dist <= config.entry_distance_pct and usd >= config.entry_min_usd:
+        where = "below" if side == "long" else "above"
+        return EntryDecision(
+            False,
+            f"dense {side} pocket {max(dist, 0.0):.2f}% {where} price "
+            f"(limit {config.entry_distance_pct:.2f}%)",
+            figures,
+        )
+    return EntryDecision(True, f"nearest {side} pocket {dist:.2f}% away", figures)
+
+
+def max_safe_leverage(
+    side: str,
+    entry: float,
+    limit_price: float,
+    *,
+    exchange: str = "binance",
+    symbol: str = "BTC/USDT:USDT",
+    notional: float = 10_000.0,
+    upper: float = 125.0,
+    tiers_file: str | None = None,
+    taker_fee: float = 0.0005,
+) -> float:
+    """Highest whole leverage in [1, upper] whose liquidation price is beyond ``limit_price``.
+
+    Beyond means below ``limit_price`` for a long, above it for a short. Returns 1.0 when even
+    1x does not get there (the caller applies its own minimum). Uses the symbol's maintenance
+    margin tier for ``notional`` at each leverage (bundled Binance tiers unless ``tiers_file``).
+    """
+    _check_side(side)
+    tiers = load_tiers(symbol, tiers_file)
+    exmax = max_leverage_of(tiers)
+
+    def beyond(lev: float) -> bool:
+        if tiers:
+            t = tier_for(tiers, notional, lev)
+            mmr, cum = t.mmr, t.cum
+        else:
+            mmr, cum = 0.005, 0.0
+        lp = liquidation_price(
+            exchange, side, entry, lev, mmr=mmr, notional=notional, cum=cum,
+            taker_fee=taker_fee, max_leverage=exmax,
+        )  # fmt: skip
+        return lp <= limit_price if side == "long" else lp >= limit_price
+
+    hi = int(math.floor(max(upper, 1.0)))
+    if beyond(hi):
+        return float(hi)
+    lo = 1
+    if not beyond(lo):
+        return 1.0
+    # liquidation price moves monotonically towards entry as leverage rises: bisect
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if beyond(mid):
+            lo = mid
+        else:
+            hi = mid
+    return float(lo)
+
+
+def leverage_decision(
+    row: Mapping[str, Any] | None,
+    side: str,
+    rate: float,
+    proposed: float,
+    max_leverage: float,
+    config: GuardConfig,
+    *,
+    state: str = "ok",
+    exchange: str = "binance",
+    symbol: str = "BTC/USDT:USDT",
+    position_notional: float = 10_000.0,
+    tiers_file: str | None = None,
+) -> LeverageDecision:
+    """Cap ``proposed`` so the position's liquidation lies beyond the cascade on its side."""
+    _check_side(side)
+    try:
+        cap = min(float(proposed), float(max_leverage))
+    except (TypeError, ValueError):
+        cap = math.nan
+    if not math.isfinite(cap) or cap < 1.0:
+        cap = 1.0
+    if not (config.enabled and config.leverage_enabled):
+        return LeverageDecision(cap, "guard off")
+    floor = min(config.min_leverage, cap) if cap >= 1.0 else 1.0
+    if state != "ok" or not (isinstance(rate, int | float) and rate > 0):
+        what = state if state != "ok" else "no rate"
+        if config.fail_open:
+            return LeverageDecision(cap, f"{what} data, fail-open")
+        return LeverageDecision(floor, f"{what} data, fail-closed")
+    end = _f(row, f"liq_{side}_cascade_end")
+    if math.isnan(end):
+        return LeverageDecision(cap, f"no {side} cascade", {"rate": rate, "proposed": cap})
+    if (side == "long" and end >= rate) or (side == "short" and end <= rate):
+        return LeverageDecision(
+            cap, f"{side} cascade already traded through", {"rate": rate, "cascade_end": end}
+        )
+    buf = config.leverage_buffer_pct / 100.0
+    limit = end * (1.0 - buf) if side == "long" else end * (1.0 + buf)
+    notional = config.position_notional or position_notional
+    safe = max_safe_leverage(
+        side, rate, limit, exchange=exchange, symbol=symbol, notional=notional,
+        upper=cap, tiers_file=tiers_file,
+    )  # fmt: skip
+    lev = max(min(safe, cap), floor)
+    figures = {"rate": rate, "cascade_end": end, "limit_price": limit, "proposed": cap,
+               "safe": safe, "leverage": lev}  # fmt: skip
+    if lev < cap:
+        return LeverageDecision(
+            lev,
+            f"capped {cap:g}x -> {lev:g}x: own liquidation beyond {side} cascade end "
+            f"{end:.6g} + {config.leverage_buffer_pct:g}%",
+            figures,
+        )
+    return LeverageDecision(lev, f"{cap:g}x liquidates beyond the {side} cascade", figures)
+
+
+def stop_decision(
+    row: Mapping[str, Any] | None,
+    side: str,
+    current_rate: float,
+    config: GuardConfig,
+    *,
+    state: str = "ok",
+) -> StopDecision:
+    """Tighten or exit when a pocket on the position's side is armed; else keep."""
+    _check_side(side)
+    if not (config.enabled and config.stop_enabled):
+        return StopDecision("keep", "guard off")
+    if state != "ok" or not (isinstance(current_rate, int | float) and current_rate > 0):
+        what = state if state != "ok" else "no rate"
+        return StopDecision("keep", f"{what} data: strategy's own stop kept")
+    armed = _f(row, f"liq_{side}_armed")
+    score = _f(row, f"liq_{side}_armed_score")
+    if not armed > 0 or (math.isfinite(score) and score < config.stop_min_score):
+        return StopDecision("keep", f"no armed {side} pocket", {"score": score})
+    low = _f(row, f"liq_{side}_cluster_low")
+    high = _f(row, f"liq_{side}_cluster_high")
+    min_d = config.stop_min_distance_pct / 100.0
+    closest = current_rate * (1.0 - min_d) if side == "long" else current_rate * (1.0 + min_d)
+    figures = {"rate": current_rate, "score": score, "pocket_low": low, "pocket_high": high}
+    if config.stop_mode == "exit" or math.isnan(low) or math.isnan(high):
+        reason = f"armed {side} pocket (score {score:.2f}): exit"
+        return StopDecision("exit", reason, closest, figures)
+    buf = config.stop_buffer_pct / 100.0
+    if side == "long":
+        stop = min(high * (1.0 + buf), closest)
+    else:
+        stop = max(low * (1.0 - buf), closest)
+    return StopDecision(
+        "tighten",
+        f"armed {side} pocket {low:.6g}-{high:.6g} (score {score:.2f}): stop to {stop:.6g}",
+        stop,
+        figures,
+    )
