@@ -414,7 +414,7 @@ def stop_decision(
     armed = _f(row, f"liq_{side}_armed")
     score = _f(row, f"liq_{side}_armed_score")
     if not armed > 0 or (math.isfinite(score) and score < config.stop_min_score):
-        return StopDecision("keep", f"no armed {side} pocket", {"score": score})
+        return StopDecision("keep", f"no armed {side} pocket", figures={"score": score})
     low = _f(row, f"liq_{side}_cluster_low")
     high = _f(row, f"liq_{side}_cluster_high")
     min_d = config.stop_min_distance_pct / 100.0
