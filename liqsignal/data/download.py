@@ -61,6 +61,7 @@ class JobResult:
     rows_total: int = 0
     path: Path | None = None
     message: str = ""
+    gaps: list[tuple[int, int]] = field(default_factory=list)  # empty windows between rows (ms)
 
 
 @dataclass
@@ -195,14 +196,34 @@ async def _run_job(
             res.rows_total = merged.rows_after
             res.path = merged.path
             chunk_start = chunk_end + 1
-        if res.rows_fetched == 0:
+        label = _WHAT[ct].format(tf=tf)
+        res.gaps = [(a, b) for (m, w, a, b) in client.stats.gaps if m == symbol and w == label]
+        if res.gaps:
+            res.message = f"{len(res.gaps)} empty window(s) between rows, first at " + str(
+                pd.Timestamp(res.gaps[0][0], unit="ms", tz="UTC")
+            )
+        elif res.rows_fetched == 0:
             res.message = "no new rows"
     except (DataError, ConfigError) as e:
         res.status = "failed"
         kept = f" ({res.rows_added} rows stored before)" if res.rows_added else ""
         res.message = f"{type(e).__name__}: {e}{kept}"
         logger.warning("download %s %s %s %s failed: %s", *_label(job), e)
+    except Exception as e:  # a bug must fail this job only, not the whole run
+        res.status = "failed"
+        res.message = f"unexpected {type(e).__name__}: {e}"
+        logger.exception("download %s %s %s %s failed unexpectedly", *_label(job))
     return res
+
+
+#: ExchangeClient's name of each fetch, as it appears in ``client.stats.gaps``
+_WHAT = {
+    "futures": "ohlcv {tf}",
+    "mark": "mark ohlcv {tf}",
+    "funding_rate": "funding rate",
+    "open_interest": "open interest {tf}",
+    "taker_buy": "taker buy {tf}",
+}
 
 
 def _chunk_ms(client: ExchangeClient, ct: str, tf: str, pages: int) -> int:

@@ -49,6 +49,16 @@ class _Malformed(Exception):
     """An answer that parsed but does not have the shape it must have (treated as temporary)."""
 
 
+#: what ccxt's parsers raise on JSON of an unexpected shape (a dict where a list belongs, ...)
+_SHAPE_ERRORS: tuple[type[Exception], ...] = (
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    ValueError,
+)
+
+
 @dataclass(frozen=True)
 class ExchangeSpec:
     """What liqsignal knows about one exchange's public futures API."""
@@ -185,6 +195,9 @@ class ClientStats:
     retries: int = 0
     slept_s: float = 0.0
     retry_after_s: list[float] = field(default_factory=list)
+    #: (symbol, what, start_ms, end_ms) of windows answered empty twice and then followed by
+    #: data: either a real gap in the exchange's history or a loss worth re-downloading
+    gaps: list[tuple[str, str, int, int]] = field(default_factory=list)
 
 
 def _retry_after_seconds(headers: Mapping[str, Any] | None) -> float | None:
@@ -340,6 +353,8 @@ class ExchangeClient:
                         # read before any await: the headers of this very answer
                         retry_after = _retry_after_seconds(self.api.last_response_headers)
                         raise
+                    except _SHAPE_ERRORS as e:  # ccxt choked on an answer of unexpected shape
+                        raise _Malformed(f"unexpected answer: {type(e).__name__}: {e}") from e
             except (ccxt.OperationFailed, _Malformed) as e:
                 if attempt >= self.retry.attempts:
                     logger.warning(
@@ -402,6 +417,7 @@ class ExchangeClient:
         rows: list[tuple[int, list[float]]] = []
         cursor = since
         confirmed_empty = False
+        gap_start: int | None = None
         while cursor <= until:
             window_end = min(cursor + window_ms - 1, until)
 
@@ -415,9 +431,22 @@ class ExchangeClient:
                     confirmed_empty = True
                     continue
                 confirmed_empty = False
+                if gap_start is None:
+                    gap_start = cursor
                 cursor = window_end + 1
                 continue
             confirmed_empty = False
+            if gap_start is not None:
+                self.stats.gaps.append((market, what, gap_start, cursor - 1))
+                logger.warning(
+                    "%s %s: %s: no rows from %d to %d",
+                    self.name,
+                    market,
+                    what,
+                    gap_start,
+                    cursor - 1,
+                )
+                gap_start = None
             first = min(r[0] for r in inside)
             if (
                 limit is not None

@@ -166,6 +166,19 @@ def test_interrupted_job_keeps_its_chunks_and_resumes(
     assert (got["date"].to_numpy() == REF["futures"]["date"].to_numpy()).all()
 
 
+def test_repeated_empty_answers_are_reported_as_gaps(
+    venues: dict[str, tuple[ReplayExchange, Faults]], tmp_path: Path
+) -> None:
+    """One empty answer is asked again (no loss); two in a row are taken as a gap, and said."""
+    faults = venues["okx"][1]
+    faults.empty_page("/api/v5/market/", after=1, times=2)
+    summary = _download(venues, tmp_path, exchanges=["okx"], candle_types=["futures"])
+    [res] = summary.results
+    assert res.status == "ok" and len(res.gaps) == 1
+    assert res.rows_added == len(REF["futures"]) - 300  # the second page of 300 was skipped
+    assert "1 empty window(s) between rows, first at 2026-01-13 12:00:00" in res.message
+
+
 def test_corrupt_file_fails_its_job_only(
     venues: dict[str, tuple[ReplayExchange, Faults]], tmp_path: Path
 ) -> None:

@@ -188,6 +188,32 @@ async def test_newest_first_windows_shrink_instead_of_losing_rows(
     assert (funding["date"].to_numpy() == src["date"].to_numpy()).all()
 
 
+async def test_call_classifies_errors_without_network() -> None:
+    import ccxt
+
+    calls: list[str] = []
+
+    def failing(*errors: Exception) -> Any:
+        async def fn() -> str:
+            calls.append("x")
+            if len(calls) <= len(errors):
+                raise errors[len(calls) - 1]
+            return "ok"
+
+        return fn
+
+    async with ExchangeClient("gate", retry=FAST) as ex:
+        shape = failing(KeyError(0), ccxt.RequestTimeout("slow"))
+        assert await ex._call("ohlcv 1h", "BTC/USDT:USDT", shape) == "ok"
+        assert ex.stats.retries == 2 and len(calls) == 3
+        calls.clear()
+        with pytest.raises(
+            PermanentDataError, match="gate BTC/USDT:USDT: ohlcv 1h refused: BadSymbol"
+        ):
+            await ex._call("ohlcv 1h", "BTC/USDT:USDT", failing(ccxt.BadSymbol("gone")))
+        assert len(calls) == 1
+
+
 def test_retry_after_parsing() -> None:
     assert _retry_after_seconds({"Retry-After": "2"}) == 2.0
     assert _retry_after_seconds({"retry-after": "0.5"}) == 0.5

@@ -16,7 +16,7 @@ import liqsignal.data.replay.bybit
 import liqsignal.data.replay.okx  # noqa: F401  (registers the venue)
 from liqsignal.data.exchanges import ExchangeClient, RetryPolicy
 from liqsignal.data.replay.faults import FaultRule, Faults
-from liqsignal.data.replay.server import ReplayExchange
+from liqsignal.data.replay.server import Fault, ReplayExchange
 from liqsignal.exceptions import ConfigError, PermanentDataError, TemporaryDataError
 
 TESTDATA = Path(__file__).resolve().parents[1] / "testdata" / "replay_binance"
@@ -139,6 +139,26 @@ async def test_symbol_delisted_mid_run_is_permanent(
         assert ex.stats.retries == 0  # not retried
     assert err.value.__cause__ is not None  # raised from the ccxt error
     assert sum(p.startswith(CANDLES[venue]) for p in rx.paths()) == 2
+
+
+async def test_json_of_unexpected_shape_is_asked_again(
+    venues: dict[str, tuple[ReplayExchange, Faults]],
+) -> None:
+    """A JSON answer of the wrong shape must not pass as data nor lose the window. (ccxt's Bybit
+    and OKX clients reject a body without their envelope as a permanent ExchangeError.)"""
+    venue = "binance"
+    rx, _ = venues[venue]
+    fault = rx.faults.add(Fault(CANDLES[venue], status=200, body={"unexpected": [1]}, times=1))
+    try:
+        async with _client(rx, venue) as ex:
+            df = await ex.fetch_ohlcv("BTC", "1h", SINCE, UNTIL)
+    finally:
+        rx.faults.clear()
+    assert fault.hits == 1
+    # ccxt makes an empty page of it; the same window is asked again instead of skipped
+    klines = [r.query["startTime"] for r in rx.requests if r.path == CANDLES[venue]]
+    assert klines[0] == klines[1]
+    _assert_complete(df)
 
 
 async def test_timeout_forever_gives_up(venues: dict[str, tuple[ReplayExchange, Faults]]) -> None:
