@@ -54,8 +54,8 @@ class LiqTrendStrategy(LiqGuardMixin, IStrategy):
     # Minimal ROI designed for the strategy (profit ratios of the stake, leverage included).
     minimal_roi: ClassVar[dict[str, float]] = {"0": 0.6, "48": 0.3, "120": 0.1}
 
-    # Stoploss on the stake: at 5x leverage, -0.25 is a 5 % adverse price move.
-    stoploss = -0.25
+    # Stoploss on the stake: at 10x leverage, -0.3 is a 3 % adverse price move.
+    stoploss = -0.3
     trailing_stop = False
     use_custom_stoploss = True
 
@@ -69,7 +69,7 @@ class LiqTrendStrategy(LiqGuardMixin, IStrategy):
     startup_candle_count: int = 500
 
     # Leverage the strategy wants before the guard caps it.
-    target_leverage: ClassVar[float] = 5.0
+    target_leverage: ClassVar[float] = 10.0
     # False in the control: no liq columns, no guards, no flush entries.
     use_liq: ClassVar[bool] = True
 
