@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -212,6 +213,32 @@ async def test_call_classifies_errors_without_network() -> None:
         ):
             await ex._call("ohlcv 1h", "BTC/USDT:USDT", failing(ccxt.BadSymbol("gone")))
         assert len(calls) == 1
+
+
+async def test_bybit_leverage_tiers(
+    servers: dict[str, ReplayExchange], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Plumbing only: the replay serves Binance's real BTC brackets (bundled resource) in Bybit's
+    risk-limit shape; ccxt parses them and the client normalises them."""
+    resource = (
+        Path(__file__).resolve().parents[2] / "liqsignal/resources/binance_leverage_tiers.json"
+    )
+    btc = {"BTC/USDT:USDT": json.loads(resource.read_text())["BTC/USDT:USDT"]}
+    datadir = servers["bybit"].data.datadir
+    (datadir / "leverage_tiers.json").write_text(json.dumps(btc))
+    try:
+        async with _client(servers["bybit"], "bybit") as ex:
+            tiers = await ex.fetch_leverage_tiers("BTC")
+    finally:
+        (datadir / "leverage_tiers.json").unlink()
+    src = btc["BTC/USDT:USDT"]
+    assert len(tiers) == len(src) > 3
+    assert [t["maxNotional"] for t in tiers] == [t["maxNotional"] for t in src]
+    assert [t["maintenanceMarginRate"] for t in tiers] == [t["maintenanceMarginRate"] for t in src]
+    assert tiers[0]["minNotional"] == 0 and tiers[1]["minNotional"] == src[0]["maxNotional"]
+    async with _client(servers["bybit"], "bybit") as ex:
+        with pytest.raises(PermanentDataError, match="bybit BTC/USDT:USDT: leverage tiers"):
+            await ex.fetch_leverage_tiers("BTC")
 
 
 def test_retry_after_parsing() -> None:

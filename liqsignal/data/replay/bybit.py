@@ -2,15 +2,18 @@
 
 Served paths (GET): ``/v5/market/time``, ``/v5/market/instruments-info``, ``/v5/market/kline``,
 ``/v5/market/mark-price-kline``, ``/v5/market/funding/history``, ``/v5/market/open-interest``,
-``/v5/market/tickers``. Data comes from the replay datadir (Freqtrade layout, one venue per
-datadir). Row selection follows Bybit: rows in ``[start, end]`` (``startTime``/``endTime`` for
-funding and open interest), the NEWEST ``limit`` of them, newest first; ``end`` defaults to now.
-Errors answer HTTP 200 with ``retCode`` (10001: bad parameter or unknown symbol), as Bybit does.
-Instrument filters are plausible constants, not Bybit's real ones.
+``/v5/market/tickers``, ``/v5/market/risk-limit`` (from ``<datadir>/leverage_tiers.json``, ccxt
+tiers per symbol as in Freqtrade's ``binance_leverage_tiers.json``, when the file exists).
+Data comes from the replay datadir (Freqtrade layout, one venue per datadir). Row selection
+follows Bybit: rows in ``[start, end]`` (``startTime``/``endTime`` for funding and open
+interest), the NEWEST ``limit`` of them, newest first; ``end`` defaults to now. Errors answer
+HTTP 200 with ``retCode`` (10001: bad parameter or unknown symbol), as Bybit does. Instrument
+filters are plausible constants, not Bybit's real ones.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -271,6 +274,27 @@ class _Bybit:
             )
         return _ok({"category": "linear", "list": out}, req.now_ms)
 
+    def risk_limit(self, req: Request) -> Response:
+        sym = self._symbol(req)
+        path = self.data.datadir / "leverage_tiers.json"
+        if not path.exists():
+            raise BybitError(10001, f"params error: no risk limits for {sym} in this replay")
+        tiers = json.loads(path.read_text()).get(self.data.file_pair_to_pair(self.symbols[sym]), [])
+        out = [
+            {
+                "id": i + 1,
+                "symbol": sym,
+                "riskLimitValue": _s(t["maxNotional"]),
+                "maintenanceMargin": _s(t["maintenanceMarginRate"]),
+                "initialMargin": _s(1.0 / float(t["maxLeverage"])),
+                "isLowestRisk": 1 if i == 0 else 0,
+                "maxLeverage": _s(t["maxLeverage"]),
+                "mmDeduction": "",
+            }
+            for i, t in enumerate(tiers)
+        ]
+        return _ok({"category": "linear", "list": out}, req.now_ms)
+
 
 def _guard(fn: Any) -> Any:
     def handler(req: Request) -> Response:
@@ -295,5 +319,6 @@ def register(rx: ReplayExchange) -> None:
         ("/v5/market/funding/history", b.funding),
         ("/v5/market/open-interest", b.open_interest),
         ("/v5/market/tickers", b.tickers),
+        ("/v5/market/risk-limit", b.risk_limit),
     ):
         rx.route("GET", path, _guard(fn))
