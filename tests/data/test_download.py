@@ -18,7 +18,7 @@ import liqsignal.data.replay.bybit
 import liqsignal.data.replay.okx  # noqa: F401  (registers the venue)
 from liqsignal.data.download import add_download_arguments, download, run_download
 from liqsignal.data.exchanges import RetryPolicy
-from liqsignal.data.replay.faults import Faults
+from liqsignal.data.replay.faults import FaultRule, Faults
 from liqsignal.data.replay.server import ReplayExchange
 from liqsignal.data.store import FeatherStore
 from liqsignal.exceptions import ConfigError
@@ -146,6 +146,54 @@ def test_failing_exchange_and_market_are_reported_others_carry_on(
     assert {("binance", "futures"), ("bybit", "funding_rate"), ("okx", "futures")} <= ok
     assert len(store.read("binance", PAIR, "1h", "futures")) == len(REF["futures"])
     assert not summary.ok and "failed" in summary.table()
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "timeout",
+        "rate_limit",
+        "server_error",
+        "malformed",
+        "empty_page",
+        "duplicate_rows",
+        "out_of_order",
+        "delist",
+    ],
+)
+def test_each_fault_keeps_stored_rows_and_spares_other_exchanges(
+    venues: dict[str, tuple[ReplayExchange, Faults]], tmp_path: Path, kind: str
+) -> None:
+    store = FeatherStore(tmp_path)
+    store.merge("bybit", PAIR, "1h", "futures", REF["futures"].iloc[:500])
+    faults = venues["bybit"][1]
+    if kind == "delist":
+        faults.delist("BTCUSDT", path="/v5/market/kline")
+    else:
+        opts: dict[str, Any] = {"timeout": {"delay_s": 0.6}, "rate_limit": {"retry_after": 0.1}}
+        faults.add(FaultRule(kind, "/v5/market/kline", times=1, **opts.get(kind, {})))
+    cfg = _config(venues)
+    cfg["bybit"]["timeout"] = 300
+    summary = _download(
+        venues,
+        tmp_path,
+        exchange_config=cfg,
+        exchanges=["binance", "bybit"],
+        candle_types=["futures"],
+    )
+    by = {r.exchange: r for r in summary.results}
+    assert by["binance"].status == "ok" and by["binance"].rows_added == len(REF["futures"])
+    got = store.read("bybit", PAIR, "1h", "futures")
+    assert got["date"].is_unique and got["date"].is_monotonic_increasing
+    if kind == "delist":
+        assert by["bybit"].status == "failed"
+        assert "PermanentDataError: bybit BTC/USDT:USDT" in by["bybit"].message
+        assert len(got) == 500  # nothing stored was lost
+        assert (got["date"].to_numpy() == REF["futures"]["date"].iloc[:500].to_numpy()).all()
+    else:
+        assert by["bybit"].status == "ok", by["bybit"].message
+        assert (got["date"].to_numpy() == REF["futures"]["date"].to_numpy()).all()
+        assert got["close"].to_numpy() == pytest.approx(REF["futures"]["close"].to_numpy())
 
 
 def test_interrupted_job_keeps_its_chunks_and_resumes(
