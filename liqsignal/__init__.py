@@ -1,6 +1,43 @@
-"""liqsignal: liquidation maps for crypto derivatives, for Freqtrade strategies and alerts."""
+"""liqsignal: liquidation maps for crypto derivatives, for Freqtrade strategies and alerts.
+
+The public API is listed in ``__all__``; everything else is internal.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from liqsignal.config import MapConfig
+from liqsignal.engine import Cluster, HeatmapHistory, LiquidationMap, MapSnapshot
+from liqsignal.evaluate import evaluate_bars, load_coinglass
+from liqsignal.exceptions import (
+    ConfigError,
+    CorruptFileError,
+    DataError,
+    InputError,
+    LiqsignalError,
+    PermanentDataError,
+    TemporaryDataError,
+)
+from liqsignal.features import FEATURE_COLUMNS, compute_features, compute_features_multi
+from liqsignal.tiers import liquidation_price
+
+__all__ = [
+    "FEATURE_COLUMNS",
+    "Cluster",
+    "ConfigError",
+    "CorruptFileError",
+    "DataError",
+    "HeatmapHistory",
+    "InputError",
+    "LiqsignalError",
+    "LiquidationMap",
+    "MapConfig",
+    "MapSnapshot",
+    "PermanentDataError",
+    "TemporaryDataError",
+    "compute_features",
+    "compute_features_multi",
+    "evaluate_bars",
+    "liquidation_price",
+    "load_coinglass",
+]
 __version__ = "0.1.0"

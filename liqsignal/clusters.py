@@ -39,7 +39,7 @@ def clusters_from_state(lmap: LiquidationMap, ref: float, max_clusters: int = 50
         bin_prices = lmap.price_of(np.arange(n))
         for c in range(cl.shape[0]):
             depth, cusd, _end = nb.cascade_nb(
-                cl[c:], cl.shape[0] - c, ref, cfg.cascade_gap_pct / 100.0, cfg.cascade_max_depth
+                cl[None], 0, c, cl.shape[0], ref, cfg.cascade_gap_pct / 100.0, cfg.cascade_max_depth
             )
             lo = float(min(cl[c, nb.C_NEAR], cl[c, nb.C_FAR]))
             hi = float(max(cl[c, nb.C_NEAR], cl[c, nb.C_FAR]))

@@ -129,7 +129,7 @@ class MapConfig:
     #: Band for ``liq_*_density_usd``, percent of price.
     density_band_pct: float = 2.0
     #: How far from price clusters and cascades are searched, percent of price.
-    scan_range_pct: float = 10.0
+    scan_range_pct: float = 5.0
     #: Smoothing half-width in bins before thresholding.
     smooth_half_bins: int = 2
     #: A bin is dense when its smoothed notional exceeds this multiple of the scan mean.
@@ -228,7 +228,7 @@ class MapConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> MapConfig:
-        """Build from a mapping (e.g. the ``liqsignal.engine`` config section); unknown keys fail."""
+        """Build from a mapping (the ``liqsignal.engine`` config section); unknown keys fail."""
         if data is None:
             return cls()
         if not isinstance(data, Mapping):

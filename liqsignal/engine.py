@@ -108,6 +108,9 @@ class LiquidationMap:
             self.max_leverage.append(cap)
         self.formulas = tuple(formula_of(e) for e in self.exchanges)
         self.params = cfg.kernel_params()
+        with np.errstate(divide="ignore"):
+            logf = np.log(np.where(self.factors > 0, self.factors, 1.0)) / self.params[1]
+        self.log_factors = np.where(self.factors > 0, logf, 0.0)
         self.g = np.zeros(nb.G_SIZE)
         self.ex = np.zeros((n_ex, nb.X_SIZE))
         self.long_raw = np.zeros((n_ex, 0))
@@ -148,8 +151,8 @@ class LiquidationMap:
     def update(self, ts: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Advance over bars ``ts[n]`` (seconds) with inputs ``x[n, n_exchanges, 8]``.
 
-        Returns the features ``[len(OUT_NAMES), n]`` (one row per name). Inputs must already be validated
-        (``features.prepare_inputs`` does that); times must increase across calls.
+        Returns the features ``[len(OUT_NAMES), n]`` (one row per name). Inputs must already be
+        validated (``features.prepare_inputs`` does that); times must increase across calls.
         """
         ts = np.ascontiguousarray(ts, dtype=np.float64)
         x = np.ascontiguousarray(x, dtype=np.float64)
@@ -179,6 +182,7 @@ class LiquidationMap:
             x,
             self.params,
             self.factors,
+            self.log_factors,
             self.weights,
             self.proxy,
             self.g,

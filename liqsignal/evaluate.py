@@ -62,9 +62,9 @@ def load_coinglass(
     if not p.is_file():
         raise InputError(f"no CoinGlass file at {p}")
     raw = pd.read_csv(p)
-    missing = [c for c in _CG_COLUMNS if c not in raw.columns]
-    if missing:
-        raise InputError(f"{p}: missing CoinGlass column(s) {missing}")
+    absent = [c for c in _CG_COLUMNS if c not in raw.columns]
+    if absent:
+        raise InputError(f"{p}: missing CoinGlass column(s) {absent}")
     df = pd.DataFrame(
         {
             "date": pd.to_datetime(raw["timestamp"], unit="ms", utc=True),
@@ -182,7 +182,7 @@ def evaluate_bars(
         out.append(
             BarEvaluation(
                 side=side,
-                bars=int(len(pred)),
+                bars=len(pred),
                 model_spearman=spearman(pred, real),
                 baseline_spearman=spearman(b, real),
                 partial_given_baseline=partial_spearman(pred, real, b),

@@ -55,7 +55,9 @@ def validate_frame(df: pd.DataFrame, *, need_oi: bool, name: str = "dataframe") 
     if not pd.api.types.is_datetime64_any_dtype(dates):
         raise InputError(f"{name}: column 'date' must be datetimes, got {dates.dtype}")
     if dates.isna().any():
-        raise InputError(f"{name}: column 'date' is missing at {_first_bad(dates.isna().to_numpy(), df)}")
+        raise InputError(
+            f"{name}: column 'date' is missing at {_first_bad(dates.isna().to_numpy(), df)}"
+        )
     d = pd.DatetimeIndex(dates).as_unit("ns").asi8
     if len(d) > 1:
         bad = d[1:] <= d[:-1]
@@ -69,7 +71,9 @@ def validate_frame(df: pd.DataFrame, *, need_oi: bool, name: str = "dataframe") 
     for c in _PRICE_COLS:
         v = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64)
         if np.isnan(v).any():
-            raise InputError(f"{name}: column '{c}' is NaN or not a number at {_first_bad(np.isnan(v), df)}")
+            raise InputError(
+                f"{name}: column '{c}' is NaN or not a number at {_first_bad(np.isnan(v), df)}"
+            )
         if (v <= 0).any():
             raise InputError(f"{name}: column '{c}' must be > 0, bad at {_first_bad(v <= 0, df)}")
     h = df["high"].to_numpy(dtype=np.float64)
@@ -124,7 +128,9 @@ def prepare_inputs(df: pd.DataFrame, *, proxy: bool) -> np.ndarray:
             )
         if "open_interest_value" in df.columns:
             # OI in USD: amount = value / close (so price moves do not read as new positions)
-            val = pd.to_numeric(df["open_interest_value"], errors="coerce").to_numpy(dtype=np.float64)
+            val = pd.to_numeric(df["open_interest_value"], errors="coerce").to_numpy(
+                dtype=np.float64
+            )
             amount = val / x[:, nb.I_CLOSE]
             have = np.isfinite(x[:, nb.I_OI])
             x[:, nb.I_OI] = np.where(have, x[:, nb.I_OI], amount)

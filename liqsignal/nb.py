@@ -12,6 +12,7 @@ Arrays (all float64 unless said):
   exchange has no bar; NaN oi: no OI change known this bar; NaN taker/funding: unknown).
 - ``p``: parameters in ``config.PARAM_NAMES`` order (unpacked by position below).
 - ``factors[n_ex, 2, n_lev]``: liquidation price / entry price, long (0) and short (1);
+  ``log_factors``: ``log(factors) / grid step`` (used by the relative grid; 0 where factor <= 0);
   ``weights[n_ex, n_lev]``; ``proxy[n_ex]`` (int64): 1 = volume-proxy mode for that exchange.
 - State: ``g[G_SIZE]`` global scalars; ``ex[n_ex, X_SIZE]`` per-exchange scalars;
   ``long_raw[n_ex, n_bins]``, ``short_raw[n_ex, n_bins]``: notional divided by the side's running
@@ -48,7 +49,9 @@ G_OPENED = 12  # cumulative notional opened
 G_CONSUMED = 13  # cumulative notional consumed
 G_CLOSED = 14  # cumulative notional removed by OI decreases
 G_DECAYED = 15  # cumulative notional faded by decay
-G_SIZE = 16
+G_FADE_DT = 16  # last bar spacing, and its decay factor (cache of one exp)
+G_FADE_F = 17
+G_SIZE = 18
 
 # Per-exchange state ex
 X_SCALE_L, X_SCALE_S, X_TOT_L, X_TOT_S, X_PREV_OI, X_LTOP, X_SBOT, X_LAST_CLOSE = range(8)
@@ -94,7 +97,7 @@ C_USD, C_PRICE, C_NEAR, C_FAR, C_NBINS = 0, 1, 2, 3, 4
 C_SIZE = 5
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def price_of_nb(i: float, mode: float, step: float, origin: float) -> float:
     """Price of (fractional) bin ``i``."""
     if mode == 0.0:
@@ -102,7 +105,7 @@ def price_of_nb(i: float, mode: float, step: float, origin: float) -> float:
     return math.exp(origin + i * step)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def index_of_nb(price: float, mode: float, step: float, origin: float) -> float:
     """Fractional bin index of ``price`` (bin ``i`` is centred on ``price_of_nb(i)``)."""
     if mode == 0.0:
@@ -146,21 +149,38 @@ def shift_nb(raw: np.ndarray, k: int) -> float:
     return lost
 
 
-@njit(cache=True)
-def spread_nb(raw: np.ndarray, a: float, b: float, mass: float) -> tuple[float, int, int]:
-    """Add ``mass`` spread uniformly over the fractional bin interval [a, b].
+@njit(cache=True, inline="always")
+def spread2_nb(
+    raw: np.ndarray,
+    e: int,
+    a: float,
+    b: float,
+    cut: float,
+    mass: float,
+    keep_below: float,
+    keep_above: float,
+) -> tuple[float, int, int]:
+    """Spread ``mass`` uniformly over the fractional bins [a, b] of row ``e``, keeping the share
+    ``keep_below`` of the part below ``cut`` and ``keep_above`` of the part above it.
 
-    Bin ``i`` covers [i - 0.5, i + 0.5). ``mass`` is in raw units. Returns (mass that fell
-    outside the grid, lowest bin touched, highest bin touched); (.., -1, -1) when none.
+    Bin ``i`` covers [i - 0.5, i + 0.5). Returns (kept mass that fell outside the grid, lowest
+    bin touched, highest bin touched); (.., -1, -1) when none. A zero-width interval is a point
+    mass at ``a``, kept by the share of the side of ``cut`` it lies on.
     """
-    n = raw.shape[0]
-    if b - a <= 1e-9:
-        i = int(math.floor(a + 0.5))
-        if i < 0 or i >= n:
-            return mass, -1, -1
-        raw[i] += mass
-        return 0.0, i, i
+    n = raw.shape[1]
     width = b - a
+    if width <= 1e-9:
+        kept = mass * (keep_above if a >= cut else keep_below)
+        i = int(math.floor(a + 0.5))
+        if kept <= 0.0:
+            return 0.0, -1, -1
+        if i < 0 or i >= n:
+            return kept, -1, -1
+        raw[e, i] += kept
+        return 0.0, i, i
+    d_below = mass * keep_below / width
+    d_above = mass * keep_above / width
+    mid = min(max(cut, a), b)
     i0 = int(math.floor(a + 0.5))
     i1 = int(math.floor(b + 0.5))
     lost = 0.0
@@ -171,18 +191,26 @@ def spread_nb(raw: np.ndarray, a: float, b: float, mass: float) -> tuple[float, 
         hi = min(b, i + 0.5)
         if hi <= lo:
             continue
-        part = mass * (hi - lo) / width
+        seg_below = min(hi, mid) - lo
+        seg_above = hi - max(lo, mid)
+        part = 0.0
+        if seg_below > 0.0:
+            part += d_below * seg_below
+        if seg_above > 0.0:
+            part += d_above * seg_above
+        if part <= 0.0:
+            continue
         if i < 0 or i >= n:
             lost += part
             continue
-        raw[i] += part
+        raw[e, i] += part
         if lo_hit < 0:
             lo_hit = i
         hi_hit = i
     return lost, lo_hit, hi_hit
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def find_clusters_nb(
     vals: np.ndarray,
     m: int,
@@ -197,47 +225,56 @@ def find_clusters_nb(
     merge_gap: int,
     max_k: int,
     out: np.ndarray,
+    side: int,
+    total: float,
 ) -> int:
     """Clusters in ``vals[:m]``, ordered from nearest to price (index 0) outward.
 
     ``vals[j]`` is the notional of grid bin ``i_start + direction * j``. A bin is dense when the
     mean of ``vals`` over [j - h, j + h] is at least ``thr_mult`` times the mean of ``vals[:m]``;
     runs of dense bins with gaps of at most ``merge_gap`` bins form a cluster; clusters below
-    ``min_usd`` are skipped. Writes up to ``max_k`` rows of (usd, weighted price, near edge
-    price, far edge price, bins) into ``out``; returns the count.
+    ``min_usd`` are skipped. ``total`` is ``vals[:m].sum()`` (the caller has it). Writes up to
+    ``max_k`` rows of (usd, weighted price, near edge price, far edge price, bins) into
+    ``out[side]``; returns the count.
     """
-    if m <= 0:
-        return 0
-    total = 0.0
-    for j in range(m):
-        total += vals[j]
-    if total <= 0.0:
+    if m <= 0 or total <= 0.0:
         return 0
     thr = thr_mult * total / m
-    # running window sum for smoothing, window [lo, hi]
+    # running window sum over [j - h, j + h] clipped to [0, m)
     win = 0.0
-    lo = 0
-    hi = -1
+    for q in range(min(smooth_h, m - 1) + 1):
+        win += vals[q]
     count = 0
     in_run = False
     start = 0
     last = 0
     for j in range(m):
-        want_hi = min(m - 1, j + smooth_h)
-        while hi < want_hi:
-            hi += 1
-            win += vals[hi]
-        want_lo = max(0, j - smooth_h)
-        while lo < want_lo:
-            win -= vals[lo]
-            lo += 1
-        if win >= thr * (hi - lo + 1):
+        if j > 0:
+            add = j + smooth_h
+            if add < m:
+                win += vals[add]
+            drop = j - smooth_h - 1
+            if drop >= 0:
+                win -= vals[drop]
+        width = min(m - 1, j + smooth_h) - max(0, j - smooth_h) + 1
+        if win >= thr * width:
             if in_run and j - last - 1 <= merge_gap:
                 last = j
             else:
                 if in_run:
                     count = _emit_cluster_nb(
-                        vals, start, last, i_start, direction, mode, step, origin, min_usd, out, count
+                        vals,
+                        start,
+                        last,
+                        i_start,
+                        direction,
+                        mode,
+                        step,
+                        origin,
+                        min_usd,
+                        out,
+                        side,
+                        count,
                     )
                     if count >= max_k:
                         return count
@@ -246,12 +283,12 @@ def find_clusters_nb(
                 last = j
     if in_run and count < max_k:
         count = _emit_cluster_nb(
-            vals, start, last, i_start, direction, mode, step, origin, min_usd, out, count
+            vals, start, last, i_start, direction, mode, step, origin, min_usd, out, side, count
         )
     return count
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _emit_cluster_nb(
     vals: np.ndarray,
     start: int,
@@ -263,6 +300,7 @@ def _emit_cluster_nb(
     origin: float,
     min_usd: float,
     out: np.ndarray,
+    side: int,
     count: int,
 ) -> int:
     usd = 0.0
@@ -272,59 +310,83 @@ def _emit_cluster_nb(
         wp += vals[j] * price_of_nb(float(i_start + direction * j), mode, step, origin)
     if usd <= 0.0 or usd < min_usd:
         return count
-    out[count, C_USD] = usd
-    out[count, C_PRICE] = wp / usd
-    out[count, C_NEAR] = price_of_nb(float(i_start + direction * start), mode, step, origin)
-    out[count, C_FAR] = price_of_nb(float(i_start + direction * last), mode, step, origin)
-    out[count, C_NBINS] = last - start + 1
+    out[side, count, C_USD] = usd
+    out[side, count, C_PRICE] = wp / usd
+    out[side, count, C_NEAR] = price_of_nb(float(i_start + direction * start), mode, step, origin)
+    out[side, count, C_FAR] = price_of_nb(float(i_start + direction * last), mode, step, origin)
+    out[side, count, C_NBINS] = last - start + 1
     return count + 1
 
 
-@njit(cache=True)
-def cascade_nb(cl: np.ndarray, k: int, ref: float, gap: float, max_depth: int) -> tuple:
-    """Depth, summed USD and far-end price of the cascade starting at the nearest cluster."""
-    if k == 0:
+@njit(cache=True, inline="always")
+def cascade_nb(
+    cl: np.ndarray, side: int, first: int, k: int, ref: float, gap: float, max_depth: int
+) -> tuple:
+    """Depth, summed USD and far-end price of the cascade starting at cluster ``first`` of
+    ``cl[side, :k]``, outward."""
+    if k <= first:
         return 0, 0.0, np.nan
     depth = 1
-    usd = cl[0, C_USD]
-    end = cl[0, C_FAR]
-    for c in range(1, k):
+    usd = cl[side, first, C_USD]
+    end = cl[side, first, C_FAR]
+    for c in range(first + 1, k):
         if depth >= max_depth:
             break
-        if abs(cl[c, C_NEAR] - cl[c - 1, C_FAR]) / ref <= gap:
+        if abs(cl[side, c, C_NEAR] - cl[side, c - 1, C_FAR]) / ref <= gap:
             depth += 1
-            usd += cl[c, C_USD]
-            end = cl[c, C_FAR]
+            usd += cl[side, c, C_USD]
+            end = cl[side, c, C_FAR]
         else:
             break
     return depth, usd, end
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def gather_side_nb(
-    raw: np.ndarray, scales: np.ndarray, i_start: int, direction: int, m_max: int, vals: np.ndarray
-) -> int:
+    raw: np.ndarray,
+    scales: np.ndarray,
+    i_start: int,
+    direction: int,
+    m_max: int,
+    m_band: int,
+    vals: np.ndarray,
+) -> tuple:
     """Combined notional (all exchanges) of bins ``i_start + direction * j`` for j < ``m_max``,
-    stopping at the grid's edge, into ``vals``; returns how many were written."""
+    stopping at the grid's edge, into ``vals``. Returns (bins written, their sum, the sum of
+    the first ``m_band`` of them)."""
     n_ex = raw.shape[0]
     n = raw.shape[1]
-    if direction > 0:
-        m = min(m_max, n - i_start)
-    else:
-        m = min(m_max, i_start + 1)
+    m = min(m_max, n - i_start) if direction > 0 else min(m_max, i_start + 1)
     if m <= 0 or i_start < 0 or i_start >= n:
-        return 0
-    s0 = scales[0]
+        return 0, 0.0, 0.0
+    total = 0.0
+    dens = 0.0
+    mb = min(m_band, m)
+    if n_ex == 1:
+        s0 = scales[0]
+        for j in range(mb):
+            v = raw[0, i_start + direction * j] * s0
+            vals[j] = v
+            dens += v
+        total = dens
+        for j in range(mb, m):
+            v = raw[0, i_start + direction * j] * s0
+            vals[j] = v
+            total += v
+        return m, total, dens
     for j in range(m):
-        vals[j] = raw[0, i_start + direction * j] * s0
-    for e in range(1, n_ex):
-        se = scales[e]
-        for j in range(m):
-            vals[j] += raw[e, i_start + direction * j] * se
-    return m
+        i = i_start + direction * j
+        v = 0.0
+        for e in range(n_ex):
+            v += raw[e, i] * scales[e]
+        vals[j] = v
+        total += v
+        if j < mb:
+            dens += v
+    return m, total, dens
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def side_window_nb(
     side: int, ref: float, scan: float, band: float, mode: float, step: float, origin: float
 ) -> tuple:
@@ -351,6 +413,7 @@ def run_nb(
     x: np.ndarray,
     p: np.ndarray,
     factors: np.ndarray,
+    log_factors: np.ndarray,
     weights: np.ndarray,
     proxy: np.ndarray,
     g: np.ndarray,
@@ -393,6 +456,7 @@ def run_nb(
     churn = p[25]  # churn_volume_share
     intrabar = p[26]  # intrabar_share
 
+    inv_step = 1.0 / step
     n_bars = ts.shape[0]
     n_ex = x.shape[1]
     n_lev = weights.shape[1]
@@ -401,12 +465,11 @@ def run_nb(
     hm_rows = hm.shape[2]
     ln2 = math.log(2.0)
     max_k = clusters.shape[1]
+    vals = work[0]
     scales_l = np.empty(n_ex)
     scales_s = np.empty(n_ex)
 
     for t in range(n_bars):
-        for c in range(N_OUT):
-            out[c, t] = np.nan
         # reference price: first exchange with a bar
         ref = np.nan
         for e in range(n_ex):
@@ -415,6 +478,8 @@ def run_nb(
                 break
         if ref != ref:
             # no exchange has this bar: fade by time, nothing else
+            for c in range(N_OUT):
+                out[c, t] = np.nan
             if g[G_INIT] == 1.0:
                 _fade_nb(g, ex, long_raw, short_raw, ts[t], half_life_s, ln2)
             continue
@@ -543,71 +608,71 @@ def run_nb(
                     share_l = 0.5
                 ea = tp - entry_spread * (tp - lo)
                 eb = tp + entry_spread * (h - tp)
+                if mode == 0.0:
+                    ka = ea * inv_step
+                    kb = eb * inv_step
+                    k0 = origin * inv_step
+                else:
+                    ka = (math.log(ea) - origin) * inv_step
+                    kb = (math.log(eb) - origin) * inv_step
                 for side in range(2):
                     side_usd = new_usd * (share_l if side == 0 else 1.0 - share_l)
                     if side_usd <= 0.0:
                         continue
-                    sc = ex[e, X_SCALE_L] if side == 0 else ex[e, X_SCALE_S]
+                    if side == 0:
+                        sc = ex[e, X_SCALE_L]
+                        cut = index_of_nb(lo, mode, step, origin)
+                    else:
+                        sc = ex[e, X_SCALE_S]
+                        cut = index_of_nb(h, mode, step, origin)
                     for j in range(n_lev):
                         w = weights[e, j]
                         if w <= 0.0:
                             continue
                         fct = factors[e, side, j]
-                        if fct <= 0.0:
-                            dropped_now += side_usd * w
-                            continue
-                        a = index_of_nb(ea * fct, mode, step, origin)
-                        b = index_of_nb(eb * fct, mode, step, origin)
                         mass = side_usd * w
-                        # levels of this bar's own entries that its range already reached:
-                        # a share ``intrabar`` of them is liquidated within the bar
-                        if side == 0:
-                            cut = index_of_nb(lo, mode, step, origin)
-                            f_in = (b - max(a, cut)) / (b - a) if b - a > 1e-9 else (
-                                1.0 if a >= cut else 0.0
-                            )
+                        if fct <= 0.0:
+                            dropped_now += mass
+                            continue
+                        if mode == 0.0:
+                            a = ka * fct - k0
+                            b = kb * fct - k0
                         else:
-                            cut = index_of_nb(h, mode, step, origin)
-                            f_in = (min(b, cut) - a) / (b - a) if b - a > 1e-9 else (
-                                1.0 if a <= cut else 0.0
-                            )
+                            lf = log_factors[e, side, j]
+                            a = ka + lf
+                            b = kb + lf
+                        # levels of this bar's own entries that its range already reached
+                        # (longs at or above the low, shorts at or below the high): a share
+                        # ``intrabar`` of them is liquidated within the bar
+                        width = b - a
+                        if width > 1e-9:
+                            if side == 0:
+                                f_in = (b - max(a, cut)) / width
+                            else:
+                                f_in = (min(b, cut) - a) / width
+                        elif side == 0:
+                            f_in = 1.0 if a >= cut else 0.0
+                        else:
+                            f_in = 1.0 if a <= cut else 0.0
                         f_in = min(max(f_in, 0.0), 1.0)
                         now_liq = intrabar * mass * f_in
                         if side == 0:
                             pred_l += now_liq
+                            lost, i0, i1 = spread2_nb(
+                                long_raw, e, a, b, cut, mass / sc, 1.0, 1.0 - intrabar
+                            )
+                            ex[e, X_TOT_L] += (mass - now_liq) / sc - lost
+                            if i1 > ex[e, X_LTOP]:
+                                ex[e, X_LTOP] = float(i1)
                         else:
                             pred_s += now_liq
-                        keep = (mass - now_liq) / sc
-                        if now_liq > 0.0 and f_in < 1.0:
-                            # the reached part keeps (1 - intrabar) of its mass
-                            if side == 0:
-                                a2, b2 = a, min(b, cut)
-                                a3, b3 = max(a, cut), b
-                            else:
-                                a2, b2 = max(a, cut), b
-                                a3, b3 = a, min(b, cut)
-                            m2 = mass * (1.0 - f_in) / sc
-                            m3 = mass * f_in * (1.0 - intrabar) / sc
-                        else:
-                            a2, b2, m2 = a, b, keep
-                            a3, b3, m3 = a, b, 0.0
-                        raw_side = long_raw[e] if side == 0 else short_raw[e]
-                        for part in range(2):
-                            pa = a2 if part == 0 else a3
-                            pb = b2 if part == 0 else b3
-                            pm = m2 if part == 0 else m3
-                            if pm <= 0.0:
-                                continue
-                            lost, i0, i1 = spread_nb(raw_side, pa, pb, pm)
-                            if side == 0:
-                                ex[e, X_TOT_L] += pm - lost
-                                if i1 > ex[e, X_LTOP]:
-                                    ex[e, X_LTOP] = float(i1)
-                            else:
-                                ex[e, X_TOT_S] += pm - lost
-                                if i0 >= 0 and i0 < ex[e, X_SBOT]:
-                                    ex[e, X_SBOT] = float(i0)
-                            dropped_now += lost * sc
+                            lost, i0, i1 = spread2_nb(
+                                short_raw, e, a, b, cut, mass / sc, 1.0 - intrabar, 1.0
+                            )
+                            ex[e, X_TOT_S] += (mass - now_liq) / sc - lost
+                            if i0 >= 0 and i0 < ex[e, X_SBOT]:
+                                ex[e, X_SBOT] = float(i0)
+                        dropped_now += lost * sc
                 opened += new_usd
             if close_usd > 0.0:
                 tl = ex[e, X_TOT_L] * ex[e, X_SCALE_L]
@@ -639,7 +704,6 @@ def run_nb(
             scales_l[e] = ex[e, X_SCALE_L]
             scales_s[e] = ex[e, X_SCALE_S]
         ic = index_of_nb(ref, mode, step, origin)
-        vals = work[0]
         out[0, t] = pred_l
         out[1, t] = pred_s
         tot_l = 0.0
@@ -658,12 +722,13 @@ def run_nb(
                 side, ref, scan, band, mode, step, origin
             )
             if side == 0:
-                m = gather_side_nb(long_raw, scales_l, i_start, direction, m_max, vals)
+                m, total, dens = gather_side_nb(
+                    long_raw, scales_l, i_start, direction, m_max, m_band, vals
+                )
             else:
-                m = gather_side_nb(short_raw, scales_s, i_start, direction, m_max, vals)
-            dens = 0.0
-            for j in range(min(m_band, m)):
-                dens += vals[j]
+                m, total, dens = gather_side_nb(
+                    short_raw, scales_s, i_start, direction, m_max, m_band, vals
+                )
             k = find_clusters_nb(
                 vals,
                 m,
@@ -677,27 +742,28 @@ def run_nb(
                 smooth_h,
                 merge_gap,
                 max_k,
-                clusters[side],
+                clusters,
+                side,
+                total,
             )
-            cls_ = clusters[side]
             base = 2 if side == 0 else 7
             cbase = 12 if side == 0 else 15
             out[18 + side, t] = dens
             ema_idx = G_EMA_LC if side == 0 else G_EMA_SC
             if k > 0:
-                out[base, t] = cls_[0, C_PRICE]
-                out[base + 1, t] = cls_[0, C_USD]
-                dist = abs(ref - cls_[0, C_PRICE]) / ref
+                out[base, t] = clusters[side, 0, C_PRICE]
+                out[base + 1, t] = clusters[side, 0, C_USD]
+                dist = abs(ref - clusters[side, 0, C_PRICE]) / ref
                 out[base + 2, t] = dist * 100.0
-                out[base + 3, t] = min(cls_[0, C_NEAR], cls_[0, C_FAR])
-                out[base + 4, t] = max(cls_[0, C_NEAR], cls_[0, C_FAR])
-                depth, cusd, cend = cascade_nb(cls_, k, ref, cascade_gap, cascade_max)
+                out[base + 3, t] = min(clusters[side, 0, C_NEAR], clusters[side, 0, C_FAR])
+                out[base + 4, t] = max(clusters[side, 0, C_NEAR], clusters[side, 0, C_FAR])
+                depth, cusd, cend = cascade_nb(clusters, side, 0, k, ref, cascade_gap, cascade_max)
                 out[cbase, t] = depth
                 out[cbase + 1, t] = cusd
                 out[cbase + 2, t] = cend
                 # armed
                 ema_c = g[ema_idx]
-                size_ratio = cls_[0, C_USD] / ema_c if ema_c > 0.0 else 1.0
+                size_ratio = clusters[side, 0, C_USD] / ema_c if ema_c > 0.0 else 1.0
                 oi_ratio = oi_total / g[G_EMA_OI] if (oi_known > 0 and g[G_EMA_OI] > 0.0) else 1.0
                 prox = 1.0 - dist / armed_dist
                 if prox < 0.0:
@@ -711,11 +777,16 @@ def run_nb(
                     ok = ok and side_fund >= armed_fund
                 out[20 + 2 * side, t] = 1.0 if ok else 0.0
                 out[21 + 2 * side, t] = score
-                cur = cls_[0, C_USD]
+                cur = clusters[side, 0, C_USD]
             else:
+                out[base, t] = np.nan
                 out[base + 1, t] = 0.0
+                out[base + 2, t] = np.nan
+                out[base + 3, t] = np.nan
+                out[base + 4, t] = np.nan
                 out[cbase, t] = 0.0
                 out[cbase + 1, t] = 0.0
+                out[cbase + 2, t] = np.nan
                 out[20 + 2 * side, t] = 0.0
                 out[21 + 2 * side, t] = 0.0
                 cur = 0.0
@@ -726,9 +797,9 @@ def run_nb(
         # flush
         cons = pred_l + pred_s
         flush = 0.0
-        if g[G_NBARS] > 1.0 and g[G_EMA_CONS] > 0.0:
-            if cons >= flush_ratio * g[G_EMA_CONS] and cons >= flush_min and cons > 0.0:
-                flush = 1.0 if pred_l >= pred_s else -1.0
+        big = cons >= flush_ratio * g[G_EMA_CONS] and cons >= flush_min and cons > 0.0
+        if g[G_NBARS] > 1.0 and g[G_EMA_CONS] > 0.0 and big:
+            flush = 1.0 if pred_l >= pred_s else -1.0
         if flush != 0.0:
             g[G_SINCE_FLUSH] = 0.0
         elif g[G_SINCE_FLUSH] >= 0.0:
@@ -751,16 +822,17 @@ def run_nb(
             half = (hm_rows * hm_per_row) // 2
             first = int(math.floor(ic + 0.5)) - half
             for r in range(hm_rows):
-                vl = 0.0
-                vs = 0.0
-                for q in range(hm_per_row):
-                    i = first + r * hm_per_row + q
-                    if 0 <= i < n_bins:
-                        for e in range(n_ex):
-                            vl += long_raw[e, i] * scales_l[e]
-                            vs += short_raw[e, i] * scales_s[e]
-                hm[fidx, 0, r] = vl
-                hm[fidx, 1, r] = vs
+                hm[fidx, 0, r] = 0.0
+                hm[fidx, 1, r] = 0.0
+            i_lo = max(first, 0)
+            i_hi = min(first + hm_rows * hm_per_row, n_bins)
+            for e in range(n_ex):
+                sl = scales_l[e]
+                ss = scales_s[e]
+                for i in range(i_lo, i_hi):
+                    r = (i - first) // hm_per_row
+                    hm[fidx, 0, r] += long_raw[e, i] * sl
+                    hm[fidx, 1, r] += short_raw[e, i] * ss
             hm_meta[fidx, 0] = ts[t]
             hm_meta[fidx, 1] = price_of_nb(first - 0.5, mode, step, origin)
             hm_meta[fidx, 2] = price_of_nb(first + hm_rows * hm_per_row - 0.5, mode, step, origin)
@@ -769,7 +841,7 @@ def run_nb(
             g[G_NEXT_FRAME] = (math.floor(ts[t] / hm_every) + 1.0) * hm_every
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _remove_nb(
     ex: np.ndarray,
     raw: np.ndarray,
@@ -793,7 +865,7 @@ def _remove_nb(
     return amount
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _renorm_nb(ex: np.ndarray, raw: np.ndarray, e: int, scale_col: int, tot_col: int) -> None:
     """Fold a tiny running scale back into the bins to keep raw values finite."""
     sc = ex[e, scale_col]
@@ -804,7 +876,7 @@ def _renorm_nb(ex: np.ndarray, raw: np.ndarray, e: int, scale_col: int, tot_col:
         ex[e, scale_col] = 1.0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _fade_nb(
     g: np.ndarray,
     ex: np.ndarray,
@@ -818,7 +890,12 @@ def _fade_nb(
     g[G_LAST_TS] = now
     if dt <= 0.0:
         return
-    f = math.exp(-ln2 * dt / half_life_s)
+    if dt == g[G_FADE_DT]:
+        f = g[G_FADE_F]
+    else:
+        f = math.exp(-ln2 * dt / half_life_s)
+        g[G_FADE_DT] = dt
+        g[G_FADE_F] = f
     for e in range(ex.shape[0]):
         before = ex[e, X_TOT_L] * ex[e, X_SCALE_L] + ex[e, X_TOT_S] * ex[e, X_SCALE_S]
         g[G_DECAYED] += before * (1.0 - f)
@@ -842,9 +919,9 @@ def side_clusters_nb(
     """All clusters (up to ``max_k``) on one side of ``ref`` for a snapshot, nearest first."""
     mode = p[0]
     step = p[1]
-    i_start, direction, m_max, _m_band = side_window_nb(side, ref, p[8], p[7], mode, step, origin)
-    m = gather_side_nb(raw, scales, i_start, direction, m_max, vals)
-    out = np.zeros((max_k, C_SIZE))
+    i_start, direction, m_max, m_band = side_window_nb(side, ref, p[8], p[7], mode, step, origin)
+    m, total, _dens = gather_side_nb(raw, scales, i_start, direction, m_max, m_band, vals)
+    out = np.zeros((1, max_k, C_SIZE))
     k = find_clusters_nb(
         vals,
         m,
@@ -859,5 +936,7 @@ def side_clusters_nb(
         int(p[12]),
         max_k,
         out,
+        0,
+        total,
     )
-    return out[:k]
+    return out[0, :k]

@@ -10,7 +10,8 @@ maintenance amount / deduction in USD, ``q = N / EP`` the quantity):
 - Bybit USDT perpetual:  long  LP = EP - (IM - MM)/q,  short LP = EP + (IM - MM)/q,
   ``IM = N / L``, ``MM = N MMR - cum``.
 - OKX USDT swap: liquidated when (margin + uPnL) / position value = MMR + taker fee:
-                  long  LP = EP (1 - 1/L) / (1 - MMR - fee), short LP = EP (1 + 1/L) / (1 + MMR + fee)
+                  long  LP = EP (1 - 1/L) / (1 - MMR - fee)
+                  short LP = EP (1 + 1/L) / (1 + MMR + fee)
 - Hyperliquid: ``liq = EP - side * margin_available / q / (1 - l * side)``, ``l = 1 /
   maintenance leverage``, maintenance margin = half the initial margin at max leverage
   (``l = 1 / (2 * max_leverage)``), ``margin_available = N/L - N*l``.

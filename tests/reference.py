@@ -7,6 +7,7 @@ shortcuts (running scales, top/bottom bin tracking, running window sums).
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -271,7 +272,7 @@ class ReferenceMap:
                 o[base + 3] = min(c0[2], c0[3])
                 o[base + 4] = max(c0[2], c0[3])
                 depth, cusd, end = 1, c0[0], c0[3]
-                for prev, c in zip(clusters, clusters[1:], strict=False):
+                for prev, c in itertools.pairwise(clusters):
                     if depth >= p["cascade_max_depth"]:
                         break
                     if abs(c[2] - prev[3]) / ref <= p["cascade_gap"]:
@@ -308,9 +309,9 @@ class ReferenceMap:
                 self.ema_sc = new_ema
         cons = pred_l + pred_s
         flush = 0.0
-        if self.nbars > 1 and self.ema_cons > 0:
-            if cons >= p["flush_ratio"] * self.ema_cons and cons >= p["flush_min_usd"] and cons > 0:
-                flush = 1.0 if pred_l >= pred_s else -1.0
+        big = cons >= p["flush_ratio"] * self.ema_cons and cons >= p["flush_min_usd"] and cons > 0
+        if self.nbars > 1 and self.ema_cons > 0 and big:
+            flush = 1.0 if pred_l >= pred_s else -1.0
         if flush != 0:
             self.since_flush = 0.0
         elif self.since_flush >= 0:

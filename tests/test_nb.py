@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import random_bars
+from bars_util import random_bars
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference import ReferenceMap
@@ -97,7 +97,7 @@ def test_volume_proxy_equals_reference():
     rng = np.random.default_rng(7)
     ts, x = random_bars(rng, 80)
     x[:, :, nb.I_OI] = np.nan
-    lmap, out, _, rout = run_both(MapConfig(step=0.05), ts, x, proxy=True)
+    _, out, _, rout = run_both(MapConfig(step=0.05), ts, x, proxy=True)
     assert_close(out, rout)
     assert np.nansum(out[nb.OUT_NAMES.index("liq_opened_usd")]) > 0
 

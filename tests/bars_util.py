@@ -1,0 +1,40 @@
+"""Random-walk bars for kernel tests (imported by test modules; not a fixture)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def random_bars(
+    rng: np.random.Generator,
+    n: int,
+    *,
+    price: float = 100.0,
+    vol: float = 0.01,
+    gaps: bool = True,
+    n_ex: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random-walk bars for the kernel: ts[n] seconds and x[n, n_ex, 8]."""
+    step = rng.choice([60.0, 3600.0]) if gaps else 3600.0
+    dts = np.full(n, step)
+    if gaps:
+        dts *= np.where(rng.random(n) < 0.1, rng.integers(2, 50, n), 1)
+    ts = 1.7e9 + np.cumsum(dts)
+    x = np.full((n, n_ex, 8), np.nan)
+    for e in range(n_ex):
+        r = rng.normal(0, vol, n)
+        close = price * np.exp(np.cumsum(r))
+        open_ = np.concatenate([[price], close[:-1]]) * np.exp(rng.normal(0, vol / 4, n))
+        hi = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0, vol, n)))
+        lo = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, vol, n)))
+        volume = rng.exponential(100.0, n)
+        oi = np.maximum(1000.0 + np.cumsum(rng.normal(0, 30, n)), 0.0)
+        x[:, e, 0] = open_
+        x[:, e, 1] = hi
+        x[:, e, 2] = lo
+        x[:, e, 3] = close
+        x[:, e, 4] = volume
+        x[:, e, 5] = oi
+        x[:, e, 6] = np.where(rng.random(n) < 0.5, volume * rng.random(n), np.nan)
+        x[:, e, 7] = np.where(rng.random(n) < 0.7, rng.normal(0, 1e-4, n), np.nan)
+    return ts, x
