@@ -330,8 +330,10 @@ class ExchangeClient:
 
     def _check_parsed(self, what: str) -> None:
         """Raise _Malformed if the answer just received was not JSON (ccxt then parses the raw
-        text into an empty result). Called right after the awaited ccxt call returns: no other
-        task runs in between, so ``last_*_response`` belong to that call."""
+        text into an empty result). Called right after the awaited ccxt call returns. ccxt keeps
+        one ``last_*_response`` per client, and aiohttp may yield while closing a response, so
+        under concurrency another request's answer can be seen here: at worst one needless retry
+        or a garbage page taken for an empty one, which is asked again anyway."""
         body = self.api.last_http_response
         if self.api.last_json_response is None and isinstance(body, str) and body.strip():
             raise _Malformed(f"{what}: answer is not valid JSON: {body[:60]!r}")
@@ -350,7 +352,8 @@ class ExchangeClient:
                     try:
                         return await fn(*args, **kwargs)
                     except TEMPORARY_ERRORS:
-                        # read before any await: the headers of this very answer
+                        # ccxt's per-client last headers: this answer's, unless a concurrent
+                        # one finished in between (then a capped, slightly wrong wait)
                         retry_after = _retry_after_seconds(self.api.last_response_headers)
                         raise
                     except _SHAPE_ERRORS as e:  # ccxt choked on an answer of unexpected shape
