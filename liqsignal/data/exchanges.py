@@ -483,12 +483,13 @@ class ExchangeClient:
         return page_ms
 
     async def _since_until(
-        self, market: str, since: int | None, until: int | None
+        self, market: str, since: int | None, until: int | None, default_span_ms: int
     ) -> tuple[str, int, int]:
+        """Symbol and [since, until] in ms: until defaults to now, since to one page before it."""
         symbol = await self.symbol(market)
         now = self.api.milliseconds()
         until_ms = now if until is None else int(until)
-        since_ms = 0 if since is None else int(since)
+        since_ms = max(0, until_ms - default_span_ms) if since is None else int(since)
         if since_ms > until_ms:
             raise ConfigError(f"since ({since_ms}) is after until ({until_ms}) for {market}")
         return symbol, since_ms, until_ms
@@ -508,12 +509,15 @@ class ExchangeClient:
         ``price="mark"`` gives mark-price candles. The still-open last candle is dropped.
         """
         tf_ms = timeframe_to_ms(timeframe)
+        span = tf_ms * (
+            self.spec.mark_page if price and self.spec.mark_page else self.spec.ohlcv_page
+        )
         if timeframe not in (self.api.timeframes or {}):
             raise ConfigError(
                 f"timeframe: {self.name} has no {timeframe!r} candles; "
                 f"it has {', '.join(self.api.timeframes or {})}"
             )
-        symbol, since_ms, until_ms = await self._since_until(market, since, until)
+        symbol, since_ms, until_ms = await self._since_until(market, since, until, span)
         if drop_incomplete:
             until_ms = min(until_ms, self.api.milliseconds() - tf_ms)
         if since_ms > until_ms:
@@ -545,7 +549,9 @@ class ExchangeClient:
         if not self.spec.taker_buy:
             raise PermanentDataError(f"{self.name} {market}: exchange gives no taker buy volume")
         tf_ms = timeframe_to_ms(timeframe)
-        symbol, since_ms, until_ms = await self._since_until(market, since, until)
+        symbol, since_ms, until_ms = await self._since_until(
+            market, since, until, tf_ms * self.spec.ohlcv_page
+        )
         until_ms = min(until_ms, self.api.milliseconds() - tf_ms)
         if since_ms > until_ms:
             return self._rows_to_frame([], "taker_buy")
@@ -600,7 +606,9 @@ class ExchangeClient:
                 f"{', '.join(self.spec.oi_timeframes)}, got {timeframe!r}"
             )
         tf_ms = timeframe_to_ms(timeframe)
-        symbol, since_ms, until_ms = await self._since_until(market, since, until)
+        symbol, since_ms, until_ms = await self._since_until(
+            market, since, until, tf_ms * self.spec.oi_page
+        )
         if self.history_limits and self.spec.oi_days is not None:
             floor = self.api.milliseconds() - self.spec.oi_days * 86_400_000 + 3_600_000
             since_ms = max(since_ms, floor)
@@ -655,7 +663,12 @@ class ExchangeClient:
         """Funding rates ``[since, until]`` as ``date, funding_rate``."""
         if not self.has("fetchFundingRateHistory"):
             raise PermanentDataError(f"{self.name} {market}: no funding rate history endpoint")
-        symbol, since_ms, until_ms = await self._since_until(market, since, until)
+        symbol, since_ms, until_ms = await self._since_until(
+            market,
+            since,
+            until,
+            self.spec.funding_page * 3_600_000 * (self.spec.funding_window_h or 8),
+        )
         limit = self.spec.funding_page
         window_h = self.spec.funding_window_h
 

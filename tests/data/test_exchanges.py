@@ -90,6 +90,17 @@ async def test_fetches_match_the_served_files(
     assert len(rx.requests) > 5 and not rx.unknown
 
 
+@pytest.mark.parametrize("venue", ["binance", "okx"])
+async def test_since_defaults_to_one_page_before_until(
+    servers: dict[str, ReplayExchange], venue: str
+) -> None:
+    async with _client(servers[venue], venue) as ex:
+        df = await ex.fetch_ohlcv("BTC", "1h", until=UNTIL)
+    page = EXCHANGES[venue].ohlcv_page
+    assert len(df) == page
+    assert df["date"].iloc[0] == pd.Timestamp(UNTIL - page * 3_600_000, unit="ms", tz="UTC")
+
+
 async def test_binance_taker_buy_volume(servers: dict[str, ReplayExchange]) -> None:
     async with _client(servers["binance"], "binance") as ex:
         assert ex.has("takerBuyVolume")
