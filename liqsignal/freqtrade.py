@@ -47,6 +47,7 @@ except ImportError as e:  # pragma: no cover - freqtrade is a dependency
     raise ImportError("liqsignal.freqtrade needs Freqtrade: pip install 'freqtrade>=2026.9'") from e
 
 __all__ = [
+    "LIQ_COLUMNS",
     "LIQ_PLOT_CONFIG",
     "SECTION_KEYS",
     "LiqGuardMixin",
@@ -64,6 +65,11 @@ logger = logging.getLogger(__name__)
 SECTION_KEYS: tuple[str, ...] = ("engine", "guards", "alerts", "exchanges")
 
 _OI_COLS = ("open_interest_amount", "open_interest_value")
+
+#: Columns ``add_liq_columns`` adds: ``FEATURE_COLUMNS`` without ``liq_dropped_usd``, a running
+#: total since the map started, which depends on where the data starts (no fixed startup makes
+#: it stable; ``freqtrade recursive-analysis`` shows it), so it stays out of strategy frames.
+LIQ_COLUMNS: tuple[str, ...] = tuple(c for c in FEATURE_COLUMNS if c != "liq_dropped_usd")
 _TF_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 #: ``plot_config`` for ``freqtrade plot-dataframe``: cluster prices and cascade ends on the
@@ -200,7 +206,7 @@ def add_liq_columns(
     funding_timeframe: str = "1h",
     proxy: bool | None = None,
 ) -> pd.DataFrame:
-    """Return ``dataframe`` with open interest, funding and the ``liq_*`` columns added.
+    """Return ``dataframe`` with open interest, funding and the ``LIQ_COLUMNS`` added.
 
     Open interest and funding come from Freqtrade's ``open_interest`` / ``funding_rate`` candle
     types via ``dp.get_pair_dataframe`` (files in backtests, the exchange cache that
@@ -242,7 +248,7 @@ def add_liq_columns(
     feats = compute_features(df, engine, proxy=bool(use_proxy))
     assert isinstance(feats, pd.DataFrame)
     out = df.copy() if df is dataframe else df
-    for c in FEATURE_COLUMNS:
+    for c in LIQ_COLUMNS:
         out[c] = feats[c].to_numpy()
     return out
 

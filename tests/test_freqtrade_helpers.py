@@ -18,6 +18,7 @@ from liqsignal.config import MapConfig
 from liqsignal.exceptions import ConfigError
 from liqsignal.features import FEATURE_COLUMNS, compute_features
 from liqsignal.freqtrade import (
+    LIQ_COLUMNS,
     LIQ_PLOT_CONFIG,
     SECTION_KEYS,
     LiqGuardMixin,
@@ -159,7 +160,8 @@ def test_add_liq_columns_matches_compute_features_on_the_merged_frame(candles, o
     before = candles.copy()
     out = add_liq_columns(candles, {"pair": PAIR}, dp, {"timeframe": "1h"})
     pd.testing.assert_frame_equal(candles, before)  # input not mutated
-    assert set(FEATURE_COLUMNS) <= set(out.columns) and len(out) == len(candles)
+    assert set(LIQ_COLUMNS) <= set(out.columns) and len(out) == len(candles)
+    assert set(FEATURE_COLUMNS) - set(out.columns) == {"liq_dropped_usd"}  # a running total
     assert (out["liq_proxy_mode"] == 0).all()
     assert ("BTC/USDT:USDT", "1h", "open_interest") in dp.asked
     merged = merge_point_in_time(candles, oi, ["open_interest_amount", "open_interest_value"],
@@ -168,7 +170,7 @@ def test_add_liq_columns_matches_compute_features_on_the_merged_frame(candles, o
                                  other_timeframe="1h")  # fmt: skip
     expected = compute_features(merged, MapConfig())
     assert isinstance(expected, pd.DataFrame)
-    pd.testing.assert_frame_equal(out[list(FEATURE_COLUMNS)], expected)
+    pd.testing.assert_frame_equal(out[list(LIQ_COLUMNS)], expected[list(LIQ_COLUMNS)])
 
 
 def test_add_liq_columns_falls_back_to_volume_proxy_and_says_so_once(candles, caplog):
@@ -224,7 +226,7 @@ def test_plot_config_and_informative_pairs():
     cols = [c for c in LIQ_PLOT_CONFIG["main_plot"]]
     for sub in LIQ_PLOT_CONFIG["subplots"].values():
         cols += list(sub)
-    assert cols and set(cols) <= set(FEATURE_COLUMNS)
+    assert cols and set(cols) <= set(LIQ_COLUMNS)
     pairs = liq_informative_pairs([PAIR, "ETH/USDT:USDT"], "1h")
     assert (PAIR, "1h", "open_interest") in pairs and (
         "ETH/USDT:USDT",
