@@ -116,7 +116,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     frame = df.drop(columns=["realized_long_usd", "realized_short_usd"])
     cfg = _load_engine_config(args.config)
     feats, lmap = compute_features(frame, cfg, return_map=True)
-    snap = lmap.snapshot()
+    snap = lmap.snapshot(scan_range_pct=args.range)
     rows = _cluster_rows(snap)
     out = Path(args.out)
     png = plot_map(lmap, out / "btc_liquidation_map.png", title="BTC 1h, bundled data")
@@ -193,7 +193,7 @@ def cmd_map(args: argparse.Namespace) -> int:
         _feats, lmap = compute_features_multi(
             frames, cfg.replace(symbol=pair), proxy=proxy, return_map=True
         )
-    snap = lmap.snapshot()
+    snap = lmap.snapshot(scan_range_pct=args.range)
     rows = _cluster_rows(snap, limit=args.limit)
     png = plot_map(lmap, Path(args.out) / f"{fname}_{args.timeframe}_map.png", title=pair)
     if args.json:
@@ -225,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="out", help="folder for the picture and CSV (default out/)")
     d.add_argument("--config", help="JSON config with a liqsignal.engine section")
     d.add_argument("--json", action="store_true", help="print JSON")
+    d.add_argument("--range", type=float, default=12.0, help="cluster table range, %% of price")
     d.set_defaults(func=cmd_demo)
 
     e = sub.add_parser("evaluate", help="predicted vs realized liquidations, with baseline")
@@ -245,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--limit", type=int, default=8, help="clusters per side")
     m.add_argument("--config", help="JSON config with a liqsignal.engine section")
     m.add_argument("--json", action="store_true")
+    m.add_argument("--range", type=float, default=12.0, help="cluster table range, %% of price")
     m.set_defaults(func=cmd_map)
 
     try:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from liqsignal import nb
+from liqsignal.config import PARAM_NAMES
 
 if TYPE_CHECKING:
     from liqsignal.engine import Cluster, LiquidationMap
@@ -19,12 +20,16 @@ if TYPE_CHECKING:
 __all__ = ["clusters_from_state"]
 
 
-def clusters_from_state(lmap: LiquidationMap, ref: float, max_clusters: int = 50) -> list[Cluster]:
+def clusters_from_state(
+    lmap: LiquidationMap, ref: float, max_clusters: int = 50, scan_range_pct: float | None = None
+) -> list[Cluster]:
     """Every cluster within the scan range on each side of ``ref``, nearest first per side."""
     from liqsignal.engine import Cluster
 
     cfg = lmap.config
-    p = lmap.params
+    p = lmap.params.copy()
+    if scan_range_pct is not None:
+        p[PARAM_NAMES.index("scan_range")] = scan_range_pct / 100.0
     origin = float(lmap.g[nb.G_ORIGIN])
     n = lmap.n_bins
     vals = np.zeros(n + 2)

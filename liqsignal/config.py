@@ -85,7 +85,7 @@ class MapConfig:
     """Settings of one liquidation map. Percentages are in percent of price (1.5 = 1.5 %)."""
 
     #: Exchange whose liquidation formula applies: binance, bybit, okx, hyperliquid, or
-    #: another ccxt id (falls back to the Binance formula, said in the output).
+    #: another ccxt id (falls back to the Binance formula; ``LiquidationMap.formulas`` tells).
     exchange: str = "binance"
     #: Market symbol, used to look up maintenance-margin tiers (ccxt style).
     symbol: str = "BTC/USDT:USDT"

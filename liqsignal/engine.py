@@ -230,8 +230,17 @@ class LiquidationMap:
         finite = closes[np.isfinite(closes) & (closes > 0)]
         return float(finite[0]) if finite.size else math.nan
 
-    def snapshot(self, price: float | None = None, max_clusters: int = 50) -> MapSnapshot:
-        """Levels and all clusters within the scan range of ``price`` (default: last close)."""
+    def snapshot(
+        self,
+        price: float | None = None,
+        max_clusters: int = 50,
+        scan_range_pct: float | None = None,
+    ) -> MapSnapshot:
+        """Levels and all clusters within the scan range of ``price`` (default: last close).
+
+        ``scan_range_pct`` widens (or narrows) the search for this snapshot only; by default it
+        is the config's, so the nearest cluster equals the per-bar columns of the last bar.
+        """
         ref = self.reference_price() if price is None else float(price)
         time = pd.Timestamp(self.last_time, unit="s", tz="UTC") if self.last_time else None
         levels = self.levels()
@@ -239,7 +248,7 @@ class LiquidationMap:
             return MapSnapshot(time, ref, levels, [])
         from liqsignal.clusters import clusters_from_state
 
-        clusters = clusters_from_state(self, ref, max_clusters)
+        clusters = clusters_from_state(self, ref, max_clusters, scan_range_pct)
         return MapSnapshot(time, ref, levels, clusters)
 
     def heatmap(self) -> HeatmapHistory:

@@ -33,7 +33,7 @@ def plot_map(lmap: LiquidationMap, path: str | Path, *, title: str = "", window_
     """
     plt = _pyplot()
     hm = lmap.heatmap()
-    snap = lmap.snapshot()
+    snap = lmap.snapshot(scan_range_pct=window_pct)
     ref = snap.price
     lo_p, hi_p = ref * (1 - window_pct / 100), ref * (1 + window_pct / 100)
     if len(hm.times):
