@@ -46,7 +46,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: venue name -> module that provides ``register(exchange)``; other venues add themselves here.
-VENUES: dict[str, str] = {"binance": "liqsignal.data.replay.binance"}
+VENUES: dict[str, str] = {
+    "binance": "liqsignal.data.replay.binance",
+    "bybit": "liqsignal.data.replay.bybit",
+    "okx": "liqsignal.data.replay.okx",
+}
 
 _TF_UNITS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 _FILE_RE = re.compile(r"^(?P<pair>.+)-(?P<tf>\d+[mhdw])-(?P<ctype>[a-z_]+)\.feather$")
