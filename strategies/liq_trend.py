@@ -63,10 +63,11 @@ class LiqTrendStrategy(LiqGuardMixin, IStrategy):
     use_exit_signal = True
     exit_profit_only = False
 
-    # The liquidation map carries state (fading levels, EMAs of cluster size and OI): 500 1h
+    # The liquidation map carries state (fading levels, EMAs of cluster size and OI): 480 1h
     # candles make the liq columns stable (tests/freqtrade/test_lookahead.py checks it with
-    # ``freqtrade recursive-analysis``).
-    startup_candle_count: int = 500
+    # ``freqtrade recursive-analysis``), and fit one Binance request in dry/live runs (499
+    # candles, 500 open-interest rows per request).
+    startup_candle_count: int = 480
 
     # Leverage the strategy wants before the guard caps it.
     target_leverage: ClassVar[float] = 10.0

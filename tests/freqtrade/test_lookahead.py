@@ -21,7 +21,7 @@ from liqsignal.freqtrade import LIQ_COLUMNS
 pytestmark = pytest.mark.slow
 
 TIMERANGE = "20260101-20260304"
-STARTUP = 500  # LiqTrendStrategy.startup_candle_count, documented in docs/freqtrade.md
+STARTUP = 480  # LiqTrendStrategy.startup_candle_count, documented in docs/freqtrade.md
 
 LEAKY = '''
 

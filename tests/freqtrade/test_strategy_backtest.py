@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 STRATEGIES = ROOT / "strategies"
 TIMERANGE = "20251220-20260304"
-STARTUP = 500  # LiqTrendStrategy.startup_candle_count
+STARTUP = 480  # LiqTrendStrategy.startup_candle_count
 
 
 def _run(args: list[str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
