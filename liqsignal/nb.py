@@ -19,6 +19,10 @@ Arrays (all float64 unless said):
   scale (decay and pro-rata closes multiply the scale, not the bins).
 - ``work[4, n_bins]``: scratch; ``hm[F, 2, rows]`` and ``hm_meta[F, 4]``: heatmap ring buffer.
 - ``out[N_OUT, n]``: features per bar, one row per name in ``OUT_NAMES``.
+
+Every setting reaches the kernels as an argument. The only module-level names they read are the
+integer layout constants below (array column indices), fixed in this file: numba freezes them at
+compile time and its cache is invalidated whenever this file changes, so they cannot go stale.
 """
 
 from __future__ import annotations
