@@ -1,0 +1,836 @@
+"""Keep aggregated liquidation maps of many markets up to date from several exchanges, live.
+
+``MapProvider([MarketSpec("BTC", ("binance", "bybit", "okx"))], datadir=...)`` owns one
+:class:`~liqsignal.engine.LiquidationMap` per market, on one grid over that market's exchanges.
+Each ``await provider.refresh()`` asks every (market, exchange) only for what is new since the
+stored rows (closed candles, open interest, funding, Binance taker buy volume), merges it into the
+Freqtrade-layout store (:mod:`liqsignal.data.store`) and advances the map incrementally with the
+new closed bars. An exchange that fails, or has no new closed bar ``stale_after_bars`` bar-lengths
+after one was due, is marked stale: it contributes nothing new (its bars are missing, so its levels
+fade), :meth:`MapProvider.snapshot` leaves its levels out, :meth:`MapProvider.status` flags it, and
+the other exchanges carry on. Bars that arrive after the map has passed their date (an exchange
+that recovers and back-fills, or one that was a bar late) make that market's map be rebuilt from
+the stored rows, so the live map always equals :func:`aggregated_features_from_store`, the same
+computation on stored files that backtests use.
+
+Point in time: a candle enters the map only once closed (``date + timeframe <= now``) and once the
+open interest at its close is known (an open-interest row dated ``D`` is known at ``D + its
+timeframe``, the convention of :func:`liqsignal.freqtrade.merge_point_in_time`); funding rows
+follow the same rule at 1h.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from liqsignal import nb
+from liqsignal.config import MapConfig
+from liqsignal.data.exchanges import EXCHANGES, ExchangeClient, RetryPolicy, timeframe_to_ms
+from liqsignal.data.store import FeatherStore, normalize_frame, read_file
+from liqsignal.engine import LiquidationMap, MapSnapshot
+from liqsignal.exceptions import ConfigError, DataError
+from liqsignal.features import FEATURE_COLUMNS, prepare_inputs
+
+__all__ = [
+    "PROVIDER_COLUMNS",
+    "ExchangeStatus",
+    "MapProvider",
+    "MarketSpec",
+    "RefreshReport",
+    "aggregated_features_from_store",
+    "oi_timeframe_for",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Columns of :meth:`MapProvider.features` and :func:`aggregated_features_from_store`: the
+#: single-exchange ``FEATURE_COLUMNS`` plus ``liq_n_exchanges``, how many exchanges had a bar
+#: in that row (fewer than configured: an exchange was missing or stale at that bar).
+PROVIDER_COLUMNS: tuple[str, ...] = (*FEATURE_COLUMNS, "liq_n_exchanges")
+
+FUNDING_TF = "1h"  # the store keeps funding under Freqtrade's funding_fee_timeframe
+_OI_COLS = ["open_interest_amount", "open_interest_value"]
+_TYPES = ("futures", "open_interest", "funding_rate", "taker_buy")
+
+
+# ---------------------------------------------------------------------------------------------
+# public value types
+
+
+@dataclass(frozen=True)
+class MarketSpec:
+    """One market (``"BTC"``, or a full ccxt symbol) across exchanges, at one timeframe."""
+
+    market: str
+    exchanges: tuple[str, ...]
+    timeframe: str = "1h"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.market, str) or not self.market:
+            raise ConfigError(f"MarketSpec.market: expected a name like 'BTC', got {self.market!r}")
+        if isinstance(self.exchanges, str) or not self.exchanges:
+            raise ConfigError(
+                f"MarketSpec.exchanges for {self.market}: expected a tuple of exchange names, "
+                f"got {self.exchanges!r}"
+            )
+        object.__setattr__(self, "exchanges", tuple(self.exchanges))
+        if len(set(self.exchanges)) != len(self.exchanges):
+            raise ConfigError(f"MarketSpec.exchanges for {self.market}: duplicate exchange")
+        for ex in self.exchanges:
+            if ex not in EXCHANGES:
+                raise ConfigError(
+                    f"MarketSpec.exchanges for {self.market}: unknown {ex!r}; "
+                    f"known: {', '.join(EXCHANGES)}"
+                )
+        timeframe_to_ms(self.timeframe)
+
+
+@dataclass(frozen=True)
+class ExchangeStatus:
+    """Health of one (market, exchange) feed as of the last refresh."""
+
+    exchange: str
+    symbol: str | None  # ccxt symbol, None until resolved
+    stale: bool  # left out of the aggregate
+    last_bar: pd.Timestamp | None  # open time of the newest bar that can enter the map
+    error: str | None  # last error text (exchange and market named), None when fine
+    since: pd.Timestamp | None  # when it became stale
+
+
+@dataclass(frozen=True)
+class RefreshReport:
+    """What one :meth:`MapProvider.refresh` did."""
+
+    started: pd.Timestamp  # the provider clock at the start
+    wall_s: float
+    engine_s: float  # time inside LiquidationMap.update (incremental and rebuilds)
+    requests: int  # HTTP requests made (ccxt calls, retries included)
+    new_bars: dict[tuple[str, str], int]  # (market, exchange) -> closed candles added
+    errors: dict[tuple[str, str], str]
+    became_stale: list[tuple[str, str]]
+    recovered: list[tuple[str, str]]
+    #: markets whose map was rebuilt from the stored rows (first build, late bars, recovery)
+    rebuilt: list[str] = field(default_factory=list)
+    #: seconds spent merging fetched rows into the store (atomic feather writes)
+    store_s: float = 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# shared by the live provider and the backtest path
+
+
+def oi_timeframe_for(exchange: str, timeframe: str) -> str | None:
+    """Open-interest timeframe used for candles of ``timeframe`` on ``exchange`` (None: the
+    exchange has no OI history, the map runs in volume-proxy mode there). Same rule as
+    ``ExchangeClient.oi_timeframe``: the timeframe itself, else the largest accepted divisor."""
+    spec = EXCHANGES[exchange]
+    if not spec.oi_timeframes:
+        return None
+    if timeframe in spec.oi_timeframes:
+        return timeframe
+    target = timeframe_to_ms(timeframe)
+    fits = [
+        tf
+        for tf in spec.oi_timeframes
+        if timeframe_to_ms(tf) <= target and target % timeframe_to_ms(tf) == 0
+    ]
+    return max(fits, key=timeframe_to_ms) if fits else None
+
+
+def _market_config(config: MapConfig, symbol: str | None) -> MapConfig:
+    """The market's engine settings: the symbol (for leverage tiers) set as add_liq_columns does."""
+    if symbol and ":" in symbol and config.symbol != symbol:
+        return config.replace(symbol=symbol)
+    return config
+
+
+@dataclass
+class _Frames:
+    """Stored rows of one (market, exchange), as the store has them (sorted, unique dates)."""
+
+    candles: pd.DataFrame
+    oi: pd.DataFrame
+    funding: pd.DataFrame
+    taker: pd.DataFrame | None
+
+
+def _exchange_frame(
+    fr: _Frames,
+    timeframe: str,
+    oi_tf: str | None,
+    *,
+    now: pd.Timestamp | None,
+    after: pd.Timestamp | None = None,
+) -> pd.DataFrame:
+    """The candles of one exchange that can enter the map, with OI, funding, taker merged.
+
+    A candle is ready when closed (``date + tf <= now``; ``now=None``: every stored candle) and,
+    unless the exchange is in proxy mode (``oi_tf`` None), when the open interest at its close is
+    known (the newest OI row is dated at or after ``date + tf - oi_tf``). Only candles dated after
+    ``after`` are returned (the OI and funding lookups still use every stored row).
+    """
+    from liqsignal.freqtrade import merge_point_in_time  # lazy: freqtrade.py may import us
+
+    tf = pd.Timedelta(milliseconds=timeframe_to_ms(timeframe))
+    cand = fr.candles
+    closes = pd.DatetimeIndex(cand["date"]) + tf
+    keep = np.ones(len(cand), dtype=bool)
+    if now is not None:
+        keep &= np.asarray(closes <= now)
+    oi = fr.oi
+    if oi_tf is not None:
+        oi = oi.dropna(subset=_OI_COLS, how="all")
+        if oi.empty:
+            keep[:] = False
+        else:
+            known = pd.Timestamp(oi["date"].iloc[-1]) + pd.Timedelta(
+                milliseconds=timeframe_to_ms(oi_tf)
+            )
+            keep &= np.asarray(closes <= known)
+    if after is not None:
+        keep &= np.asarray(pd.DatetimeIndex(cand["date"]) > after)
+    df = cand.loc[keep].reset_index(drop=True)
+    if df.empty:
+        return df
+    if oi_tf is not None:
+        df = merge_point_in_time(df, oi, _OI_COLS, timeframe=timeframe, other_timeframe=oi_tf)
+    df = merge_point_in_time(
+        df, fr.funding, ["funding_rate"], timeframe=timeframe, other_timeframe=FUNDING_TF
+    )
+    if fr.taker is not None and len(fr.taker):
+        tk = fr.taker[["date", "taker_buy_volume"]]
+        df = df.merge(tk, on="date", how="left")
+    return df
+
+
+def _aggregate_inputs(
+    frames: Sequence[pd.DataFrame | None], proxies: Sequence[bool]
+) -> tuple[pd.DatetimeIndex, np.ndarray]:
+    """Union of the exchanges' dates and the kernel inputs ``[n, n_exchanges, 8]`` (NaN where an
+    exchange has no bar at a date: it contributes nothing there and its levels fade)."""
+    dates = pd.DatetimeIndex([], tz="UTC").as_unit("ms")
+    for f in frames:
+        if f is not None and len(f):
+            dates = dates.union(pd.DatetimeIndex(f["date"]).as_unit("ms"))
+    x = np.full((len(dates), len(frames), nb.N_IN), np.nan)
+    for e, f in enumerate(frames):
+        if f is None or not len(f):
+            continue
+        pos = dates.get_indexer(pd.DatetimeIndex(f["date"]).as_unit("ms"))
+        x[pos, e, :] = prepare_inputs(f, proxy=proxies[e])
+    return dates, x
+
+
+def _seconds(dates: pd.DatetimeIndex) -> np.ndarray:
+    return np.asarray(dates.as_unit("ns").asi8, dtype=np.float64) / 1e9
+
+
+def _wrap(out: np.ndarray, dates: pd.DatetimeIndex, x: np.ndarray, proxy_all: bool) -> pd.DataFrame:
+    cols: dict[str, np.ndarray] = {name: out[i] for i, name in enumerate(nb.OUT_NAMES)}
+    cols["liq_proxy_mode"] = np.full(out.shape[1], 1.0 if proxy_all else 0.0)
+    cols["liq_n_exchanges"] = np.isfinite(x[:, :, nb.I_CLOSE]).sum(axis=1).astype(np.float64)
+    return pd.DataFrame(cols, index=pd.DatetimeIndex(dates, name="date"))
+
+
+def _validate(frame: pd.DataFrame, name: str) -> None:
+    from liqsignal.features import validate_frame
+
+    if len(frame):
+        validate_frame(frame, need_oi=False, name=name)
+
+
+def _read_frames(
+    store: FeatherStore, exchange: str, symbol: str, timeframe: str, oi_tf: str | None
+) -> _Frames:
+    return _Frames(
+        candles=store.read(exchange, symbol, timeframe, "futures"),
+        oi=(
+            store.read(exchange, symbol, oi_tf, "open_interest")
+            if oi_tf is not None
+            else read_file(Path("/nonexistent"), "open_interest")
+        ),
+        funding=store.read(exchange, symbol, FUNDING_TF, "funding_rate"),
+        taker=(
+            store.read(exchange, symbol, timeframe, "taker_buy")
+            if EXCHANGES[exchange].taker_buy
+            else None
+        ),
+    )
+
+
+def _store_symbol(store: FeatherStore, exchange: str, market: str, timeframe: str) -> str | None:
+    """The stored pair of ``market`` on ``exchange``: the first settle (the client's order)
+    whose candle file exists; a full symbol is taken as it is."""
+    if "/" in market:
+        return market
+    for settle in EXCHANGES[exchange].settles:
+        sym = f"{market.upper()}/{settle}:{settle}"
+        if store.path(exchange, sym, timeframe, "futures").exists():
+            return sym
+    return None
+
+
+def aggregated_features_from_store(
+    market: str,
+    exchanges: Sequence[str],
+    timeframe: str,
+    datadir: str | Path,
+    config: MapConfig | Mapping[str, Any] | None = None,
+    *,
+    until: pd.Timestamp | str | None = None,
+    return_map: bool = False,
+) -> pd.DataFrame | tuple[pd.DataFrame, LiquidationMap]:
+    """The aggregated ``liq_*`` columns of ``market`` over ``exchanges`` from stored files.
+
+    The backtest twin of :meth:`MapProvider.features`: files under ``<datadir>/<exchange>/
+    futures/`` (candles at ``timeframe``, open interest at :func:`oi_timeframe_for`, funding at
+    1h, Binance taker buy volume), merged point in time per exchange, all exchanges' bars in date
+    order on one grid. Returns ``PROVIDER_COLUMNS`` indexed by ``date`` (the union of the
+    exchanges' bar dates). ``until`` leaves out candles closing after it. An exchange without
+    files contributes nothing (logged). Corrupt files raise ``CorruptFileError``.
+    """
+    spec = MarketSpec(market, tuple(exchanges), timeframe)
+    cfg = config if isinstance(config, MapConfig) else MapConfig.from_dict(config)
+    store = FeatherStore(datadir)
+    now = None if until is None else _utc(until)
+    frames: list[pd.DataFrame | None] = []
+    proxies: list[bool] = []
+    symbols: list[str | None] = []
+    for ex in spec.exchanges:
+        oi_tf = oi_timeframe_for(ex, timeframe)
+        proxies.append(oi_tf is None)
+        sym = _store_symbol(store, ex, market, timeframe)
+        symbols.append(sym)
+        if sym is None:
+            logger.warning("%s %s: no stored %s candles under %s", ex, market, timeframe, datadir)
+            frames.append(None)
+            continue
+        fr = _read_frames(store, ex, sym, timeframe, oi_tf)
+        if oi_tf is not None and fr.oi.empty and len(fr.candles):
+            logger.warning(
+                "%s %s: no stored open interest (%s): its candles cannot enter the map",
+                ex,
+                sym,
+                store.path(ex, sym, oi_tf, "open_interest"),
+            )
+        f = _exchange_frame(fr, timeframe, oi_tf, now=now)
+        _validate(f, f"{ex} {sym} {timeframe}")
+        frames.append(f)
+    lmap = LiquidationMap(
+        _market_config(cfg, next((s for s in symbols if s), None)),
+        exchanges=spec.exchanges,
+        proxy=proxies,
+    )
+    dates, x = _aggregate_inputs(frames, proxies)
+    out = lmap.update(_seconds(dates), x)
+    res = _wrap(out, dates, x, all(proxies))
+    return (res, lmap) if return_map else res
+
+
+def _utc(value: pd.Timestamp | str) -> pd.Timestamp:
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+# ---------------------------------------------------------------------------------------------
+# live provider
+
+
+@dataclass
+class _Feed:
+    """One (market, exchange): its stored rows in memory and its health."""
+
+    exchange: str
+    oi_tf: str | None
+    symbol: str | None = None
+    frames: _Frames | None = None
+    fed_until: pd.Timestamp | None = None  # newest bar of this exchange inside the map
+    stale: bool = False
+    since: pd.Timestamp | None = None
+    error: str | None = None
+
+    @property
+    def proxy(self) -> bool:
+        return self.oi_tf is None
+
+
+@dataclass
+class _Market:
+    spec: MarketSpec
+    config: MapConfig
+    feeds: dict[str, _Feed]
+    lmap: LiquidationMap | None = None
+    map_until: pd.Timestamp | None = None
+    feats: pd.DataFrame | None = None
+
+
+def _default_clock() -> pd.Timestamp:
+    return pd.Timestamp.now(tz="UTC")
+
+
+def _merge_rows(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """The store's merge rule in memory: union, new rows win on equal dates, sorted."""
+    if new.empty:
+        return old
+    if old.empty:
+        return new.reset_index(drop=True)
+    merged = pd.concat([old, new], ignore_index=True)
+    return (
+        merged.drop_duplicates(subset="date", keep="last")
+        .sort_values("date", kind="stable")
+        .reset_index(drop=True)
+    )
+
+
+class MapProvider:
+    """Aggregated liquidation maps of several markets, each over several exchanges, kept live.
+
+    ``config`` is the engine's (one for all markets, or a mapping market -> MapConfig); its
+    ``symbol`` is set per market. ``ccxt_config`` maps exchange -> ccxt settings (e.g. a local
+    replay's urls). ``stale_after_bars``: an exchange with no new closed bar this many bar-lengths
+    after one was due is stale (a failing one is stale at once). ``history_bars``: how far back an
+    empty store is filled, and how many rows :meth:`features` returns. ``max_concurrency``: HTTP
+    requests in flight per exchange. ``clock`` gives "now" (UTC); it decides which candles are
+    closed. ``retry`` and ``history_limits`` are passed to each :class:`ExchangeClient`.
+    """
+
+    def __init__(
+        self,
+        markets: Sequence[MarketSpec],
+        *,
+        config: MapConfig | Mapping[str, MapConfig] | None = None,
+        datadir: str | Path = "user_data/data",
+        ccxt_config: Mapping[str, Mapping[str, Any]] | None = None,
+        stale_after_bars: float = 2.0,
+        history_bars: int = 1000,
+        max_concurrency: int = 8,
+        clock: Callable[[], pd.Timestamp] | None = None,
+        retry: RetryPolicy | None = None,
+        history_limits: bool = True,
+    ) -> None:
+        if not markets:
+            raise ConfigError("MapProvider: no markets given")
+        names = [m.market for m in markets]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"MapProvider: a market is listed twice in {names}")
+        if not (isinstance(stale_after_bars, int | float) and stale_after_bars >= 0):
+            raise ConfigError(f"stale_after_bars: expected a number >= 0, got {stale_after_bars!r}")
+        if not isinstance(history_bars, int) or history_bars < 1:
+            raise ConfigError(f"history_bars: expected an integer >= 1, got {history_bars!r}")
+        ccxt_config = dict(ccxt_config or {})
+        unknown = sorted(set(ccxt_config) - set(EXCHANGES))
+        if unknown:
+            raise ConfigError(f"ccxt_config: keys {unknown} are not exchanges")
+        self.store = FeatherStore(datadir)
+        self.stale_after_bars = float(stale_after_bars)
+        self.history_bars = history_bars
+        self.clock = clock or _default_clock
+        self._markets: dict[str, _Market] = {}
+        for spec in markets:
+            if isinstance(config, Mapping):
+                cfg = config.get(spec.market, MapConfig())
+            else:
+                cfg = config or MapConfig()
+            feeds = {ex: _Feed(ex, oi_timeframe_for(ex, spec.timeframe)) for ex in spec.exchanges}
+            self._markets[spec.market] = _Market(spec, cfg, feeds)
+        used = sorted({ex for m in markets for ex in m.exchanges})
+        self._clients = {
+            ex: ExchangeClient(
+                ex,
+                ccxt_config.get(ex),
+                retry=retry,
+                max_concurrency=max_concurrency,
+                history_limits=history_limits,
+            )
+            for ex in used
+        }
+        self._lock = asyncio.Lock()
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def __aenter__(self) -> MapProvider:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the exchange clients (their HTTP sessions)."""
+        for client in self._clients.values():
+            await client.close()
+
+    @property
+    def markets(self) -> list[str]:
+        return list(self._markets)
+
+    # -- refresh ----------------------------------------------------------------------------
+    async def refresh(self) -> RefreshReport:
+        """Fetch what is new for every (market, exchange), store it, advance the maps."""
+        async with self._lock:
+            return await self._refresh()
+
+    async def _refresh(self) -> RefreshReport:
+        t0 = time.perf_counter()
+        now = _utc(self.clock())
+        calls0 = sum(c.stats.calls for c in self._clients.values())
+        new_bars: dict[tuple[str, str], int] = {}
+        errors: dict[tuple[str, str], str] = {}
+        store_s = [0.0]
+        jobs = [
+            self._fetch_feed(m, feed, now, new_bars, errors, store_s)
+            for m in self._markets.values()
+            for feed in m.feeds.values()
+        ]
+        await asyncio.gather(*jobs)
+        became: list[tuple[str, str]] = []
+        recovered: list[tuple[str, str]] = []
+        rebuilt: list[str] = []
+        engine_s = 0.0
+        for m in self._markets.values():
+            for feed in m.feeds.values():
+                key = (m.spec.market, feed.exchange)
+                was = feed.stale
+                self._update_health(m, feed, now, errors.get(key))
+                if feed.stale and not was:
+                    became.append(key)
+                    logger.warning(
+                        "%s %s: stale (%s); left out of the aggregate",
+                        feed.exchange,
+                        m.spec.market,
+                        feed.error or "no new closed bar",
+                    )
+                elif was and not feed.stale:
+                    recovered.append(key)
+                    logger.info("%s %s: recovered", feed.exchange, m.spec.market)
+            engine_s += self._advance(m, now, rebuilt)
+        calls = sum(c.stats.calls for c in self._clients.values()) - calls0
+        return RefreshReport(
+            started=now,
+            wall_s=time.perf_counter() - t0,
+            engine_s=engine_s,
+            requests=calls,
+            new_bars=new_bars,
+            errors=errors,
+            became_stale=became,
+            recovered=recovered,
+            rebuilt=rebuilt,
+            store_s=store_s[0],
+        )
+
+    async def _fetch_feed(
+        self,
+        m: _Market,
+        feed: _Feed,
+        now: pd.Timestamp,
+        new_bars: dict[tuple[str, str], int],
+        errors: dict[tuple[str, str], str],
+        store_s: list[float],
+    ) -> None:
+        spec = m.spec
+        key = (spec.market, feed.exchange)
+        client = self._clients[feed.exchange]
+        new_bars[key] = 0
+        try:
+            if feed.symbol is None:
+                feed.symbol = await client.symbol(spec.market)
+            if feed.frames is None:
+                feed.frames = await asyncio.to_thread(
+                    _read_frames,
+                    self.store,
+                    feed.exchange,
+                    feed.symbol,
+                    spec.timeframe,
+                    feed.oi_tf,
+                )
+        except Exception as e:  # DataError, ConfigError, or a bug: this feed only
+            errors[key] = self._error_text(feed, spec.market, e)
+            return
+        sym = feed.symbol
+        fr = feed.frames
+        tf = spec.timeframe
+        tf_ms = timeframe_to_ms(tf)
+        now_ms = int(now.value // 1_000_000)
+        floor_ms = (now_ms // tf_ms - self.history_bars - 1) * tf_ms
+        closed_until = now_ms - tf_ms  # open time of the newest closed candle, at most
+
+        def start(df: pd.DataFrame, step_ms: int) -> int:
+            if df.empty:
+                return floor_ms
+            return int(pd.Timestamp(df["date"].iloc[-1]).value // 1_000_000) + step_ms
+
+        tasks: dict[str, Any] = {}
+        c_since = start(fr.candles, tf_ms)
+        if c_since <= closed_until:
+            tasks["futures"] = client.fetch_ohlcv(sym, tf, c_since, closed_until)
+            f_since = start(fr.funding, 1)
+            if f_since <= now_ms:
+                tasks["funding_rate"] = client.fetch_funding_rate_history(sym, f_since, now_ms)
+            if fr.taker is not None:
+                t_since = start(fr.taker, tf_ms)
+                if t_since <= closed_until:
+                    tasks["taker_buy"] = client.fetch_taker_buy(sym, tf, t_since, closed_until)
+        if feed.oi_tf is not None:
+            oi_ms = timeframe_to_ms(feed.oi_tf)
+            o_since = start(fr.oi, oi_ms)
+            if o_since <= now_ms:
+                tasks["open_interest"] = client.fetch_open_interest_history(
+                    sym, feed.oi_tf, o_since, now_ms
+                )
+        results = await asyncio.gather(*tasks.values(), return_exceptions=True)
+        first_error: BaseException | None = None
+        for ctype, res in zip(tasks, results, strict=True):
+            if isinstance(res, BaseException):
+                if not isinstance(res, Exception):
+                    raise res
+                first_error = first_error or res
+                continue
+            df: pd.DataFrame = res
+            if ctype in ("futures", "taker_buy"):  # closed candles only, whatever was answered
+                df = df[pd.DatetimeIndex(df["date"]) + pd.Timedelta(milliseconds=tf_ms) <= now]
+            if df.empty:
+                continue
+            ftf = (
+                FUNDING_TF
+                if ctype == "funding_rate"
+                else (feed.oi_tf if ctype == "open_interest" else tf)
+            )
+            assert ftf is not None
+            t_store = time.perf_counter()
+            try:
+                await asyncio.to_thread(self.store.merge, feed.exchange, sym, ftf, ctype, df)
+            except Exception as e:  # corrupt file (left in place), disk full: keep going
+                first_error = first_error or e
+                continue
+            finally:
+                store_s[0] += time.perf_counter() - t_store
+            clean = normalize_frame(df, ctype)
+            if ctype == "futures":
+                before = len(fr.candles)
+                fr.candles = _merge_rows(fr.candles, clean)
+                new_bars[key] = len(fr.candles) - before
+            elif ctype == "open_interest":
+                fr.oi = _merge_rows(fr.oi, clean)
+            elif ctype == "funding_rate":
+                fr.funding = _merge_rows(fr.funding, clean)
+            elif fr.taker is not None:
+                fr.taker = _merge_rows(fr.taker, clean)
+        if first_error is not None:
+            errors[key] = self._error_text(feed, spec.market, first_error)
+
+    @staticmethod
+    def _error_text(feed: _Feed, market: str, e: BaseException) -> str:
+        if not isinstance(e, DataError | ConfigError):
+            logger.exception("%s %s: unexpected error in refresh", feed.exchange, market)
+        where = f"{feed.exchange} {market}" + (f" ({feed.symbol})" if feed.symbol else "")
+        return f"{where}: {type(e).__name__}: {e}"
+
+    def _last_ready(self, m: _Market, feed: _Feed, now: pd.Timestamp) -> pd.Timestamp | None:
+        """Open time of the newest candle of ``feed`` that can enter the map now."""
+        if feed.frames is None or feed.frames.candles.empty:
+            return None
+        tf = pd.Timedelta(milliseconds=timeframe_to_ms(m.spec.timeframe))
+        dates = pd.DatetimeIndex(feed.frames.candles["date"])
+        limit = now
+        if feed.oi_tf is not None:
+            oi = feed.frames.oi.dropna(subset=_OI_COLS, how="all")
+            if oi.empty:
+                return None
+            known = pd.Timestamp(oi["date"].iloc[-1]) + pd.Timedelta(
+                milliseconds=timeframe_to_ms(feed.oi_tf)
+            )
+            limit = min(limit, known)
+        ok = dates[dates + tf <= limit]
+        return pd.Timestamp(ok[-1]) if len(ok) else None
+
+    def _update_health(self, m: _Market, feed: _Feed, now: pd.Timestamp, error: str | None) -> None:
+        tf = pd.Timedelta(milliseconds=timeframe_to_ms(m.spec.timeframe))
+        stale = False
+        if error is not None:
+            stale = True
+            feed.error = error
+        else:
+            feed.error = None
+            last = self._last_ready(m, feed, now)
+            if last is None:
+                stale = True
+                feed.error = (
+                    f"{feed.exchange} {m.spec.market}: no bar can enter the map yet "
+                    "(no closed candle with known open interest)"
+                )
+            else:
+                due = last + 2 * tf  # the next bar closes then
+                stale = now >= due + self.stale_after_bars * tf
+        if stale and not feed.stale:
+            feed.since = now
+        if not stale:
+            feed.since = None
+        feed.stale = stale
+
+    # -- maps -------------------------------------------------------------------------------
+    def _build(self, m: _Market, now: pd.Timestamp) -> float:
+        """(Re)build the market's map from every stored row; returns engine seconds."""
+        feeds = list(m.feeds.values())
+        frames: list[pd.DataFrame | None] = []
+        for feed in feeds:
+            if feed.frames is None:
+                frames.append(None)
+                continue
+            f = _exchange_frame(feed.frames, m.spec.timeframe, feed.oi_tf, now=now)
+            _validate(f, f"{feed.exchange} {feed.symbol} {m.spec.timeframe}")
+            frames.append(f)
+        symbol = next((f.symbol for f in feeds if f.symbol), None)
+        proxies = [f.proxy for f in feeds]
+        lmap = LiquidationMap(
+            _market_config(m.config, symbol), exchanges=m.spec.exchanges, proxy=proxies
+        )
+        dates, x = _aggregate_inputs(frames, proxies)
+        t0 = time.perf_counter()
+        out = lmap.update(_seconds(dates), x)
+        dt = time.perf_counter() - t0
+        m.lmap = lmap
+        m.feats = _wrap(out, dates, x, all(proxies)).iloc[-self.history_bars :]
+        m.map_until = pd.Timestamp(dates[-1]) if len(dates) else None
+        for feed, f in zip(feeds, frames, strict=True):
+            feed.fed_until = pd.Timestamp(f["date"].iloc[-1]) if f is not None and len(f) else None
+        return dt
+
+    def _advance(self, m: _Market, now: pd.Timestamp, rebuilt: list[str]) -> float:
+        """Feed the new ready bars of the non-stale exchanges; rebuild on late bars."""
+        if m.lmap is None:
+            if any(f.frames is not None and len(f.frames.candles) for f in m.feeds.values()):
+                rebuilt.append(m.spec.market)
+                return self._build(m, now)
+            return 0.0
+        feeds = list(m.feeds.values())
+        frames: list[pd.DataFrame | None] = []
+        late = False
+        for feed in feeds:
+            if feed.stale or feed.frames is None:
+                frames.append(None)
+                continue
+            f = _exchange_frame(
+                feed.frames, m.spec.timeframe, feed.oi_tf, now=now, after=feed.fed_until
+            )
+            if len(f) and m.map_until is not None and f["date"].iloc[0] <= m.map_until:
+                late = True  # a bar the map has already passed: only a rebuild can add it
+            frames.append(f)
+        if late:
+            rebuilt.append(m.spec.market)
+            return self._build(m, now)
+        for feed, f in zip(feeds, frames, strict=True):
+            if f is not None:
+                _validate(f, f"{feed.exchange} {feed.symbol} {m.spec.timeframe}")
+        dates, x = _aggregate_inputs(frames, [f.proxy for f in feeds])
+        if not len(dates):
+            return 0.0
+        t0 = time.perf_counter()
+        out = m.lmap.update(_seconds(dates), x)
+        dt = time.perf_counter() - t0
+        new = _wrap(out, dates, x, all(f.proxy for f in feeds))
+        m.feats = (new if m.feats is None or m.feats.empty else pd.concat([m.feats, new])).iloc[
+            -self.history_bars :
+        ]
+        m.map_until = pd.Timestamp(dates[-1])
+        for feed, f in zip(feeds, frames, strict=True):
+            if f is not None and len(f):
+                feed.fed_until = pd.Timestamp(f["date"].iloc[-1])
+        return dt
+
+    def _market(self, market: str) -> _Market:
+        try:
+            return self._markets[market]
+        except KeyError:
+            raise ConfigError(
+                f"market {market!r} is not served by this provider; it serves {self.markets}"
+            ) from None
+
+    def _map(self, market: str) -> tuple[_Market, LiquidationMap]:
+        m = self._market(market)
+        if m.lmap is None or not m.lmap.initialized:
+            raise DataError(f"{market}: no map yet (call refresh() first; errors: {self._errs(m)})")
+        return m, m.lmap
+
+    @staticmethod
+    def _errs(m: _Market) -> str:
+        errs = [f.error for f in m.feeds.values() if f.error]
+        return "; ".join(errs) if errs else "none"
+
+    # -- reading ----------------------------------------------------------------------------
+    def status(self, market: str) -> dict[str, ExchangeStatus]:
+        """Health per exchange of ``market`` as of the last refresh."""
+        m = self._market(market)
+        return {
+            ex: ExchangeStatus(
+                exchange=ex,
+                symbol=f.symbol,
+                stale=f.stale,
+                last_bar=f.fed_until,
+                error=f.error,
+                since=f.since,
+            )
+            for ex, f in m.feeds.items()
+        }
+
+    def price(self, market: str) -> float:
+        """Last close in the map: of the first non-stale exchange (all stale: the first one)."""
+        m, lmap = self._map(market)
+        closes = lmap.ex[:, nb.X_LAST_CLOSE]
+        order = [i for i, f in enumerate(m.feeds.values()) if not f.stale]
+        order += [i for i in range(len(closes)) if i not in order]
+        for i in order:
+            c = float(closes[i])
+            if math.isfinite(c) and c > 0:
+                return c
+        raise DataError(f"{market}: no price yet")
+
+    def snapshot(self, market: str, scan_range_pct: float | None = None) -> MapSnapshot:
+        """The aggregated map over the non-stale exchanges: levels (totals and one column pair
+        per non-stale exchange) and clusters whose ``shares`` name only non-stale exchanges and
+        sum to 1. A stale exchange's standing levels are left out (they are old and may no
+        longer exist); they stay in the engine state, fading, and count again on recovery."""
+        m, lmap = self._map(market)
+        stale = [i for i, f in enumerate(m.feeds.values()) if f.stale]
+        ref = self.price(market)
+        if not stale:
+            return lmap.snapshot(ref, scan_range_pct=scan_range_pct)
+        view = copy.copy(lmap)
+        view.ex = lmap.ex.copy()
+        for i in stale:
+            view.ex[i, nb.X_SCALE_L] = 0.0
+            view.ex[i, nb.X_SCALE_S] = 0.0
+        snap = view.snapshot(ref, scan_range_pct=scan_range_pct)
+        gone = {lmap.exchanges[i] for i in stale}
+        levels = snap.levels.drop(
+            columns=[c for c in snap.levels.columns if c.split("_")[0] in gone]
+        )
+        clusters = [
+            dataclasses.replace(c, shares={k: v for k, v in c.shares.items() if k not in gone})
+            for c in snap.clusters
+        ]
+        return MapSnapshot(snap.time, snap.price, levels, clusters)
+
+    def features(self, market: str) -> pd.DataFrame:
+        """``PROVIDER_COLUMNS`` of the aggregate, the last ``history_bars`` rows, by date."""
+        m = self._market(market)
+        if m.feats is None:
+            return pd.DataFrame(
+                columns=list(PROVIDER_COLUMNS),
+                index=pd.DatetimeIndex([], tz="UTC", name="date"),
+                dtype="float64",
+            )
+        return m.feats.copy()
+
+    def map(self, market: str) -> LiquidationMap:
+        """The market's engine state (read only: do not ``update`` it)."""
+        return self._map(market)[1]
