@@ -1,4 +1,8 @@
-"""The ``liqsignal`` command: demo, evaluate, map, download, replay."""
+"""The ``liqsignal`` command: demo, evaluate, calibrate, map, download, replay.
+
+Progress bars (rich) go to stderr and only when it is a terminal, so ``--json`` output on
+stdout stays clean for scripts.
+"""
 
 from __future__ import annotations
 
@@ -62,9 +66,130 @@ def _print_clusters(rows: list[dict[str, Any]], price: float) -> None:
         )
 
 
-def _evaluation(args: argparse.Namespace) -> dict[str, Any]:
-    from liqsignal.evaluate import BUNDLED_COINGLASS, BUNDLED_VOLUME, evaluate_bars, load_coinglass
+class _Progress:
+    """A rich progress bar on stderr when it is a terminal; silent otherwise."""
 
+    def __init__(self, enabled: bool = True) -> None:
+        self._bar: Any = None
+        if enabled and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+
+    def __enter__(self) -> _Progress:
+        if self._bar is not None:
+            self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+    def task(self, description: str, total: int) -> Any:
+        if self._bar is None:
+            return None
+        return self._bar.add_task(description, total=total)
+
+    def update(self, task: Any, completed: int, total: int | None = None) -> None:
+        if self._bar is not None and task is not None:
+            self._bar.update(task, completed=completed, total=total)
+
+
+EVENT_COINS = ("BTC", "ETH", "SOL", "DOGE")
+
+
+def _event_evaluations(args: argparse.Namespace, progress: _Progress) -> dict[str, Any]:
+    """Realized Hyperliquid events against bands of a volume-proxy map on Binance candles."""
+    from liqsignal.config import MapConfig
+    from liqsignal.evaluate import (
+        BUNDLED_EVENTS,
+        REPO_DATADIR,
+        evaluate_event_bands,
+        load_candles,
+        load_events,
+    )
+
+    path = Path(args.events) if args.events else BUNDLED_EVENTS
+    cdir = Path(args.candles) if args.candles else REPO_DATADIR / "binance" / "futures"
+    events = load_events(path)
+    coins = [c for c in EVENT_COINS if (events["coin"].str.upper() == c).any()] or [""]
+    results = []
+    skipped = []
+    task = progress.task("event bands", len(coins))
+    for k, coin in enumerate(coins):
+        try:
+            bars = load_candles(cdir, coin)
+        except LiqsignalError as e:
+            skipped.append(f"{coin}: {e}")
+            continue
+        bars = bars[["date", "open", "high", "low", "close", "volume"]]
+        cfg = MapConfig(
+            exchange="hyperliquid",
+            symbol=f"{coin}/USDT:USDT",
+            step=None,
+            step_bps=5.0,
+            scan_range_pct=args.event_range,
+        )
+        mine = events[events["coin"].str.upper() == coin] if coin else events
+        try:
+            results.append(
+                evaluate_event_bands(
+                    bars,
+                    mine,
+                    cfg,
+                    proxy=True,
+                    market=coin,
+                    horizon_bars=args.event_horizon,
+                    n_random=args.n_random,
+                )
+            )
+        except LiqsignalError as e:
+            skipped.append(f"{coin}: {e}")
+        progress.update(task, k + 1)
+    usd = sum(r.events_usd for r in results)
+    pooled = {
+        "events_usd": usd,
+        "model_share": sum(r.model_share * r.events_usd for r in results) / usd if usd else None,
+        "random_share_mean": (
+            sum(r.random_share_mean * r.events_usd for r in results) / usd if usd else None
+        ),
+    }
+    return {
+        "events": str(path),
+        "candles": str(cdir),
+        "note": (
+            "volume-proxy mode: Binance 1h candles without open interest for the event window; "
+            "Hyperliquid formula; event side treated as unknown (the file marks every row 'S')"
+        ),
+        "horizon_bars": args.event_horizon,
+        "scan_range_pct": args.event_range,
+        "markets": [r.to_dict() for r in results],
+        "pooled": pooled,
+        "skipped": skipped,
+        "_objects": results,
+    }
+
+
+def _evaluation(args: argparse.Namespace, progress: _Progress | None = None) -> dict[str, Any]:
+    from liqsignal.evaluate import (
+        BUNDLED_COINGLASS,
+        BUNDLED_VOLUME,
+        evaluate_armed,
+        evaluate_bars,
+        evaluate_touches,
+        load_coinglass,
+    )
+    from liqsignal.features import compute_features
+
+    progress = progress or _Progress(False)
     data = args.data or BUNDLED_COINGLASS
     volume = (
         None if args.no_volume else (args.volume or (BUNDLED_VOLUME if not args.data else None))
@@ -72,15 +197,62 @@ def _evaluation(args: argparse.Namespace) -> dict[str, Any]:
     df = load_coinglass(data, volume)
     cfg = _load_engine_config(args.config)
     t0 = time.perf_counter()
-    res = evaluate_bars(df, config=cfg, warmup=args.warmup)
-    return {
+    task = progress.task("evaluate", 4)
+    feats = compute_features(df.drop(columns=["realized_long_usd", "realized_short_usd"]), cfg)
+    assert hasattr(feats, "columns")
+    res = evaluate_bars(df, features=feats, config=cfg, warmup=args.warmup)
+    progress.update(task, 1)
+    touches = evaluate_touches(
+        df, cfg, top_k=args.top_k, horizon_bars=args.horizon, warmup=args.warmup
+    )
+    progress.update(task, 2)
+    armed = evaluate_armed(
+        df,
+        feats,
+        horizon_bars=args.armed_horizon,
+        ratio=args.cascade_ratio,
+        warmup=args.warmup,
+        n_random=args.n_random,
+    )
+    progress.update(task, 3)
+    events: dict[str, Any] | None = None
+    if not args.no_events:
+        events = _event_evaluations(args, progress)
+    progress.update(task, 4)
+    objects = {
+        "bars": res,
+        "touches": touches,
+        "armed": armed,
+        "events": events.pop("_objects") if events else [],
+    }
+    out: dict[str, Any] = {
         "data": str(data),
         "volume": str(volume) if volume else None,
         "bars": len(df),
         "warmup": args.warmup,
-        "seconds": round(time.perf_counter() - t0, 3),
         "sides": [r.to_dict() for r in res],
+        "touches": [t.to_dict() for t in touches],
+        "armed": {
+            "cascade": (
+                f"realized liquidations of a side >= {args.cascade_ratio} x their mean over the "
+                "previous 168 bars (first bar of a run)"
+            ),
+            "sides": [a.to_dict() for a in armed],
+        },
+        "events": events,
     }
+    if args.plot:
+        from liqsignal.plot import plot_evaluation
+
+        out["picture"] = str(plot_evaluation(objects, args.plot))
+    out["seconds"] = round(time.perf_counter() - t0, 3)
+    return out
+
+
+def _f(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return "n/a"
+    return f"{v:.{digits}f}"
 
 
 def _print_evaluation(ev: dict[str, Any]) -> None:
@@ -94,44 +266,197 @@ def _print_evaluation(ev: dict[str, Any]) -> None:
             f"{s['side']:<6}{s['model_spearman']:>8.3f}{s['baseline_spearman']:>10.3f}"
             f"{s['partial_given_baseline']:>14.3f}{s['model_baseline_spearman']:>12.3f}"
         )
+    for t in ev.get("touches", []):
+        print(
+            f"touches {t['side']:<5}: top-{t['top_k']} clusters reached within "
+            f"{t['horizon_bars']} bars {_f(t['model_touch_share'])} vs levels at the same "
+            f"distances at any time {_f(t['random_touch_share'])} "
+            f"({t['clusters']} clusters, z {_f(t['z'], 2)})"
+        )
+    for a in ev.get("armed", {}).get("sides", []):
+        print(
+            f"armed {a['side']:<5}: {a['flags']} flags, {a['cascades']} cascades; precision "
+            f"{_f(a['precision'])} (random {_f(a['random_precision_mean'])}), recall "
+            f"{_f(a['recall'])} (random {_f(a['random_recall_mean'])}, p {_f(a['p_value_recall'])})"
+            f", median lead {_f(a['lead_bars_median'], 1)} bars"
+        )
+    evs = ev.get("events")
+    if evs:
+        for m in evs["markets"]:
+            print(
+                f"events {m['market']:<5}: {m['events']} events {m['events_usd'] / 1e6:.2f}M USD; "
+                f"inside bands {_f(m['model_share'])} vs random bands "
+                f"{_f(m['random_share_mean'])} (p95 {_f(m['random_share_p95'])}, "
+                f"p {_f(m['p_value'])})"
+            )
+        for s in evs["skipped"]:
+            print(f"events skipped: {s}")
+        print(f"events: {evs['note']}")
+    if ev.get("picture"):
+        print(f"picture: {ev['picture']}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    ev = _evaluation(args)
+    with _Progress(not args.json) as progress:
+        ev = _evaluation(args, progress)
     if args.json:
-        print(json.dumps(ev, indent=2))
+        print(json.dumps(ev, indent=2, default=str))
     else:
         _print_evaluation(ev)
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Walk-forward fit of the free parameters; writes a ``liqsignal.engine`` section."""
+    from liqsignal.calibrate import calibrate
+    from liqsignal.evaluate import BUNDLED_COINGLASS, BUNDLED_VOLUME, load_coinglass
+
+    data = args.data or BUNDLED_COINGLASS
+    volume = None if args.no_volume else (args.volume or (None if args.data else BUNDLED_VOLUME))
+    df = load_coinglass(data, volume)
+    cfg = _load_engine_config(args.config)
+    with _Progress(not args.json) as progress:
+        task = progress.task("calibrate", 1)
+        res = calibrate(
+            df,
+            cfg,
+            folds=args.folds,
+            warmup=args.warmup,
+            progress=lambda done, total: progress.update(task, done, total),
+        )
+    out = res.to_dict()
+    path = Path(args.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out["config"], indent=2) + "\n", encoding="utf-8")
+    out["written"] = str(path)
+    out["data"] = str(data)
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+        return 0
+    print(
+        f"walk-forward calibration on {data} ({len(df)} bars, {res.evaluations} runs, "
+        f"{res.seconds} s)"
+    )
+    print(
+        f"{'test window':<42}{'side':<7}{'default':>9}{'fitted':>9}{'baseline':>10}"
+        f"{'partial def/fit':>17}"
+    )
+    for f in res.folds:
+        win = f"{f.test[0][:16]} .. {f.test[1][:16]}"
+        for side in ("long", "short"):
+            print(
+                f"{win:<42}{side:<7}{f.test_default[side + '_model']:>9.3f}"
+                f"{f.test_fitted[side + '_model']:>9.3f}{f.test_default[side + '_baseline']:>10.3f}"
+                f"{f.test_default[side + '_partial']:>9.3f}/{f.test_fitted[side + '_partial']:.3f}"
+            )
+        print(f"{'':<42}fitted on {f.train[0][:16]} .. {f.train[1][:16]}: {f.fitted}")
+    print(f"final fit (all rows after warm-up): {res.final}")
+    print(f"config written: {path}  (MapConfig.from_dict reads its liqsignal.engine section)")
+    return 0
+
+
+def _eval_defaults(args: argparse.Namespace) -> None:
+    for k, v in (
+        ("data", None),
+        ("volume", None),
+        ("no_volume", False),
+        ("warmup", 200),
+        ("top_k", 3),
+        ("horizon", 24),
+        ("armed_horizon", 6),
+        ("cascade_ratio", 5.0),
+        ("n_random", 500),
+        ("no_events", False),
+        ("events", None),
+        ("candles", None),
+        ("event_horizon", 6),
+        ("event_range", 5.0),
+        ("plot", None),
+    ):
+        if not hasattr(args, k):
+            setattr(args, k, v)
+
+
+def _cluster_table(snap: Any, feats: Any, limit: int) -> list[dict[str, Any]]:
+    rows = _cluster_rows(snap, limit=limit)
+    last = feats.iloc[-1]
+    first = {"long": True, "short": True}
+    for r in rows:
+        side = r["side"]
+        r["armed"] = bool(first[side] and last[f"liq_{side}_armed"] > 0)
+        r["armed_score"] = round(float(last[f"liq_{side}_armed_score"]), 3) if first[side] else None
+        first[side] = False
+    return rows
+
+
+def _print_table(rows: list[dict[str, Any]], price: float, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{title}: clusters around {price:,.2f}")
+    for col, just in (
+        ("side", "left"),
+        ("price range", "right"),
+        ("USD", "right"),
+        ("distance %", "right"),
+        ("depth", "right"),
+        ("cascade USD", "right"),
+        ("armed", "center"),
+    ):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for r in rows:
+        table.add_row(
+            r["side"],
+            f"{r['low']:,.0f} - {r['high']:,.0f}",
+            _fmt_usd(r["usd"]),
+            f"{r['distance_pct']:.2f}",
+            str(r["depth"]),
+            _fmt_usd(r["cascade_usd"]),
+            ("ARMED " + str(r["armed_score"])) if r.get("armed") else "",
+        )
+    Console(width=110).print(table)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Build the map on bundled real BTC data, print clusters, write a picture, evaluate."""
+    """Build the map on bundled real BTC data, print clusters, write pictures, evaluate."""
     from liqsignal.evaluate import load_coinglass
     from liqsignal.features import compute_features
-    from liqsignal.plot import plot_map
+    from liqsignal.plot import leverage_bucket_levels, plot_map
 
     t0 = time.perf_counter()
     df = load_coinglass()
     frame = df.drop(columns=["realized_long_usd", "realized_short_usd"])
     cfg = _load_engine_config(args.config)
-    feats, lmap = compute_features(frame, cfg, return_map=True)
-    snap = lmap.snapshot(scan_range_pct=args.range)
-    rows = _cluster_rows(snap)
-    out = Path(args.out)
-    png = plot_map(lmap, out / "btc_liquidation_map.png", title="BTC 1h, bundled data")
-    feats.assign(date=frame["date"]).to_csv(out / "btc_features.csv", index=False)
-    args.data = None
-    args.volume = None
-    args.no_volume = False
-    args.warmup = 200
-    ev = _evaluation(args)
+    with _Progress(not args.json) as progress:
+        task = progress.task("demo", 3)
+        feats, lmap = compute_features(frame, cfg, return_map=True)
+        snap = lmap.snapshot(scan_range_pct=args.range)
+        rows = _cluster_table(snap, feats, 8)
+        out = Path(args.out)
+        buckets, info = leverage_bucket_levels({cfg.exchange: frame}, cfg)
+        png = plot_map(
+            lmap,
+            out / "btc_liquidation_map.png",
+            title="BTC 1h, bundled data (OI aggregated over Binance + Bybit + OKX)",
+            buckets=buckets,
+            armed={r["side"]: r["armed"] for r in rows if r["armed"]},
+            note=f"buckets recomputed per leverage group; their sum is "
+            f"{info['residual_share'] * 100:.0f} % off the full map",
+        )
+        feats.assign(date=frame["date"]).to_csv(out / "btc_features.csv", index=False)
+        progress.update(task, 1)
+        _eval_defaults(args)
+        args.plot = str(out / "btc_evaluation.png")
+        ev = _evaluation(args, progress)
+        progress.update(task, 3)
     result = {
         "bars": len(frame),
         "last_bar": str(frame["date"].iloc[-1]),
         "price": snap.price,
         "clusters": rows,
         "picture": str(png),
+        "evaluation_picture": ev.get("picture"),
+        "buckets": info,
         "features_csv": str(out / "btc_features.csv"),
         "evaluation": ev,
         "seconds": round(time.perf_counter() - t0, 2),
@@ -140,27 +465,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2, default=str))
         return 0
     print(f"liqsignal demo: BTC 1h, {len(frame)} bars to {frame['date'].iloc[-1]}")
-    _print_clusters(rows, snap.price)
-    last = feats.iloc[-1]
-    print(
-        f"last bar: long armed {int(last['liq_long_armed'])} (score "
-        f"{last['liq_long_armed_score']:.2f}), short armed {int(last['liq_short_armed'])} "
-        f"(score {last['liq_short_armed_score']:.2f})"
-    )
+    _print_table(rows, snap.price, "BTC")
     _print_evaluation(ev)
-    print(f"picture: {png}\nfeatures: {out / 'btc_features.csv'}")
+    print(f"map picture: {png}\nfeatures: {out / 'btc_features.csv'}")
     print(f"done in {result['seconds']} s")
     return 0
 
 
 def cmd_map(args: argparse.Namespace) -> int:
-    """Clusters table and picture from stored Freqtrade-layout files."""
+    """Clusters table and picture from stored Freqtrade-layout files (or, later, live)."""
     import pandas as pd
 
-    from liqsignal.features import compute_features, compute_features_multi
-    from liqsignal.plot import plot_map
+    from liqsignal.features import compute_features_multi
+    from liqsignal.plot import leverage_bucket_levels, plot_map
 
-    datadir = Path(args.datadir)
+    if args.live:
+        raise LiqsignalError(
+            "--live needs a live data provider (candles, open interest and funding polled "
+            "through liqsignal/data/exchanges.py into a running map), and liqsignal has none "
+            "yet. Meanwhile: `liqsignal download ...` then `liqsignal map BTC --from-data "
+            "user_data/data`."
+        )
+    datadir = Path(args.from_data or args.datadir)
     frames = {}
     proxy = []
     pair = args.market if "/" in args.market else f"{args.market}/USDT:USDT"
@@ -175,6 +501,10 @@ def cmd_map(args: argparse.Namespace) -> int:
         if oi_path.is_file():
             oi = pd.read_feather(oi_path)
             df = df.merge(oi, on="date", how="left")
+            # the OI file may start later than the candles: map only where OI is known
+            have = df[[c for c in oi.columns if c != "date"]].notna().any(axis=1).to_numpy()
+            if have.any():
+                df = df.iloc[int(have.argmax()) :].reset_index(drop=True)
         else:
             proxy.append(ex)
         fr_path = base / f"{fname}-1h-funding_rate.feather"
@@ -184,26 +514,50 @@ def cmd_map(args: argparse.Namespace) -> int:
                 df = pd.merge_asof(df, fr[["date", "funding_rate"]], on="date")
         frames[ex] = df
     cfg = _load_engine_config(args.config)
-    if len(frames) == 1:
-        ex = next(iter(frames))
-        _feats, lmap = compute_features(
-            frames[ex], cfg.replace(exchange=ex, symbol=pair), proxy=bool(proxy), return_map=True
+    cfg = cfg.replace(symbol=pair, exchange=args.exchange[0])
+    if "BTC" not in pair.upper() and cfg.step is not None and args.config is None:
+        cfg = cfg.replace(step=None, step_bps=5.0)  # the 50 USD step is for BTC
+    with _Progress(not args.json) as progress:
+        task = progress.task("map", 2)
+        res = compute_features_multi(frames, cfg, proxy=proxy, return_map=True)
+        assert isinstance(res, tuple)
+        feats, lmap = res
+        snap = lmap.snapshot(scan_range_pct=args.range)
+        rows = _cluster_table(snap, feats, args.limit)
+        progress.update(task, 1)
+        buckets, info = (
+            (None, None) if args.no_buckets else leverage_bucket_levels(frames, cfg, proxy=proxy)
         )
-    else:
-        _feats, lmap = compute_features_multi(
-            frames, cfg.replace(symbol=pair), proxy=proxy, return_map=True
+        note = (
+            f"buckets recomputed per leverage group; their sum is "
+            f"{info['residual_share'] * 100:.0f} % off the full map"
+            if info
+            else ""
         )
-    snap = lmap.snapshot(scan_range_pct=args.range)
-    rows = _cluster_rows(snap, limit=args.limit)
-    png = plot_map(lmap, Path(args.out) / f"{fname}_{args.timeframe}_map.png", title=pair)
+        if proxy:
+            note = f"VOLUME-PROXY MODE (no open interest): {', '.join(proxy)}. " + note
+        png = plot_map(
+            lmap,
+            Path(args.out) / f"{fname}_{args.timeframe}_map.png",
+            title=f"{pair} {args.timeframe} ({', '.join(frames)})",
+            window_pct=args.range,
+            buckets=buckets,
+            armed={r["side"]: r["armed"] for r in rows if r["armed"]},
+            note=note,
+        )
+        progress.update(task, 2)
     if args.json:
         print(
             json.dumps(
                 {
                     "market": pair,
+                    "exchanges": list(frames),
+                    "timeframe": args.timeframe,
+                    "last_bar": str(snap.time),
                     "price": snap.price,
                     "clusters": rows,
                     "volume_proxy": proxy,
+                    "buckets": info,
                     "picture": str(png),
                 },
                 indent=2,
@@ -212,7 +566,7 @@ def cmd_map(args: argparse.Namespace) -> int:
     else:
         if proxy:
             print(f"volume-proxy mode (no open interest stored) for: {', '.join(proxy)}")
-        _print_clusters(rows, snap.price)
+        _print_table(rows, snap.price, f"{pair} {args.timeframe} at {snap.time}")
         print(f"picture: {png}")
     return 0
 
@@ -228,25 +582,51 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--range", type=float, default=12.0, help="cluster table range, %% of price")
     d.set_defaults(func=cmd_demo)
 
-    e = sub.add_parser("evaluate", help="predicted vs realized liquidations, with baseline")
+    e = sub.add_parser("evaluate", help="predicted vs realized liquidations, with baselines")
     e.add_argument("--data", help="CoinGlass 1h CSV (default: bundled BTC export)")
     e.add_argument("--volume", help="CSV timestamp,volume to join (default: bundled, for bundled)")
     e.add_argument("--no-volume", action="store_true", help="do not join volume")
     e.add_argument("--warmup", type=int, default=200, help="bars skipped at the start")
     e.add_argument("--config", help="JSON config with a liqsignal.engine section")
     e.add_argument("--json", action="store_true", help="print JSON")
+    e.add_argument("--top-k", type=int, default=3, help="touches: clusters per side")
+    e.add_argument("--horizon", type=int, default=24, help="touches: bars ahead (H)")
+    e.add_argument("--armed-horizon", type=int, default=6, help="armed: bars ahead")
+    e.add_argument("--cascade-ratio", type=float, default=5.0, help="cascade: x trailing mean")
+    e.add_argument("--n-random", type=int, default=500, help="random draws per baseline")
+    e.add_argument("--events", help="per-event liquidations (default: bundled Hyperliquid)")
+    e.add_argument("--candles", help="Freqtrade futures folder with the events' candles")
+    e.add_argument("--event-horizon", type=int, default=6, help="events: bars a band stays")
+    e.add_argument("--event-range", type=float, default=5.0, help="events: band scan range %%")
+    e.add_argument("--no-events", action="store_true", help="skip the event-list evaluation")
+    e.add_argument("--plot", help="write the evaluation picture to this PNG")
     e.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("calibrate", help="walk-forward fit of the free parameters")
+    c.add_argument("--data", help="CoinGlass 1h CSV (default: bundled BTC export)")
+    c.add_argument("--volume", help="CSV timestamp,volume to join")
+    c.add_argument("--no-volume", action="store_true", help="do not join volume")
+    c.add_argument("--warmup", type=int, default=200, help="bars skipped at the start")
+    c.add_argument("--folds", type=int, default=2, help="walk-forward test windows")
+    c.add_argument("--config", help="starting JSON config with a liqsignal.engine section")
+    c.add_argument("--out", default="out/calibrated.json", help="where to write the section")
+    c.add_argument("--json", action="store_true", help="print JSON")
+    c.set_defaults(func=cmd_calibrate)
 
     m = sub.add_parser("map", help="clusters table and picture from stored data")
     m.add_argument("market", help='market, e.g. "BTC" or "BTC/USDT:USDT"')
     m.add_argument("--exchange", action="append", default=None, help="exchange (repeatable)")
     m.add_argument("--timeframe", default="1h")
-    m.add_argument("--datadir", default="user_data/data", help="Freqtrade data folder")
+    src = m.add_mutually_exclusive_group()
+    src.add_argument("--from-data", help="Freqtrade data folder (default user_data/data)")
+    src.add_argument("--live", action="store_true", help="live data (needs a live provider)")
+    m.add_argument("--datadir", default="user_data/data", help=argparse.SUPPRESS)
     m.add_argument("--out", default="out")
     m.add_argument("--limit", type=int, default=8, help="clusters per side")
     m.add_argument("--config", help="JSON config with a liqsignal.engine section")
     m.add_argument("--json", action="store_true")
     m.add_argument("--range", type=float, default=12.0, help="cluster table range, %% of price")
+    m.add_argument("--no-buckets", action="store_true", help="no per-leverage recomputation")
     m.set_defaults(func=cmd_map)
 
     try:

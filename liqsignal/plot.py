@@ -114,6 +114,7 @@ def plot_map(
     window_pct: float = 12.0,
     buckets: Mapping[str, pd.DataFrame] | None = None,
     armed: Mapping[str, bool] | None = None,
+    note: str = "",
 ) -> Path:
     """Write a PNG: the map through time (left) and the current levels by side (right).
 
@@ -239,7 +240,9 @@ def plot_map(
     ax2.legend(loc="lower right", fontsize=7, ncol=1, framealpha=0.85)
     when = f" at {snap.time:%Y-%m-%d %H:%M} UTC" if snap.time is not None else ""
     ax2.set_title(f"levels now{when}, by leverage", fontsize=10, pad=28)
-    fig.tight_layout()
+    if note:
+        fig.text(0.01, 0.005, note, fontsize=8, color="dimgrey", va="bottom")
+    fig.tight_layout(rect=(0, 0.025 if note else 0, 1, 1))
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
@@ -268,6 +271,13 @@ def plot_evaluation(report: Mapping[str, Any], path: str | Path) -> Path:
         label="partial | baseline",
         color="tab:orange",
     )
+    for k, b in enumerate(bars):
+        for dx, v in (
+            (-0.27, b.model_spearman),
+            (0.0, b.baseline_spearman),
+            (0.27, b.partial_given_baseline),
+        ):
+            a.text(k + dx, v + 0.01, f"{v:.2f}", ha="center", fontsize=8)
     a.set_xticks(x)
     a.set_xticklabels([b.side for b in bars])
     a.set_ylim(0, 1)
