@@ -16,6 +16,14 @@ def test_evaluate_json_reports_model_and_baseline(capsys):
     for s in ev["sides"]:
         assert s["model_spearman"] > s["baseline_spearman"]
         assert s["bars"] == ev["bars"] - 200
+    # every further comparison carries its baseline
+    assert {t["side"] for t in ev["touches"]} == {"long", "short"}
+    for t in ev["touches"]:
+        assert 0 <= t["random_touch_share"] <= 1 and t["clusters"] > 0
+    for a in ev["armed"]["sides"]:
+        assert "random_recall_mean" in a and a["cascades"] > 0
+    for m in ev["events"]["markets"]:
+        assert 0 <= m["random_share_mean"] <= 1 and m["events"] > 0
 
 
 def test_demo_writes_picture_and_prints_clusters(tmp_path):
@@ -38,6 +46,10 @@ def test_demo_writes_picture_and_prints_clusters(tmp_path):
         else:
             assert c["low"] >= res["price"]
     assert (tmp_path / "btc_features.csv").is_file()
+    ev_png = tmp_path / "btc_evaluation.png"
+    assert ev_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert res["seconds"] < 60
+    assert {"armed", "armed_score"} <= set(res["clusters"][0])
 
 
 def test_map_from_stored_files(tmp_path, capsys):
@@ -65,3 +77,49 @@ def test_errors_are_reported_not_raised(tmp_path, capsys):
     rc = main(["map", "NOPE", "--datadir", str(tmp_path), "--out", str(tmp_path)])
     assert rc == 2
     assert "no candles for NOPE/USDT:USDT" in capsys.readouterr().err
+
+
+def test_map_live_says_what_is_missing(capsys):
+    assert main(["map", "BTC", "--live"]) == 2
+    err = capsys.readouterr().err
+    assert "live data provider" in err and "--from-data" in err
+
+
+def test_map_from_data_with_buckets(tmp_path, capsys):
+    rc = main(
+        [
+            "map",
+            "BTC",
+            "--from-data",
+            "tests/testdata/replay_binance/..",
+            "--exchange",
+            "replay_binance",
+            "--out",
+            str(tmp_path),
+            "--json",
+            "--limit",
+            "3",
+        ]
+    )
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["buckets"]["residual_share"] >= 0
+    assert all(isinstance(c["armed"], bool) for c in res["clusters"])
+    assert sum(c["side"] == "long" for c in res["clusters"]) <= 3
+
+
+def test_calibrate_writes_section_mapconfig_reads(tmp_path, capsys, monkeypatch):
+    import liqsignal.calibrate as cal
+    from liqsignal.config import MapConfig
+
+    monkeypatch.setattr(cal, "SEARCH_GRID", {"intrabar_share": (0.25, 0.75)})
+    out = tmp_path / "cal.json"
+    assert main(["calibrate", "--out", str(out), "--json", "--folds", "1"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    fold = res["folds"][0]
+    assert fold["train"][1] < fold["test"][0]
+    assert "long_baseline" in fold["test_fitted"]
+    section = json.loads(out.read_text())["liqsignal"]["engine"]
+    assert MapConfig.from_dict(section).intrabar_share in (0.25, 0.75, MapConfig().intrabar_share)
+    assert main(["evaluate", "--config", str(out), "--json", "--no-events"]) == 0
+    assert json.loads(capsys.readouterr().out)["events"] is None
