@@ -97,6 +97,7 @@ class AlertConfig:
     Event rules: ``cooldown_minutes``, ``band_pct``, ``escalate_usd_ratio``,
     ``escalate_depth_step``, ``min_usd``, ``max_distance_pct``, ``consumed_min_usd``.
     ``max_age_s``: an alert not delivered within this is dropped rather than sent late.
+    ``ccxt_config``: exchange -> ccxt settings for the provider (e.g. a local replay's urls).
     """
 
     enabled: bool = True
@@ -126,6 +127,7 @@ class AlertConfig:
     consumed_min_usd: float = 0.0
     max_age_s: float | None = 3600.0
     disable_notification: bool = False
+    ccxt_config: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -286,7 +288,7 @@ def load_settings(config: Mapping[str, Any] | str | Path) -> ServiceSettings:
         )
     timeframe = alerts.timeframe or str(config.get("timeframe") or "1h")
     engine = MapConfig.from_dict(section.get("engine"))
-    ccxt = section.get("ccxt_config")
+    ccxt = alerts.ccxt_config
     return ServiceSettings(
         alerts,
         tuple(MarketEntry(m, tuple(exchanges), timeframe) for m in markets),
@@ -361,6 +363,58 @@ def _context(feat: pd.DataFrame) -> dict[str, float | None]:
         if len(fr):
             out["funding_rate"] = float(fr.iloc[-1])
     return out
+
+
+def with_market_data(
+    provider: Any, market: str, feat: pd.DataFrame, timeframe: str, bars: int = 200
+) -> pd.DataFrame:
+    """The last ``bars`` rows of ``feat`` with ``close, high, low`` (and
+    ``open_interest_value``, ``funding_rate`` when stored) of the first non-stale exchange,
+    read from the provider's store. The provider's features carry only ``liq_*`` columns; the
+    message needs price extremes and the OI and funding context. Missing data: ``feat`` as is."""
+    tail = feat.tail(bars)
+    store = getattr(provider, "store", None)
+    if store is None or tail.empty or "close" in tail.columns:
+        return tail
+    try:
+        feeds = feeds_of(provider.status(market))
+        raw = provider.status(market)
+    except Exception:
+        return tail
+    for f in sorted(feeds, key=lambda f: f.stale):
+        symbol = getattr(raw.get(f.exchange), "symbol", None)
+        if not symbol:
+            continue
+        try:
+            c = store.read(f.exchange, symbol, timeframe, "futures")
+        except Exception:
+            continue
+        if c is None or c.empty:
+            continue
+        c = c.set_index("date")[["high", "low", "close"]]
+        out = tail.join(c, how="left")
+        for ctype, cols in (
+            ("open_interest", ["open_interest_value"]),
+            ("funding_rate", ["funding_rate"]),
+        ):
+            try:
+                extra = _read_any_tf(store, f.exchange, symbol, ctype, timeframe)
+            except Exception:
+                extra = None
+            if extra is None or extra.empty or cols[0] not in extra.columns:
+                continue
+            e = extra.set_index("date")[cols].sort_index()
+            out[cols[0]] = e[cols[0]].reindex(out.index, method="ffill").to_numpy()
+        return out
+    return tail
+
+
+def _read_any_tf(store: Any, exchange: str, symbol: str, ctype: str, timeframe: str) -> Any:
+    for tf in dict.fromkeys((timeframe, "1h", "5m", "15m", "8h")):
+        df = store.read(exchange, symbol, tf, ctype)
+        if df is not None and not df.empty:
+            return df
+    return None
 
 
 def _match_cluster(snapshot: Any, side: str, low: float, high: float, centre: float) -> Any:
@@ -662,18 +716,20 @@ class AlertService:
 
         if not self.config.chat_ids:
             raise ConfigError("liqsignal.alerts.chat_ids is empty: name the chats to alert")
-        if self.outbox is None:
-            self.outbox = Outbox(self.config.outbox)
-        return TelegramSender(
+        sender = TelegramSender(
             self.config.chat_ids,
             token=self.config.token,
             token_env=self.config.token_env,
             base_url=self.config.base_url,
             base_file_url=self.config.base_file_url,
-            outbox=self.outbox,
+            outbox=None,
             retry=RetryPolicy(max_age=self.config.max_age_s),
             disable_notification=self.config.disable_notification,
-        )
+        )  # token checked first: no outbox file for a config that cannot send
+        if self.outbox is None:
+            self.outbox = Outbox(self.config.outbox)
+        sender.outbox = self.outbox
+        return sender
 
     async def start(self) -> None:
         """Open the sender, restore cooldowns from the outbox, resend what a previous run left
@@ -824,7 +880,13 @@ class AlertService:
         events += self.detector.observe_feeds(market, feeds, now)
         if feeds and all(f.stale for f in feeds):
             return events, None, pd.DataFrame()
-        feat = self.provider.features(market)
+        feat = with_market_data(
+            self.provider,
+            market,
+            self.provider.features(market),
+            self.config.timeframe,
+            max(self.config.picture_bars, 25),
+        )
         snap = self.provider.snapshot(market)
         price = float(getattr(snap, "price", 0.0) or self.provider.price(market))
         view = bar_view(market, snap, feat, price)
@@ -901,7 +963,9 @@ class AlertService:
         async def map_(args: list[str]) -> CommandReply:
             market = self.find_market(args[0] if args else self.markets[0])
             snap = self.provider.snapshot(market)
-            feat = self.provider.features(market)
+            feat = with_market_data(
+                self.provider, market, self.provider.features(market), self.config.timeframe
+            )
             png = await asyncio.to_thread(
                 render_pocket_png, snap, feat, market=market, bars=self.config.picture_bars
             )
