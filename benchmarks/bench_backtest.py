@@ -56,6 +56,23 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
 
 
+BARE = """
+
+class LiqTrendBare(LiqTrendControl):
+    \"\"\"The control without Freqtrade's custom_stoploss callback (its cost, measured apart).\"\"\"
+
+    use_custom_stoploss = False
+"""
+
+
+def strategy_dir(tmp: Path) -> Path:
+    """strategies/liq_trend.py plus a bare variant, in a folder of their own."""
+    d = tmp / "strategies"
+    d.mkdir(exist_ok=True)
+    (d / "liq_trend.py").write_text((ROOT / "strategies" / "liq_trend.py").read_text() + BARE)
+    return d
+
+
 def backtest(
     datadir: Path, strategies: list[str], timerange: str, tmp: Path, timeframe: str = "1h"
 ) -> tuple[float, dict[str, Any]]:
@@ -66,7 +83,7 @@ def backtest(
     with ReplayExchange(datadir) as rx:
         cfg = dict(example)
         cfg["exchange"] = {**example["exchange"], "ccxt_config": rx.ccxt_config()}
-        cfg.update(user_data_dir=str(tmp / "ud"), strategy_path=str(ROOT / "strategies"))
+        cfg.update(user_data_dir=str(tmp / "ud"), strategy_path=str(strategy_dir(tmp)))
         cfg["timeframe"] = timeframe
         (tmp / "ud").mkdir(exist_ok=True)
         path = tmp / "config.json"
@@ -221,10 +238,11 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="liq-bench-"))
     ratio = float("nan")
     if not args.quick:
-        times: dict[str, list[float]] = {"LiqTrendStrategy": [], "LiqTrendControl": []}
+        names = ("LiqTrendBare", "LiqTrendControl", "LiqTrendStrategy")
+        times: dict[str, list[float]] = {n: [] for n in names}
         results: dict[str, Any] = {}
         for _ in range(args.repeat):
-            for name in ("LiqTrendControl", "LiqTrendStrategy"):
+            for name in names:
                 wall, res = backtest(DATA_5M, [name], TIMERANGE_5M, tmp, timeframe="5m")
                 times[name].append(wall)
                 results[name] = res[name]
@@ -234,6 +252,11 @@ def main() -> int:
         for k, v in times.items():
             print(f"  {k:18s} wall {', '.join(f'{x:.1f}' for x in v)} s (best {best[k]:.1f} s)")
         print(f"  ratio sample / control: {ratio:.2f} (target <= {TARGET_RATIO})")
+        bare = best["LiqTrendStrategy"] / best["LiqTrendBare"]
+        print(
+            f"  ratio sample / control without custom_stoploss: {bare:.2f} (Freqtrade's own "
+            f"callback machinery, a deepcopy of the trade per call, is in this one)"
+        )
         print("  one-year 5m results:")
         for k in ("LiqTrendStrategy", "LiqTrendControl"):
             print(f"    {k:18s} {summary(results[k])}")

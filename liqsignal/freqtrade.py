@@ -34,6 +34,7 @@ from liqsignal.config import MapConfig
 from liqsignal.exceptions import ConfigError, LiqsignalError
 from liqsignal.features import FEATURE_COLUMNS, compute_features
 from liqsignal.guards import (
+    GUARD_COLUMNS,
     GuardConfig,
     data_state,
     entry_decision,
@@ -247,10 +248,12 @@ def add_liq_columns(
         )
     feats = compute_features(df, engine, proxy=bool(use_proxy))
     assert isinstance(feats, pd.DataFrame)
-    out = df.copy() if df is dataframe else df
-    for c in LIQ_COLUMNS:
-        out[c] = feats[c].to_numpy()
-    return out
+    # one float block for the new columns: row reads in the guards stay cheap
+    liq = pd.DataFrame(
+        feats[list(LIQ_COLUMNS)].to_numpy(dtype="float64"), index=df.index, columns=LIQ_COLUMNS
+    )
+    keep = df.drop(columns=[c for c in LIQ_COLUMNS if c in df.columns])
+    return pd.concat([keep, liq], axis=1)
 
 
 def _config_timeframe(config: Any, dataframe: pd.DataFrame) -> str:
@@ -330,7 +333,7 @@ class LiqGuardMixin:
     def _liq_state(self) -> dict[str, Any]:
         st = self.__dict__.get("_liq_state_d")
         if st is None:
-            st = {"settings": None, "logged": {}, "bad": set()}
+            st = {"settings": None, "logged": {}, "bad": set(), "configs": {}, "rows": {}}
             self.__dict__["_liq_state_d"] = st
         return st
 
@@ -348,9 +351,14 @@ class LiqGuardMixin:
             value = getattr(param, "value", None)
             if isinstance(value, int | float):
                 changes[field_name] = float(value)
+        key = (tuple(sorted(changes.items())), bool(self.liq_guards_enabled))
+        cached = st["configs"].get(key)
+        if cached is not None:
+            return cached
         cfg = settings.guards.replace(**changes) if changes else settings.guards
         if not self.liq_guards_enabled:
             cfg = cfg.replace(enabled=False)
+        st["configs"][key] = cfg  # one per parameter combination (hyperopt epochs)
         return cfg
 
     def _liq_engine(self) -> MapConfig:
@@ -358,7 +366,9 @@ class LiqGuardMixin:
         engine: MapConfig = self._liq_state()["settings"].engine
         return engine
 
-    def _liq_row(self, pair: str, now: datetime | None) -> tuple[Any, datetime | None, str]:
+    def _liq_row(
+        self, pair: str, now: datetime | None, columns: tuple[str, ...] = GUARD_COLUMNS
+    ) -> tuple[Any, datetime | None, str]:
         cfg = self.liq_guard_config()
         tf = str(getattr(self, "timeframe", "1h"))
         row: Any = None
@@ -366,11 +376,10 @@ class LiqGuardMixin:
         try:
             df, _ = self.dp.get_analyzed_dataframe(pair, tf)  # type: ignore[attr-defined]
             if df is not None and len(df) > 0:
-                row = df.iloc[-1]
-                date = pd.Timestamp(row["date"]).to_pydatetime()
+                row, date = self._liq_last_row(pair, df, columns)
         except Exception as e:  # never into the bot
             logger.debug("liqsignal: no analysed dataframe for %s: %s", pair, e)
-        state = data_state(row, date, now, timeframe_seconds(tf), cfg)
+        state = data_state(row, date, now, timeframe_seconds(tf), cfg, columns)
         bad: set[tuple[str, str]] = self._liq_state()["bad"]
         if state != "ok":
             if (pair, state) not in bad:
@@ -382,11 +391,28 @@ class LiqGuardMixin:
                     date,
                     cfg.on_stale,
                 )
-        elif any(p == pair for p, _ in bad):
+        elif bad and any(p == pair for p, _ in bad):
             for key in [k for k in bad if k[0] == pair]:
                 bad.discard(key)
             logger.info("liqsignal guards: liq data for %s is current again", pair)
         return row, date, state
+
+    def _liq_last_row(
+        self, pair: str, df: pd.DataFrame, columns: tuple[str, ...]
+    ) -> tuple[dict[str, float], datetime]:
+        """``columns`` of the last analysed row (a cheap read per column, cached per candle)."""
+        cols = df.columns
+        last = df.iat[-1, cols.get_loc("date")]  # .iat by position: no Series per read
+        rows: dict[str, tuple[Any, int, dict[str, float], datetime]] = self._liq_state()["rows"]
+        hit = rows.get(pair)
+        if hit is None or hit[0] != last or hit[1] != len(df):
+            hit = (last, len(df), {}, pd.Timestamp(last).to_pydatetime())
+            rows[pair] = hit
+        row = hit[2]
+        for c in columns:
+            if c not in row and c in cols:
+                row[c] = float(df.iat[-1, cols.get_loc(c)])
+        return row, hit[3]
 
     def _liq_log(
         self, pair: str, guard: str, side: str, date: datetime | None, reason: str, figures: Any,
@@ -477,7 +503,11 @@ class LiqGuardMixin:
             if not cfg.enabled:
                 return None
             side = "short" if getattr(trade, "is_short", False) else "long"
-            row, date, state = self._liq_row(pair, current_time)
+            # most candles have nothing armed: read three values first, the rest only if needed
+            quick = (f"liq_{side}_armed", "liq_long_total_usd", "liq_short_total_usd")
+            row, date, state = self._liq_row(pair, current_time, quick)
+            if state == "ok" and row.get(quick[0], 0.0) > 0:
+                row, date, state = self._liq_row(pair, current_time)
             d = stop_decision(row, side, float(current_rate), cfg, state=state)
             level = logging.INFO if d.action != "keep" else logging.DEBUG
             self._liq_log(pair, "stop", side, date, f"{d.action}: {d.reason}", d.figures, level)

@@ -222,15 +222,17 @@ def data_state(
     now: datetime | None,
     timeframe_seconds: float,
     config: GuardConfig,
+    required: tuple[str, ...] = GUARD_COLUMNS,
 ) -> str:
     """ "ok", "missing" (no row, no liq columns, or map totals NaN) or "stale" (candle too old).
 
     A candle dated ``candle_date`` (its open) closes ``timeframe_seconds`` later; it is stale
-    when ``now`` is more than ``max_age_candles`` candles after that close.
+    when ``now`` is more than ``max_age_candles`` candles after that close. ``required``: the
+    columns the caller needs (all guard columns by default); the two map totals always count.
     """
     if row is None or candle_date is None:
         return "missing"
-    for key in GUARD_COLUMNS:
+    for key in required:
         try:
             row[key]
         except (KeyError, IndexError):

@@ -185,11 +185,14 @@ class LiqTrendStrategy(LiqGuardMixin, IStrategy):
 
 
 class LiqTrendControl(LiqTrendStrategy):
-    """The same trend strategy with liq columns and guards off (the comparison baseline)."""
+    """The same trend strategy with liq columns and guards off (the comparison baseline).
+
+    The callbacks stay wired (with the guards off they return the proposed leverage and keep
+    the stoploss), so the two differ only in what liqsignal computes and decides.
+    """
 
     use_liq: ClassVar[bool] = False
     liq_guards_enabled: ClassVar[bool] = False
-    use_custom_stoploss = False
     plot_config: ClassVar[dict[str, Any]] = {
         "main_plot": {"ema_fast": {"color": "royalblue"}, "ema_slow": {"color": "orange"}}
     }
