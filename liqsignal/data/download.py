@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -83,6 +84,24 @@ class DownloadSummary:
 
     def rows_added(self) -> int:
         return sum(r.rows_added for r in self.results)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary as plain JSON-ready values (for ``liqsignal download --json``)."""
+        jobs = []
+        for r in self.results:
+            d = dataclasses.asdict(r)
+            d["path"] = str(r.path) if r.path is not None else None
+            d["gaps"] = [list(g) for g in r.gaps]
+            jobs.append(d)
+        return {
+            "ok": self.ok,
+            "jobs": jobs,
+            "failed": len(self.failed),
+            "rows_added": self.rows_added(),
+            "requests": dict(self.requests),
+            "retries": dict(self.retries),
+            "elapsed_s": round(self.elapsed_s, 3),
+        }
 
     def table(self) -> str:
         lines = [
@@ -456,6 +475,7 @@ def add_download_arguments(parser: argparse.ArgumentParser) -> None:
         help="do not clamp open interest history to the exchange's documented depth",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
 def run_download(args: argparse.Namespace) -> int:
@@ -483,7 +503,7 @@ def run_download(args: argparse.Namespace) -> int:
             max_concurrency=args.max_concurrency,
             max_jobs=args.max_jobs,
             history_limits=not args.no_history_limits,
-            progress=not args.no_progress,
+            progress=not (args.no_progress or getattr(args, "json", False)),
         )
     except ConfigError as e:
         print(f"liqsignal download: {e}")
@@ -491,5 +511,8 @@ def run_download(args: argparse.Namespace) -> int:
     except LiqsignalError as e:
         print(f"liqsignal download: {e}")
         return 1
-    print(summary.table())
+    if getattr(args, "json", False):
+        print(json.dumps(summary.to_dict(), indent=2))
+    else:
+        print(summary.table())
     return 0 if summary.ok else 1

@@ -271,3 +271,10 @@ def test_cli_entry_points(
     bad = parser.parse_args([*argv[:6], "--since", "not a date", "--no-progress"])
     assert run_download(bad) == 2
     assert "since" in capsys.readouterr().out
+    # a second run as JSON: resumes (nothing new) and reports the same jobs
+    assert run_download(parser.parse_args([*argv, "--json"])) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["ok"] is True and summary["failed"] == 0
+    assert {j["candle_type"] for j in summary["jobs"]} == {"futures", "funding_rate"}
+    assert summary["rows_added"] == 0
+    assert all(j["exchange"] == "okx" and j["status"] == "ok" for j in summary["jobs"])
