@@ -376,6 +376,18 @@ class _Market:
     feats: pd.DataFrame | None = None
 
 
+def _funding_due(funding: pd.DataFrame, now: pd.Timestamp) -> bool:
+    """Whether a new funding row may exist: the interval seen between the last stored rows
+    (at least 1h, at most 8h) has passed since the newest one. Skips a request per refresh
+    between settlements; a row is fetched at the first refresh after its time, before any
+    candle that reads it (one closing an hour after it) is ready."""
+    if len(funding) < 2:
+        return True
+    d = pd.DatetimeIndex(funding["date"].iloc[-3:])
+    gap = min((d[1:] - d[:-1]).min(), pd.Timedelta(hours=8))
+    return bool(now >= d[-1] + max(gap, pd.Timedelta(hours=1)))
+
+
 def _default_clock() -> pd.Timestamp:
     return pd.Timestamp.now(tz="UTC")
 
@@ -574,7 +586,7 @@ class MapProvider:
         if c_since <= closed_until:
             tasks["futures"] = client.fetch_ohlcv(sym, tf, c_since, closed_until)
             f_since = start(fr.funding, 1)
-            if f_since <= now_ms:
+            if f_since <= now_ms and _funding_due(fr.funding, now):
                 tasks["funding_rate"] = client.fetch_funding_rate_history(sym, f_since, now_ms)
             if fr.taker is not None:
                 t_since = start(fr.taker, tf_ms)

@@ -1,0 +1,288 @@
+"""MapProvider with the real ccxt clients against local Binance, Bybit and OKX replays on one clock.
+
+Each venue serves its own copy of the bundled real BTC slice (``tests/testdata/replay_binance``)
+with open interest scaled per venue (Binance 1, Bybit 0.6, OKX 0.35) so the per-exchange shares
+differ. A shared manual replay clock advances hour by hour; the provider reads the same clock.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import liqsignal.data.replay.bybit
+import liqsignal.data.replay.okx  # noqa: F401  (registers the venue)
+from liqsignal.config import MapConfig
+from liqsignal.data.exchanges import RetryPolicy
+from liqsignal.data.provider import (
+    PROVIDER_COLUMNS,
+    MapProvider,
+    MarketSpec,
+    aggregated_features_from_store,
+    oi_timeframe_for,
+)
+from liqsignal.data.replay.faults import Faults
+from liqsignal.data.replay.server import ReplayClock, ReplayExchange
+from liqsignal.exceptions import ConfigError, DataError
+
+TESTDATA = Path(__file__).resolve().parents[1] / "testdata" / "replay_binance"
+VENUES = ("binance", "bybit", "okx")
+OI_SCALE = {"binance": 1.0, "bybit": 0.6, "okx": 0.35}
+VENUE_ID = {"binance": "BTCUSDT", "bybit": "BTCUSDT", "okx": "BTC-USDT-SWAP"}
+START = pd.Timestamp("2026-01-20 03:30", tz="UTC")  # half past: the 03:00 candle is forming
+HOUR = pd.Timedelta(hours=1)
+FAST = RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.02, max_retry_after=0.1)
+HISTORY = 150
+
+
+class ManualClock(ReplayClock):
+    """A replay clock that moves only when told (shared by all venues and the provider)."""
+
+    def __init__(self, start: pd.Timestamp) -> None:
+        super().__init__(int(start.value // 1_000_000), 1.0)
+        self.t = start
+
+    def now_ms(self) -> int:
+        return int(self.t.value // 1_000_000)
+
+    def __call__(self) -> pd.Timestamp:
+        return self.t
+
+
+@pytest.fixture(scope="module")
+def venues(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, tuple[ReplayExchange, Faults]]]:
+    root = tmp_path_factory.mktemp("provider_venues")
+    out = {}
+    for venue in VENUES:
+        shutil.copytree(TESTDATA, root / venue)
+        oi_path = root / venue / "futures" / "BTC_USDT_USDT-1h-open_interest.feather"
+        oi = pd.read_feather(oi_path)
+        for col in ("open_interest_amount", "open_interest_value"):
+            oi[col] = oi[col] * OI_SCALE[venue]
+        oi.to_feather(oi_path)
+        rx = ReplayExchange(root / venue, venues=(venue,)).start()
+        out[venue] = (rx, Faults(rx))
+    yield out
+    for rx, _ in out.values():
+        rx.stop()
+
+
+@pytest.fixture
+def clock(venues: dict[str, tuple[ReplayExchange, Faults]]) -> ManualClock:
+    clk = ManualClock(START)
+    for rx, faults in venues.values():
+        rx.clock = clk
+        faults.clear()
+    return clk
+
+
+def _provider(
+    venues: dict[str, tuple[ReplayExchange, Faults]],
+    clock: ManualClock,
+    datadir: Path,
+    **kw: object,
+) -> MapProvider:
+    cfg = {}
+    for venue, (rx, _) in venues.items():
+        c = rx.ccxt_config(venue)
+        c.update({"rateLimit": 1, "timeout": 5000})
+        cfg[venue] = c
+    return MapProvider(
+        [MarketSpec("BTC", VENUES)],
+        datadir=datadir,
+        ccxt_config=cfg,
+        history_bars=HISTORY,
+        clock=clock,
+        retry=FAST,
+        history_limits=False,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def _assert_same(live: pd.DataFrame, stored: pd.DataFrame) -> None:
+    """Live features equal the stored-file computation on the same rows (to rounding)."""
+    assert list(live.columns) == list(PROVIDER_COLUMNS) == list(stored.columns)
+    tail = stored.iloc[-len(live) :]
+    assert (live.index == tail.index).all()
+    np.testing.assert_allclose(
+        live.to_numpy(), tail.to_numpy(), rtol=1e-9, atol=1e-6, equal_nan=True
+    )
+
+
+def _assert_shares(provider: MapProvider, names: set[str]) -> None:
+    snap = provider.snapshot("BTC", scan_range_pct=30.0)
+    assert snap.clusters, "expected clusters on the real BTC slice"
+    for c in snap.clusters:
+        assert set(c.shares) == names
+        assert math.isclose(sum(c.shares.values()), 1.0, rel_tol=1e-9)
+    ex_cols = {c.split("_")[0] for c in snap.levels.columns if c not in ("long_usd", "short_usd")}
+    assert ex_cols == names
+    assert snap.price == provider.price("BTC") > 0
+
+
+async def test_incremental_refresh_equals_full_rebuild_and_store(
+    venues: dict[str, tuple[ReplayExchange, Faults]], clock: ManualClock, tmp_path: Path
+) -> None:
+    async with _provider(venues, clock, tmp_path) as p:
+        first = await p.refresh()
+        assert first.rebuilt == ["BTC"] and not first.errors and first.requests > 10
+        closed = pd.Timestamp("2026-01-20 02:00", tz="UTC")  # 03:00 is still forming
+        for ex in VENUES:
+            assert first.new_bars[("BTC", ex)] >= HISTORY
+            st = p.status("BTC")[ex]
+            assert (st.stale, st.error, st.symbol) == (False, None, "BTC/USDT:USDT")
+            assert st.last_bar == closed
+        feats = p.features("BTC")
+        assert len(feats) == HISTORY and feats.index[-1] == closed
+        assert (feats["liq_n_exchanges"] == 3).all()
+        # the store holds the fetched rows in Freqtrade's layout
+        assert (tmp_path / "okx" / "futures" / "BTC_USDT_USDT-1h-futures.feather").exists()
+        assert (
+            tmp_path / "binance" / "futures" / "BTC_USDT_USDT-1h-open_interest.feather"
+        ).exists()
+        assert (
+            tmp_path / "binance" / "futures" / "liqsignal" / "BTC_USDT_USDT-1h-taker_buy.feather"
+        ).exists()
+
+        idle = await p.refresh()  # same clock: nothing new is due, nothing is asked
+        assert idle.requests == 0 and set(idle.new_bars.values()) == {0} and not idle.rebuilt
+
+        for step in (1, 3):
+            clock.t += step * HOUR
+            rep = await p.refresh()
+            assert not rep.errors and not rep.rebuilt and not rep.became_stale
+            assert rep.new_bars == {("BTC", ex): step for ex in VENUES}
+            assert 0 < rep.requests <= 3 * 4 * step  # candles, OI, funding (+ taker): few pages
+            assert p.features("BTC").index[-1] == clock.t.floor("h") - HOUR
+        assert rep.engine_s < rep.wall_s
+
+        live = p.features("BTC")
+        stored, full = aggregated_features_from_store(
+            "BTC", VENUES, "1h", tmp_path, MapConfig(), return_map=True
+        )
+        _assert_same(live, stored)
+        # the incremental state equals a full rebuild's, bin by bin
+        inc = p.map("BTC")
+        assert inc.last_time == full.last_time
+        assert (inc.levels().index == full.levels().index).all()
+        np.testing.assert_allclose(
+            inc.levels().to_numpy(), full.levels().to_numpy(), rtol=1e-9, atol=1e-6
+        )
+        _assert_shares(p, set(VENUES))
+        shares = {ex: sum(c.shares[ex] for c in p.snapshot("BTC", 30.0).clusters) for ex in VENUES}
+        assert shares["binance"] > shares["bybit"] > shares["okx"] > 0  # follows the OI scale
+
+
+@pytest.mark.parametrize(
+    ("venue", "fault"),
+    [("okx", "server_error"), ("bybit", "delist"), ("binance", "server_error")],
+)
+async def test_failing_exchange_is_stale_excluded_and_recovers(
+    venues: dict[str, tuple[ReplayExchange, Faults]],
+    clock: ManualClock,
+    tmp_path: Path,
+    venue: str,
+    fault: str,
+) -> None:
+    others = [v for v in VENUES if v != venue]
+    faults = venues[venue][1]
+    async with _provider(venues, clock, tmp_path) as p:
+        await p.refresh()
+        if fault == "server_error":
+            faults.server_error("", status=503, times=None)
+        else:
+            faults.delist(VENUE_ID[venue])
+        clock.t += 2 * HOUR
+        rep = await p.refresh()
+        assert rep.became_stale == [("BTC", venue)]
+        err = rep.errors[("BTC", venue)]
+        assert venue in err and "BTC" in err
+        assert ("TemporaryDataError" if fault == "server_error" else "PermanentDataError") in err
+        assert all(rep.new_bars[("BTC", o)] == 2 for o in others)  # the others carry on
+        st = p.status("BTC")
+        assert st[venue].stale and st[venue].error == err and st[venue].since == clock.t
+        assert all(not st[o].stale and st[o].error is None for o in others)
+        feats = p.features("BTC")
+        assert feats.index[-1] == clock.t.floor("h") - HOUR
+        assert (feats["liq_n_exchanges"].iloc[-2:] == 2).all()
+        _assert_shares(p, set(others))
+        assert p.price("BTC") > 0
+
+        clock.t += HOUR  # still failing: stays stale, not reported again
+        rep = await p.refresh()
+        assert rep.became_stale == [] and ("BTC", venue) in rep.errors
+        assert p.status("BTC")[venue].since == clock.t - HOUR
+
+        faults.clear()
+        clock.t += HOUR
+        rep = await p.refresh()
+        assert rep.recovered == [("BTC", venue)] and not rep.errors
+        assert rep.new_bars[("BTC", venue)] == 4  # back-filled
+        assert rep.rebuilt == ["BTC"]  # its late bars entered through a rebuild
+        assert not p.status("BTC")[venue].stale and p.status("BTC")[venue].since is None
+        assert (p.features("BTC")["liq_n_exchanges"] == 3).all()
+        _assert_shares(p, set(VENUES))
+        _assert_same(
+            p.features("BTC"), aggregated_features_from_store("BTC", VENUES, "1h", tmp_path)
+        )
+
+
+async def test_lagging_exchange_becomes_stale_after_the_allowed_bars(
+    venues: dict[str, tuple[ReplayExchange, Faults]], clock: ManualClock, tmp_path: Path
+) -> None:
+    bybit = venues["bybit"][0]
+    async with _provider(venues, clock, tmp_path, stale_after_bars=2.0) as p:
+        await p.refresh()
+        last = p.status("BTC")["bybit"].last_bar
+        assert last is not None
+        # Bybit keeps answering, but its data stops where it is (its own clock stands still)
+        bybit.clock = ManualClock(clock.t.floor("h") - pd.Timedelta(milliseconds=1))
+        stale_at = []
+        for _ in range(5):
+            clock.t += HOUR
+            rep = await p.refresh()
+            assert not rep.errors and rep.new_bars[("BTC", "bybit")] == 0  # lagging, no error
+            if rep.became_stale:
+                stale_at.append(clock.t)
+        # next bar due at last + 2h (its close); stale 2 bar-lengths later
+        assert stale_at == [(last + 4 * HOUR).ceil("h") + pd.Timedelta(minutes=30)]
+        st = p.status("BTC")["bybit"]
+        assert st.stale and st.error is None and st.last_bar == last
+        feats = p.features("BTC")
+        assert (feats["liq_n_exchanges"].iloc[-5:] == 2).all()  # binance and okx carried on
+        _assert_shares(p, {"binance", "okx"})
+        bybit.clock = clock
+        clock.t += HOUR
+        rep = await p.refresh()
+        assert rep.recovered == [("BTC", "bybit")] and rep.rebuilt == ["BTC"]
+        assert rep.new_bars[("BTC", "bybit")] == 6
+        _assert_same(
+            p.features("BTC"), aggregated_features_from_store("BTC", VENUES, "1h", tmp_path)
+        )
+
+
+async def test_bad_arguments_and_reads_before_refresh(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown 'ftx'"):
+        MarketSpec("BTC", ("binance", "ftx"))
+    with pytest.raises(ConfigError, match="duplicate"):
+        MarketSpec("BTC", ("okx", "okx"))
+    with pytest.raises(ConfigError, match="timeframe"):
+        MarketSpec("BTC", ("okx",), "1x")
+    with pytest.raises(ConfigError, match="listed twice"):
+        MapProvider([MarketSpec("BTC", ("okx",)), MarketSpec("BTC", ("bybit",))])
+    async with MapProvider([MarketSpec("ETH", ("okx",))], datadir=tmp_path) as p:
+        with pytest.raises(ConfigError, match="'BTC' is not served"):
+            p.status("BTC")
+        with pytest.raises(DataError, match="no map yet"):
+            p.snapshot("ETH")
+        assert p.features("ETH").empty and list(p.features("ETH").columns) == list(PROVIDER_COLUMNS)
+        assert not p.status("ETH")["okx"].stale
+    assert oi_timeframe_for("okx", "15m") == "5m" and oi_timeframe_for("hyperliquid", "1h") is None
