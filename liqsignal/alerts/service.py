@@ -1128,6 +1128,18 @@ def start_in_background(
 # -- command line ----------------------------------------------------------------------------
 
 
+def _check_sendable(cfg: AlertConfig) -> None:
+    import os
+
+    if not cfg.chat_ids:
+        raise ConfigError("liqsignal.alerts.chat_ids is empty: name the chats to alert")
+    if not (cfg.token or os.environ.get(cfg.token_env, "").strip()):
+        raise ConfigError(
+            f"no Telegram bot token: set the environment variable {cfg.token_env} "
+            "or liqsignal.alerts.token in an untracked config"
+        )
+
+
 def add_alerts_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``liqsignal alerts``."""
     parser.add_argument("--config", required=True, help="Freqtrade-style JSON config")
@@ -1150,6 +1162,7 @@ def run_alerts(args: argparse.Namespace) -> int:
         )
     if not settings.alerts.enabled:
         logger.warning("liqsignal.alerts.enabled is false; running anyway (explicit command)")
+    _check_sendable(settings.alerts)  # before any exchange client or file is created
     provider = _provider_from_settings(settings)
     service = AlertService(
         provider,
