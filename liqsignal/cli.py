@@ -1,4 +1,4 @@
-"""The ``liqsignal`` command: demo, evaluate, calibrate, map, download, replay.
+"""The ``liqsignal`` command: demo, evaluate, calibrate, map, download, alerts, replay.
 
 Progress bars (rich) go to stderr and only when it is a terminal, so ``--json`` output on
 stdout stays clean for scripts.
@@ -636,6 +636,15 @@ def build_parser() -> argparse.ArgumentParser:
         add_download_arguments(dl)
         dl.set_defaults(func=run_download)
     except ImportError:  # pragma: no cover - optional data extras missing
+        pass
+
+    try:
+        from liqsignal.alerts.service import add_alerts_arguments, run_alerts
+
+        al = sub.add_parser("alerts", help="refresh maps on a schedule and send Telegram alerts")
+        add_alerts_arguments(al)
+        al.set_defaults(func=run_alerts)
+    except ImportError:  # pragma: no cover - python-telegram-bot / apscheduler missing
         pass
 
     r = sub.add_parser("replay", help="serve stored data as a local exchange (see docs/replay.md)")

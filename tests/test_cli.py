@@ -123,3 +123,17 @@ def test_calibrate_writes_section_mapconfig_reads(tmp_path, capsys, monkeypatch)
     assert MapConfig.from_dict(section).intrabar_share in (0.25, 0.75, MapConfig().intrabar_share)
     assert main(["evaluate", "--config", str(out), "--json", "--no-events"]) == 0
     assert json.loads(capsys.readouterr().out)["events"] is None
+
+
+def test_alerts_command_refuses_without_chats_or_token(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("LIQSIGNAL_TELEGRAM_TOKEN", raising=False)
+    cfg = tmp_path / "config.json"
+    alerts = {"enabled": True, "chat_ids": [], "markets": ["BTC/USDT:USDT"]}
+    cfg.write_text(json.dumps({"liqsignal": {"alerts": alerts}}))
+    assert main(["alerts", "--config", str(cfg), "--once"]) == 2
+    assert "chat_ids is empty" in capsys.readouterr().err
+    alerts["chat_ids"] = [42]
+    cfg.write_text(json.dumps({"liqsignal": {"alerts": alerts}}))
+    assert main(["alerts", "--config", str(cfg), "--once", "--datadir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "token" in err.lower()
