@@ -5,7 +5,7 @@ to exit 1 when the engine's share of a steady cycle is 10 % or more).
 
 Data: the 50 markets are GENERATED from the bundled real BTC/USDT:USDT 1h slice
 (``tests/testdata/replay_binance``, 1512 candles with open interest and funding): market ``k`` is
-renamed ``X<two letters>`` and its prices are rescaled by a factor from 0.001 to 3 (volumes and
+renamed ``Q<two letters>`` and its prices are rescaled by a factor from 0.001 to 3 (volumes and
 OI amounts divided by it, so USD notional stays real), and each venue's open interest is scaled
 (Binance 1, Bybit 0.6, OKX 0.35). Same price path for every market: speed does not depend on it.
 Each venue is a replay server (``liqsignal.data.replay``) in this process, on 127.0.0.1, on one
@@ -61,7 +61,7 @@ class ManualClock(ReplayClock):
 
 
 def market_names(n: int) -> list[str]:
-    return [f"X{chr(65 + k // 26)}{chr(65 + k % 26)}" for k in range(n)]
+    return [f"Q{chr(65 + k // 26)}{chr(65 + k % 26)}" for k in range(n)]  # not XBT: ccxt reads BTC
 
 
 def generate(root: Path, names: list[str]) -> None:
