@@ -373,3 +373,22 @@ def test_hyperopt_parameters_apply_unless_the_config_sets_the_key():
         liq_guards_enabled = False
 
     assert Off(FakeDP()).liq_guard_config().enabled is False
+
+
+def test_freqtrade_detects_the_guard_parameters_in_their_hyperopt_spaces():
+    import importlib.util
+
+    from freqtrade.strategy.hyper import detect_all_parameters
+
+    spec = importlib.util.spec_from_file_location(
+        "liq_trend_for_test", ROOT / "strategies" / "liq_trend.py"
+    )
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    spaces = detect_all_parameters(mod.LiqTrendStrategy)
+    assert {"liq_entry_distance_pct", "liq_leverage_buffer_pct"} <= set(spaces["buy"])
+    assert {"liq_stop_min_score", "liq_stop_buffer_pct"} <= set(spaces["sell"])
+    for name, field in LiqGuardMixin._LIQ_PARAMS.items():
+        param = getattr(mod.LiqTrendStrategy, field)
+        assert param.optimize and param.value == getattr(GuardConfig(), name)

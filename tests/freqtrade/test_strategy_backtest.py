@@ -132,6 +132,8 @@ def test_refusals_and_caps_are_logged_with_their_figures(backtest, analysed):
         row = analysed.loc[pd.Timestamp(candle)]
         assert row[f"liq_{side}_cluster_usd"] > 0
     assert "guard leverage BTC/USDT:USDT" in log
+    # the guard thresholds are Freqtrade strategy parameters (hyperoptable)
+    assert "Strategy Parameter(default): liq_entry_distance_pct = 1.0" in log
     # decisions are logged once per candle: no identical line twice
     lines = [ln.split(" - ", 3)[-1] for ln in log.splitlines() if "liqsignal guard " in ln]
     assert len(lines) == len(set(lines))
