@@ -93,7 +93,7 @@ def line(label: str, r: RefreshReport) -> str:
     return (
         f"{label:<9} wall {r.wall_s:7.3f} s  requests {r.requests:5d}  new bars {bars:6d}  "
         f"engine {r.engine_s * 1000:8.2f} ms ({r.engine_s / r.wall_s:6.2%})  "
-        f"store writes {r.store_s:6.2f} s (summed over threads)  errors {len(r.errors)}"
+        f"store writes {r.store_s:6.2f} s (2 writer threads)  errors {len(r.errors)}"
     )
 
 

@@ -469,6 +469,7 @@ class MapProvider:
             for ex in used
         }
         self._lock = asyncio.Lock()
+        self._store_sem: asyncio.Semaphore | None = None  # made in the running loop
 
     # -- lifecycle --------------------------------------------------------------------------
     async def __aenter__(self) -> MapProvider:
@@ -618,14 +619,20 @@ class MapProvider:
                 else (feed.oi_tf if ctype == "open_interest" else tf)
             )
             assert ftf is not None
-            t_store = time.perf_counter()
+            if self._store_sem is None:  # two writer threads: more only fight over the GIL
+                self._store_sem = asyncio.Semaphore(2)
             try:
-                await asyncio.to_thread(self.store.merge, feed.exchange, sym, ftf, ctype, df)
+                async with self._store_sem:
+                    t_store = time.perf_counter()
+                    try:
+                        await asyncio.to_thread(
+                            self.store.merge, feed.exchange, sym, ftf, ctype, df
+                        )
+                    finally:
+                        store_s[0] += time.perf_counter() - t_store
             except Exception as e:  # corrupt file (left in place), disk full: keep going
                 first_error = first_error or e
                 continue
-            finally:
-                store_s[0] += time.perf_counter() - t_store
             clean = normalize_frame(df, ctype)
             if ctype == "futures":
                 before = len(fr.candles)
