@@ -513,7 +513,8 @@ class LiqGuardMixin:
             self._liq_log(pair, "stop", side, date, f"{d.action}: {d.reason}", d.figures, level)
             if d.action == "keep":
                 return None
-            return d.stoploss_ratio(float(current_rate), side)
+            lev = getattr(trade, "leverage", None) or 1.0
+            return d.stoploss_ratio(float(current_rate), side, float(lev))
         except Exception as e:  # never into the bot
             return self._liq_error("stop", pair, e, default=None)
 

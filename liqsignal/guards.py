@@ -189,15 +189,21 @@ class StopDecision:
     stop_rate: float | None = None
     figures: Mapping[str, float] = field(default_factory=dict)
 
-    def stoploss_ratio(self, current_rate: float, side: str) -> float | None:
-        """The stop as Freqtrade's ``custom_stoploss`` wants it (negative ratio), or None."""
+    def stoploss_ratio(self, current_rate: float, side: str, leverage: float = 1.0) -> float | None:
+        """The stop as Freqtrade's ``custom_stoploss`` wants it, or None.
+
+        Freqtrade reads the value as risk on the stake and divides it by the trade's leverage
+        (``stop = rate * (1 - |value| / leverage)`` for a long), so the price distance is
+        multiplied by ``leverage`` here.
+        """
         if self.stop_rate is None or not current_rate > 0:
             return None
         if side == "long":
             dist = (current_rate - self.stop_rate) / current_rate
         else:
             dist = (self.stop_rate - current_rate) / current_rate
-        return -max(dist, 1e-6)
+        lev = leverage if isinstance(leverage, int | float) and leverage >= 1.0 else 1.0
+        return -max(dist, 1e-6) * lev
 
 
 def _f(row: Mapping[str, Any] | None, key: str) -> float:

@@ -250,8 +250,9 @@ class Strat(LiqGuardMixin):
 
 
 class Trade:
-    def __init__(self, is_short: bool) -> None:
+    def __init__(self, is_short: bool, leverage: float = 1.0) -> None:
         self.is_short = is_short
+        self.leverage = leverage
 
 
 def _analyzed(candles, oi) -> pd.DataFrame:
@@ -305,11 +306,19 @@ def test_mixin_leverage_and_stop(candles, oi, caplog):
                 lev = s.liq_leverage(PAIR, now, row["close"], 50, 125, side)
                 assert 1.0 <= lev <= 50
                 caps += lev < 50
-                sl = s.liq_custom_stoploss(PAIR, Trade(side == "short"), now, row["close"])
+                sl = s.liq_custom_stoploss(PAIR, Trade(side == "short", 5.0), now, row["close"])
                 armed = row[f"liq_{side}_armed"] > 0
                 assert (sl is not None) == armed
                 if sl is not None:
-                    assert -0.2 < sl < 0
+                    assert -1.0 < sl < 0
+                    # the stop price Freqtrade derives (value / leverage) is beyond the pocket
+                    stop = row["close"] * (1 - abs(sl) / 5.0 * (1 if side == "long" else -1))
+                    c = row["close"]
+                    if side == "long":  # just above the pocket, never within 0.1 % of price
+                        want = min(row["liq_long_cluster_high"] * 1.002, c * 0.999)
+                    else:
+                        want = max(row["liq_short_cluster_low"] * 0.998, c * 1.001)
+                    assert stop == pytest.approx(want)
                     tightened += 1
     assert caps > 50 and tightened > 0
     assert any("guard leverage" in ln and "capped 50x" in ln for ln in _decision_lines(caplog))

@@ -195,6 +195,10 @@ def test_stop_tightens_beyond_an_armed_pocket_on_the_positions_side():
     assert d.stop_rate == pytest.approx(price * 0.985 * 1.002)
     ratio = d.stoploss_ratio(price, "long")
     assert ratio is not None and ratio == pytest.approx(-(1 - 0.985 * 1.002))
+    # Freqtrade divides custom_stoploss by the leverage: the stop price must come out the same
+    for lev in (1.0, 5.0, 10.0):
+        r = d.stoploss_ratio(price, "long", lev)
+        assert r is not None and price * (1 - abs(r / lev)) == pytest.approx(d.stop_rate)
     # a short position does not care about the armed long pocket below
     assert stop_decision(row, "short", price, GuardConfig()).action == "keep"
     srow = make_row(price, liq_short_armed=1.0, liq_short_armed_score=0.5)
