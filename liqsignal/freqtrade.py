@@ -362,14 +362,18 @@ class LiqGuardMixin:
         return cfg
 
     def _liq_engine(self) -> MapConfig:
-        self.liq_guard_config()
+        if self._liq_state()["settings"] is None:
+            self.liq_guard_config()
         engine: MapConfig = self._liq_state()["settings"].engine
         return engine
 
     def _liq_row(
-        self, pair: str, now: datetime | None, columns: tuple[str, ...] = GUARD_COLUMNS
+        self,
+        pair: str,
+        now: datetime | None,
+        cfg: GuardConfig,
+        columns: tuple[str, ...] = GUARD_COLUMNS,
     ) -> tuple[Any, datetime | None, str]:
-        cfg = self.liq_guard_config()
         tf = str(getattr(self, "timeframe", "1h"))
         row: Any = None
         date: datetime | None = None
@@ -418,6 +422,8 @@ class LiqGuardMixin:
         self, pair: str, guard: str, side: str, date: datetime | None, reason: str, figures: Any,
         level: int = logging.INFO,
     ) -> None:  # fmt: skip
+        if not logger.isEnabledFor(level):
+            return
         logged: dict[tuple[str, str, str], Any] = self._liq_state()["logged"]
         key = (pair, guard, side)
         mark = (date, reason)
@@ -446,7 +452,7 @@ class LiqGuardMixin:
             cfg = self.liq_guard_config()
             if not cfg.enabled:
                 return True
-            row, date, state = self._liq_row(pair, current_time)
+            row, date, state = self._liq_row(pair, current_time, cfg)
             d = entry_decision(row, _side(side), float(rate), cfg, state=state)
             verdict = ("allow: " if d.allowed else "refuse: ") + d.reason
             self._liq_log(pair, "entry", _side(side), date, verdict, d.figures)
@@ -470,7 +476,7 @@ class LiqGuardMixin:
             cfg = self.liq_guard_config()
             if not cfg.enabled:
                 return fallback
-            row, date, state = self._liq_row(pair, current_time)
+            row, date, state = self._liq_row(pair, current_time, cfg)
             engine = self._liq_engine()
             exchange = str((getattr(self, "config", None) or {}).get("exchange", {}).get(
                 "name", engine.exchange))  # fmt: skip
@@ -505,9 +511,9 @@ class LiqGuardMixin:
             side = "short" if getattr(trade, "is_short", False) else "long"
             # most candles have nothing armed: read three values first, the rest only if needed
             quick = (f"liq_{side}_armed", "liq_long_total_usd", "liq_short_total_usd")
-            row, date, state = self._liq_row(pair, current_time, quick)
+            row, date, state = self._liq_row(pair, current_time, cfg, quick)
             if state == "ok" and row.get(quick[0], 0.0) > 0:
-                row, date, state = self._liq_row(pair, current_time)
+                row, date, state = self._liq_row(pair, current_time, cfg)
             d = stop_decision(row, side, float(current_rate), cfg, state=state)
             level = logging.INFO if d.action != "keep" else logging.DEBUG
             self._liq_log(pair, "stop", side, date, f"{d.action}: {d.reason}", d.figures, level)
