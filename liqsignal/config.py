@@ -65,6 +65,7 @@ PARAM_NAMES: tuple[str, ...] = (
     "heatmap_bins_per_row",
     "churn_volume_share",
     "intrabar_share",
+    "close_relative",
 )
 
 
@@ -122,6 +123,12 @@ class MapConfig:
     #: Share of a bar's new levels that the same bar's range already reached which is counted
     #: as liquidated within that bar (the order of prices inside a bar is unknown).
     intrabar_share: float = 0.5
+    #: True: OI decreases (and turnover closes) remove the same *fraction* of the map as of open
+    #: interest (closes fall on all open positions, the map holds a part of them). False (the
+    #: default): remove the USD amount itself, so a large OI drop can wipe a small map. True
+    #: ranks per-bar liquidations better (README, "Checked against reality") but smooths the
+    #: map, so the relative cluster threshold finds few clusters and "armed" rarely fires.
+    close_relative: bool = False
     #: Freshness half-life in hours (decay by wall time, so gaps decay correctly).
     half_life_hours: float = 48.0
     #: Volume-proxy mode (no OI): this share of bar volume x price counts as new notional.
@@ -203,6 +210,10 @@ class MapConfig:
         _fraction("proxy_volume_share", self.proxy_volume_share)
         _fraction("churn_volume_share", self.churn_volume_share)
         _fraction("intrabar_share", self.intrabar_share)
+        if not isinstance(self.close_relative, bool):
+            raise ConfigError(
+                f"engine.close_relative must be true or false, got {self.close_relative!r}"
+            )
         for name in ("density_band_pct", "scan_range_pct", "cascade_gap_pct"):
             _positive(name, getattr(self, name))
         _positive("armed_distance_pct", self.armed_distance_pct)
@@ -309,5 +320,6 @@ class MapConfig:
             "heatmap_bins_per_row": float(self.heatmap_bins_per_row),
             "churn_volume_share": self.churn_volume_share,
             "intrabar_share": self.intrabar_share,
+            "close_relative": 1.0 if self.close_relative else 0.0,
         }
         return np.array([values[n] for n in PARAM_NAMES], dtype=np.float64)

@@ -237,7 +237,7 @@ def find_clusters_nb(
     ``vals[j]`` is the notional of grid bin ``i_start + direction * j``. A bin is dense when the
     mean of ``vals`` over [j - h, j + h] is at least ``thr_mult`` times the mean of ``vals[:m]``;
     runs of dense bins with gaps of at most ``merge_gap`` bins form a cluster; clusters below
-    ``min_usd`` are skipped. ``total`` is ``vals[:m].sum()`` (the caller has it). Writes up to
+    ``min_usd`` are skipped (a relative 1e-9 slack makes ties dense). ``total`` is ``vals[:m].sum()`` (the caller has it). Writes up to
     ``max_k`` rows of (usd, weighted price, near edge price, far edge price, bins) into
     ``out[side]``; returns the count.
     """
@@ -261,7 +261,7 @@ def find_clusters_nb(
             if drop >= 0:
                 win -= vals[drop]
         width = min(m - 1, j + smooth_h) - max(0, j - smooth_h) + 1
-        if win >= thr * width:
+        if win >= thr * width * (1.0 - 1e-9):  # ties (equal bins) count as dense
             if in_run and j - last - 1 <= merge_gap:
                 last = j
             else:
@@ -459,6 +459,7 @@ def run_nb(
     hm_per_row = int(p[24])  # heatmap_bins_per_row
     churn = p[25]  # churn_volume_share
     intrabar = p[26]  # intrabar_share
+    close_relative = p[27]  # close_relative
 
     inv_step = 1.0 / step
     n_bars = ts.shape[0]
@@ -572,6 +573,7 @@ def run_nb(
             # --- 2./3. open or close from the OI change ---
             tp = (h + lo + cl) / 3.0
             oi = x[t, e, I_OI]
+            prev_oi_usd = ex[e, X_PREV_OI] * tp
             new_usd = 0.0
             close_usd = 0.0
             vol = x[t, e, I_VOL]
@@ -681,6 +683,9 @@ def run_nb(
             if close_usd > 0.0:
                 tl = ex[e, X_TOT_L] * ex[e, X_SCALE_L]
                 tsh = ex[e, X_TOT_S] * ex[e, X_SCALE_S]
+                if close_relative > 0.0 and prev_oi_usd > 0.0:
+                    # closes fall on all open positions; the map holds a part of them
+                    close_usd *= min(1.0, (tl + tsh) / prev_oi_usd)
                 if close_long_share < 0.0:
                     tot = tl + tsh
                     if tot > 0.0:

@@ -127,6 +127,7 @@ class ReferenceMap:
             tp = (h + lo + cl) / 3.0
             oi = xt[e, nb.I_OI]
             vol = xt[e, nb.I_VOL]
+            prev_oi_usd = self.prev_oi[e] * tp
             new_usd = close_usd = 0.0
             if self.proxy[e] == 1:
                 if np.isfinite(vol) and vol > 0:
@@ -206,6 +207,9 @@ class ReferenceMap:
             if close_usd > 0:
                 tl = self.long[e].sum()
                 tsh = self.short[e].sum()
+                if p["close_relative"] > 0 and prev_oi_usd > 0:
+                    # the same fraction of the map as of open interest
+                    close_usd *= min(1.0, (tl + tsh) / prev_oi_usd)
                 if p["close_long_share"] < 0:
                     tot = tl + tsh
                     rl = close_usd * tl / tot if tot > 0 else 0.0
@@ -333,7 +337,7 @@ class ReferenceMap:
         thr = p["cluster_threshold"] * vals.sum() / m
         h = int(p["smooth_half_bins"])
         sm = np.array([vals[max(0, j - h) : min(m, j + h + 1)].mean() for j in range(m)])
-        dense = np.flatnonzero(sm >= thr)
+        dense = np.flatnonzero(sm >= thr * (1 - 1e-9))
         runs = []
         for j in dense:
             if runs and j - runs[-1][1] - 1 <= p["merge_gap_bins"]:

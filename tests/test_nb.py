@@ -61,8 +61,11 @@ def test_param_order_matches_kernel_unpacking():
     churn=st.sampled_from([0.0, 0.05]),
     intrabar=st.sampled_from([0.0, 0.5, 1.0]),
     close_share=st.sampled_from([None, 0.3]),
+    close_relative=st.booleans(),
 )
-def test_kernel_equals_reference(seed, n, vol, relative, n_bins, churn, intrabar, close_share):
+def test_kernel_equals_reference(
+    seed, n, vol, relative, n_bins, churn, intrabar, close_share, close_relative
+):
     rng = np.random.default_rng(seed)
     ts, x = random_bars(rng, n, vol=vol)
     kw = {"step": None, "step_bps": 20.0} if relative else {"step": 0.05}
@@ -72,6 +75,7 @@ def test_kernel_equals_reference(seed, n, vol, relative, n_bins, churn, intrabar
         churn_volume_share=churn,
         intrabar_share=intrabar,
         close_long_share=close_share,
+        close_relative=close_relative,
         half_life_hours=float(rng.choice([1.0, 48.0])),
         smooth_half_bins=int(rng.integers(0, 3)),
         merge_gap_bins=int(rng.integers(0, 3)),
