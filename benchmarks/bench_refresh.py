@@ -37,27 +37,13 @@ import liqsignal.data.replay.bybit
 import liqsignal.data.replay.okx  # noqa: F401  (registers the venues)
 from liqsignal.config import MapConfig
 from liqsignal.data.provider import MapProvider, MarketSpec, RefreshReport
-from liqsignal.data.replay.server import ReplayClock, ReplayExchange
+from liqsignal.data.replay.server import ManualClock, ReplayExchange
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "tests" / "testdata" / "replay_binance" / "futures"
 VENUES = ("binance", "bybit", "okx")
 OI_SCALE = {"binance": 1.0, "bybit": 0.6, "okx": 0.35}
 START = pd.Timestamp("2026-02-19 20:30", tz="UTC")  # 1000+ closed bars before it
-
-
-class ManualClock(ReplayClock):
-    """Replay clock moved by the benchmark (shared by the servers and the provider)."""
-
-    def __init__(self, start: pd.Timestamp) -> None:
-        super().__init__(int(start.value // 1_000_000), 1.0)
-        self.t = start
-
-    def now_ms(self) -> int:
-        return int(self.t.value // 1_000_000)
-
-    def __call__(self) -> pd.Timestamp:
-        return self.t
 
 
 def market_names(n: int) -> list[str]:

@@ -19,7 +19,7 @@ import pytest
 from liqsignal.alerts.service import AlertConfig, AlertService
 from liqsignal.data.exchanges import RetryPolicy
 from liqsignal.data.provider import MapProvider, MarketSpec
-from liqsignal.data.replay.server import ReplayClock, ReplayExchange
+from liqsignal.data.replay.server import ManualClock, ReplayExchange
 
 from .conftest import CHAT_A
 
@@ -27,20 +27,6 @@ ROOT = Path(__file__).resolve().parents[2]
 DATADIR = ROOT / "user_data" / "data" / "binance"
 CASCADE_BAR = pd.Timestamp("2026-01-29 15:00", tz="UTC")
 HOUR = pd.Timedelta(hours=1)
-
-
-class ManualClock(ReplayClock):
-    """Replay time that moves only when the test says (shared by the replay and provider)."""
-
-    def __init__(self, start: pd.Timestamp) -> None:
-        super().__init__(int(start.value // 1_000_000), 1.0)
-        self.t = start
-
-    def now_ms(self) -> int:
-        return int(self.t.value // 1_000_000)
-
-    def __call__(self) -> pd.Timestamp:
-        return self.t
 
 
 @pytest.fixture

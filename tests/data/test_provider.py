@@ -28,7 +28,7 @@ from liqsignal.data.provider import (
     oi_timeframe_for,
 )
 from liqsignal.data.replay.faults import Faults
-from liqsignal.data.replay.server import ReplayClock, ReplayExchange
+from liqsignal.data.replay.server import ManualClock, ReplayExchange
 from liqsignal.exceptions import ConfigError, DataError
 
 TESTDATA = Path(__file__).resolve().parents[1] / "testdata" / "replay_binance"
@@ -39,20 +39,6 @@ START = pd.Timestamp("2026-01-20 03:30", tz="UTC")  # half past: the 03:00 candl
 HOUR = pd.Timedelta(hours=1)
 FAST = RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.02, max_retry_after=0.1)
 HISTORY = 150
-
-
-class ManualClock(ReplayClock):
-    """A replay clock that moves only when told (shared by all venues and the provider)."""
-
-    def __init__(self, start: pd.Timestamp) -> None:
-        super().__init__(int(start.value // 1_000_000), 1.0)
-        self.t = start
-
-    def now_ms(self) -> int:
-        return int(self.t.value // 1_000_000)
-
-    def __call__(self) -> pd.Timestamp:
-        return self.t
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,7 @@ __all__ = [
     "DataSource",
     "Fault",
     "FaultInjector",
+    "ManualClock",
     "ReplayClock",
     "ReplayExchange",
     "Request",
@@ -112,6 +113,21 @@ class ReplayClock:
     def visible_until(self) -> int | None:
         """Latest visible time in ms, or None when everything is visible (static mode)."""
         return None if self.static else self.now_ms()
+
+
+class ManualClock(ReplayClock):
+    """Replay time that moves only when told (``clock.t = ...``): for tests and benchmarks that
+    step one clock shared by the replay servers and a provider. Calling it returns ``t``."""
+
+    def __init__(self, start: pd.Timestamp) -> None:
+        super().__init__(int(start.value // 1_000_000), 1.0)
+        self.t = start
+
+    def now_ms(self) -> int:
+        return int(self.t.value // 1_000_000)
+
+    def __call__(self) -> pd.Timestamp:
+        return self.t
 
 
 # --------------------------------------------------------------------------------------------
