@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import pandas as pd
 import pytest
 from freqtrade.data.history.datahandlers.featherdatahandler import FeatherDataHandler
 from freqtrade.enums import CandleType
+from venues_util import TESTDATA, VENUES, Venues, start_venues, stop_venues
 
 import liqsignal.data.replay.bybit
 import liqsignal.data.replay.okx  # noqa: F401  (registers the venue)
@@ -23,8 +23,6 @@ from liqsignal.data.replay.server import ReplayExchange
 from liqsignal.data.store import FeatherStore
 from liqsignal.exceptions import ConfigError
 
-TESTDATA = Path(__file__).resolve().parents[1] / "testdata" / "replay_binance"
-VENUES = ("binance", "bybit", "okx")
 SINCE = "2026-01-01"
 UNTIL = "2026-03-05"
 FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05)
@@ -36,18 +34,10 @@ REF = {
 
 
 @pytest.fixture(scope="module")
-def venues(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[dict[str, tuple[ReplayExchange, Faults]]]:
-    root = tmp_path_factory.mktemp("download_venues")
-    out = {}
-    for venue in VENUES:
-        shutil.copytree(TESTDATA, root / venue)
-        rx = ReplayExchange(root / venue, venues=(venue,)).start()
-        out[venue] = (rx, Faults(rx))
+def venues(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Venues]:
+    out = start_venues(tmp_path_factory.mktemp("download_venues"))
     yield out
-    for rx, _ in out.values():
-        rx.stop()
+    stop_venues(out)
 
 
 @pytest.fixture(autouse=True)

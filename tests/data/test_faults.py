@@ -3,14 +3,13 @@ Retry-After honoured) without losing or duplicating rows, permanent ones named a
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+from venues_util import TESTDATA, VENUES, Venues, start_venues, stop_venues
 
 import liqsignal.data.replay.bybit
 import liqsignal.data.replay.okx  # noqa: F401  (registers the venue)
@@ -19,8 +18,6 @@ from liqsignal.data.replay.faults import FaultRule, Faults
 from liqsignal.data.replay.server import Fault, ReplayExchange
 from liqsignal.exceptions import ConfigError, PermanentDataError, TemporaryDataError
 
-TESTDATA = Path(__file__).resolve().parents[1] / "testdata" / "replay_binance"
-VENUES = ("binance", "bybit", "okx")
 CANDLES = {"binance": "/fapi/v1/klines", "bybit": "/v5/market/kline", "okx": "/api/v5/market/"}
 FUNDING = {
     "binance": "/fapi/v1/fundingRate",
@@ -35,18 +32,10 @@ REFERENCE = pd.read_feather(TESTDATA / "futures" / "BTC_USDT_USDT-1h-futures.fea
 
 
 @pytest.fixture(scope="module")
-def venues(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[dict[str, tuple[ReplayExchange, Faults]]]:
-    root = tmp_path_factory.mktemp("fault_venues")
-    out = {}
-    for venue in VENUES:
-        shutil.copytree(TESTDATA, root / venue)
-        rx = ReplayExchange(root / venue, venues=(venue,)).start()
-        out[venue] = (rx, Faults(rx))
+def venues(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Venues]:
+    out = start_venues(tmp_path_factory.mktemp("fault_venues"))
     yield out
-    for rx, _ in out.values():
-        rx.stop()
+    stop_venues(out)
 
 
 @pytest.fixture(autouse=True)

@@ -8,13 +8,13 @@ differ. A shared manual replay clock advances hour by hour; the provider reads t
 from __future__ import annotations
 
 import math
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from venues_util import VENUES, Venues, start_venues, stop_venues
 
 import liqsignal.data.replay.bybit
 import liqsignal.data.replay.okx  # noqa: F401  (registers the venue)
@@ -31,8 +31,6 @@ from liqsignal.data.replay.faults import Faults
 from liqsignal.data.replay.server import ManualClock, ReplayExchange
 from liqsignal.exceptions import ConfigError, DataError
 
-TESTDATA = Path(__file__).resolve().parents[1] / "testdata" / "replay_binance"
-VENUES = ("binance", "bybit", "okx")
 OI_SCALE = {"binance": 1.0, "bybit": 0.6, "okx": 0.35}
 VENUE_ID = {"binance": "BTCUSDT", "bybit": "BTCUSDT", "okx": "BTC-USDT-SWAP"}
 START = pd.Timestamp("2026-01-20 03:30", tz="UTC")  # half past: the 03:00 candle is forming
@@ -42,23 +40,10 @@ HISTORY = 150
 
 
 @pytest.fixture(scope="module")
-def venues(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[dict[str, tuple[ReplayExchange, Faults]]]:
-    root = tmp_path_factory.mktemp("provider_venues")
-    out = {}
-    for venue in VENUES:
-        shutil.copytree(TESTDATA, root / venue)
-        oi_path = root / venue / "futures" / "BTC_USDT_USDT-1h-open_interest.feather"
-        oi = pd.read_feather(oi_path)
-        for col in ("open_interest_amount", "open_interest_value"):
-            oi[col] = oi[col] * OI_SCALE[venue]
-        oi.to_feather(oi_path)
-        rx = ReplayExchange(root / venue, venues=(venue,)).start()
-        out[venue] = (rx, Faults(rx))
+def venues(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Venues]:
+    out = start_venues(tmp_path_factory.mktemp("provider_venues"), OI_SCALE)
     yield out
-    for rx, _ in out.values():
-        rx.stop()
+    stop_venues(out)
 
 
 @pytest.fixture
