@@ -3,6 +3,7 @@ Retry-After honoured) without losing or duplicating rows, permanent ones named a
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -164,3 +165,26 @@ def test_fault_rules_validate() -> None:
         FaultRule("explode")
     with pytest.raises(ConfigError, match="times"):
         FaultRule("timeout", times=-1)
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        ([[1, 2, 3, 4, 5, 6, 7], [8, 9, 10, 11, 12, 13, 14]], ()),
+        (
+            {"retCode": 0, "result": {"list": [["1", "2", "3", "4", "5", "6", "7"]] * 2}},
+            ("result", "list"),
+        ),
+        ({"code": "0", "data": [["1", "2", "3", "4", "5", "6", "7"]] * 2}, ("data",)),
+    ],
+)
+def test_row_faults_hit_the_page_not_one_row(body: Any, path: tuple[str, ...]) -> None:
+    from liqsignal.data.replay.faults import _rewrite_rows
+    from liqsignal.data.replay.server import Response
+
+    resp = Response(200, json.dumps(body).encode(), {})
+    out = json.loads(_rewrite_rows(resp, "duplicate_rows", 0).body)
+    for key in path:
+        out = out[key]
+    assert len(out) == 4  # both rows doubled, each row left whole
+    assert all(len(r) == 7 for r in out)

@@ -119,12 +119,27 @@ def _longest_list(obj: Any) -> list[Any] | None:
     return best
 
 
+def _page_rows(obj: Any) -> list[Any] | None:
+    """The list of rows of a page: Binance's top-level list, Bybit's ``result.list``, OKX's
+    ``data``; otherwise the longest list inside (a short page of long rows must not be
+    mistaken for one row)."""
+    if isinstance(obj, list):
+        return obj
+    if isinstance(obj, dict):
+        result = obj.get("result")
+        if isinstance(result, dict) and isinstance(result.get("list"), list):
+            return result["list"]
+        if isinstance(obj.get("data"), list):
+            return obj["data"]
+    return _longest_list(obj)
+
+
 def _rewrite_rows(resp: Response, kind: str, seed: int) -> Response:
     try:
         obj = json.loads(resp.body)
     except ValueError:
         return resp
-    rows = _longest_list(obj)
+    rows = _page_rows(obj)
     if rows is None:
         return resp
     if kind == "empty_page":
