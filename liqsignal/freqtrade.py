@@ -133,8 +133,12 @@ def liq_settings(config: Mapping[str, Any] | MapConfig | None) -> LiqSettings:
     if unknown:
         raise ConfigError(f"liqsignal: unknown key(s) {unknown}; known keys: {list(SECTION_KEYS)}")
     guards = section.get("guards") or {}
+    engine = dict(section.get("engine") or {})
+    exchange = (config or {}).get("exchange")
+    if "exchange" not in engine and isinstance(exchange, Mapping) and exchange.get("name"):
+        engine["exchange"] = str(exchange["name"])  # the bot's venue picks the formula
     return LiqSettings(
-        MapConfig.from_dict(section.get("engine")),
+        MapConfig.from_dict(engine),
         GuardConfig.from_dict(guards),
         frozenset(guards) if isinstance(guards, Mapping) else frozenset(),
     )

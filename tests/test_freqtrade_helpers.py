@@ -196,6 +196,10 @@ def test_add_liq_columns_config_section_and_timeframe_inference(candles, oi):
 
 
 def test_liq_settings_names_bad_keys_and_reads_the_example_config():
+    bybit = liq_settings({"exchange": {"name": "bybit"}, "liqsignal": {}})
+    assert bybit.engine.exchange == "bybit"  # the bot's venue unless the engine section says
+    pinned = {"exchange": {"name": "bybit"}, "liqsignal": {"engine": {"exchange": "okx"}}}
+    assert liq_settings(pinned).engine.exchange == "okx"
     with pytest.raises(ConfigError, match=r"liqsignal: unknown key\(s\) \['guard'\]"):
         liq_settings({"liqsignal": {"guard": {}}})
     with pytest.raises(ConfigError, match=r"guards\.on_stale"):
