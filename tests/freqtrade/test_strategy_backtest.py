@@ -26,6 +26,9 @@ pytestmark = pytest.mark.slow
 STRATEGIES = ROOT / "strategies"
 TIMERANGE = "20251220-20260304"
 STARTUP = 480  # LiqTrendStrategy.startup_candle_count
+# set in the config's guards section, so it wins over the hyperoptable parameter (default 1.0):
+# a wider limit makes refusals certain on any calibration of the map
+GUARDS = {"entry_distance_pct": 2.0}
 
 
 def _run(args: list[str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -41,6 +44,10 @@ def backtest(tmp_path_factory) -> dict:
     example = json.loads((ROOT / "config.example.json").read_text())
     with ReplayExchange(BUNDLED) as rx:
         cfg = dict(example)
+        cfg["liqsignal"] = {
+            **example["liqsignal"],
+            "guards": {**example["liqsignal"]["guards"], **GUARDS},
+        }
         cfg["exchange"] = {**example["exchange"], "ccxt_config": rx.ccxt_config()}
         cfg["user_data_dir"] = str(tmp / "ud")
         cfg["strategy_path"] = str(STRATEGIES)
@@ -109,7 +116,7 @@ def test_sample_and_control_both_trade_and_differ(backtest):
 
 def test_guard_decisions_in_the_run_match_the_pure_guards(backtest, analysed):
     trades = backtest["result"]["LiqTrendStrategy"]["trades"]
-    cfg = GuardConfig()  # the example config leaves the thresholds to the parameters' defaults
+    cfg = GuardConfig(**GUARDS)  # the other thresholds: the parameters' defaults
     for t in trades:
         open_date = pd.Timestamp(t["open_date"])
         row = analysed.loc[open_date - pd.Timedelta(hours=1)]  # the signal candle
@@ -128,7 +135,7 @@ def test_refusals_and_caps_are_logged_with_their_figures(backtest, analysed):
     )
     assert refusals, "the entry guard refused nothing"
     for side, candle, dist in refusals:
-        assert float(dist) <= GuardConfig().entry_distance_pct
+        assert float(dist) <= GUARDS["entry_distance_pct"]
         row = analysed.loc[pd.Timestamp(candle)]
         assert row[f"liq_{side}_cluster_usd"] > 0
     assert "guard leverage BTC/USDT:USDT" in log
