@@ -480,12 +480,7 @@ def cmd_map(args: argparse.Namespace) -> int:
     from liqsignal.plot import leverage_bucket_levels, plot_map
 
     if args.live:
-        raise LiqsignalError(
-            "--live needs a live data provider (candles, open interest and funding polled "
-            "through liqsignal/data/exchanges.py into a running map), and liqsignal has none "
-            "yet. Meanwhile: `liqsignal download ...` then `liqsignal map BTC --from-data "
-            "user_data/data`."
-        )
+        return _cmd_map_live(args)
     datadir = Path(args.from_data or args.datadir)
     frames = {}
     proxy = []
@@ -571,6 +566,101 @@ def cmd_map(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_map_live(args: argparse.Namespace) -> int:
+    """``map --live``: one refresh of a MapProvider (ccxt; fetches what the store lacks), then
+    the same table and picture, with stale exchanges named."""
+    import asyncio
+
+    import pandas as pd
+
+    from liqsignal.data.exchanges import RetryPolicy
+    from liqsignal.data.provider import MapProvider, MarketSpec
+    from liqsignal.plot import plot_map
+
+    base = args.market.split("/")[0].upper()
+    ccxt_config: dict[str, Any] = {}
+    if args.ccxt_config:
+        try:
+            ccxt_config = json.loads(Path(args.ccxt_config).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise LiqsignalError(f"--ccxt-config {args.ccxt_config}: {e}") from e
+    cfg = _load_engine_config(args.config)
+    if base != "BTC" and cfg.step is not None and args.config is None:
+        cfg = cfg.replace(step=None, step_bps=5.0)  # the 50 USD step is for BTC
+    clock = None
+    if args.now:
+        fixed = pd.Timestamp(args.now)
+        fixed = fixed.tz_localize("UTC") if fixed.tzinfo is None else fixed.tz_convert("UTC")
+        clock = lambda: fixed  # noqa: E731
+    spec = MarketSpec(base, tuple(args.exchange), args.timeframe)
+
+    async def run() -> tuple[Any, Any, Any, Any, Any]:
+        provider = MapProvider(
+            [spec],
+            config=cfg,
+            datadir=args.datadir,
+            ccxt_config=ccxt_config,
+            history_bars=args.history,
+            clock=clock,
+            retry=RetryPolicy(attempts=args.retries),
+            # replayed data (--now) is older than the exchanges' own history depth
+            history_limits=not args.now,
+        )
+        try:
+            report = await provider.refresh()
+            return (
+                report,
+                provider.snapshot(base, scan_range_pct=args.range),
+                provider.features(base),
+                provider.status(base),
+                provider.map(base),
+            )
+        finally:
+            await provider.aclose()
+
+    report, snap, feats, status, lmap = asyncio.run(run())
+    stale = {ex: st.error or "no recent bar" for ex, st in status.items() if st.stale}
+    if len(stale) == len(status):
+        raise LiqsignalError(
+            f"map --live: no exchange has current data for {base}: "
+            + "; ".join(f"{ex}: {why}" for ex, why in stale.items())
+        )
+    rows = _cluster_table(snap, feats, args.limit)
+    note = f"live, stale: {', '.join(stale)}" if stale else "live"
+    png = plot_map(
+        lmap,
+        Path(args.out) / f"{base}_{args.timeframe}_live_map.png",
+        title=f"{base} {args.timeframe} live ({', '.join(args.exchange)})",
+        window_pct=args.range,
+        armed={r["side"]: r["armed"] for r in rows if r["armed"]},
+        note=note,
+    )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "market": base,
+                    "exchanges": list(args.exchange),
+                    "timeframe": args.timeframe,
+                    "last_bar": str(snap.time),
+                    "price": snap.price,
+                    "clusters": rows,
+                    "stale": stale,
+                    "requests": report.requests,
+                    "new_bars": {f"{m}/{e}": n for (m, e), n in report.new_bars.items()},
+                    "picture": str(png),
+                },
+                indent=2,
+            )
+        )
+    else:
+        for ex, why in stale.items():
+            print(f"stale, left out of the map: {ex} ({why})")
+        _print_table(rows, snap.price, f"{base} {args.timeframe} live at {snap.time}")
+        print(f"picture: {png}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="liqsignal", description="Liquidation maps for crypto futures")
     sub = p.add_subparsers(dest="command", required=True)
@@ -619,7 +709,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--timeframe", default="1h")
     src = m.add_mutually_exclusive_group()
     src.add_argument("--from-data", help="Freqtrade data folder (default user_data/data)")
-    src.add_argument("--live", action="store_true", help="live data (needs a live provider)")
+    src.add_argument("--live", action="store_true", help="fetch live data through ccxt (store)")
     m.add_argument("--datadir", default="user_data/data", help=argparse.SUPPRESS)
     m.add_argument("--out", default="out")
     m.add_argument("--limit", type=int, default=8, help="clusters per side")
@@ -627,6 +717,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--json", action="store_true")
     m.add_argument("--range", type=float, default=12.0, help="cluster table range, %% of price")
     m.add_argument("--no-buckets", action="store_true", help="no per-leverage recomputation")
+    m.add_argument("--ccxt-config", help='--live: JSON {"<exchange>": {ccxt settings}}')
+    m.add_argument("--history", type=int, default=1000, help="--live: bars to fill and map")
+    m.add_argument("--now", help="--live: fixed 'now' (UTC), for replayed data")
+    m.add_argument("--retries", type=int, default=5, help="--live: attempts per request")
     m.set_defaults(func=cmd_map)
 
     try:

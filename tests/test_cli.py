@@ -79,12 +79,6 @@ def test_errors_are_reported_not_raised(tmp_path, capsys):
     assert "no candles for NOPE/USDT:USDT" in capsys.readouterr().err
 
 
-def test_map_live_says_what_is_missing(capsys):
-    assert main(["map", "BTC", "--live"]) == 2
-    err = capsys.readouterr().err
-    assert "live data provider" in err and "--from-data" in err
-
-
 def test_map_from_data_with_buckets(tmp_path, capsys):
     rc = main(
         [
@@ -137,3 +131,38 @@ def test_alerts_command_refuses_without_chats_or_token(tmp_path, capsys, monkeyp
     assert main(["alerts", "--config", str(cfg), "--once", "--datadir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "token" in err.lower()
+
+
+def test_map_live_through_ccxt_against_the_replay(tmp_path, capsys):
+    """`map --live` fetches through the real ccxt client (replay server on 127.0.0.1) into the
+    store, maps, and names a failing exchange as stale instead of failing."""
+    import shutil
+    from pathlib import Path
+
+    from liqsignal.data.replay.server import Fault, ReplayExchange
+
+    src = Path(__file__).parent / "testdata" / "replay_binance"
+    shutil.copytree(src, tmp_path / "replay")
+    with (
+        ReplayExchange(tmp_path / "replay", venues=("binance",)) as rx,
+        ReplayExchange(tmp_path / "replay", venues=("okx",)) as bad,
+    ):
+        bad.faults.add(Fault(path_prefix="/", status=503))
+        cfg = tmp_path / "ccxt.json"
+        cfg.write_text(
+            json.dumps({"binance": rx.ccxt_config("binance"), "okx": bad.ccxt_config("okx")})
+        )
+        argv = ["map", "BTC", "--live", "--exchange", "binance", "--exchange", "okx"]
+        argv += ["--ccxt-config", str(cfg), "--now", "2026-03-01T00:00Z", "--history", "300"]
+        argv += ["--retries", "1"]
+        argv += ["--datadir", str(tmp_path / "store"), "--out", str(tmp_path), "--json"]
+        assert main(argv) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["last_bar"].startswith("2026-02-28 23:00")
+    assert set(res["stale"]) == {"okx"} and "okx" in res["stale"]["okx"].lower()
+    assert res["new_bars"]["BTC/binance"] > 0 and res["requests"] > 0
+    stored = tmp_path / "store" / "binance" / "futures" / "BTC_USDT_USDT-1h-futures.feather"
+    assert stored.is_file()
+    assert (tmp_path / "BTC_1h_live_map.png").is_file()
+    for c in res["clusters"]:
+        assert set(c["shares"]) <= {"binance"}
