@@ -1,6 +1,8 @@
 """liqsignal: liquidation maps for crypto derivatives, for Freqtrade strategies and alerts.
 
-The public API is listed in ``__all__``; everything else is internal.
+The public API is listed in ``__all__``; everything else is internal. Freqtrade-facing helpers
+live in ``liqsignal.freqtrade`` (imported on demand: it imports Freqtrade), the live provider in
+``liqsignal.data.provider`` and the alert service in ``liqsignal.alerts.service``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from liqsignal.exceptions import (
     TemporaryDataError,
 )
 from liqsignal.features import FEATURE_COLUMNS, compute_features, compute_features_multi
+from liqsignal.guards import GuardConfig
 from liqsignal.tiers import liquidation_price
 
 __all__ = [
@@ -26,6 +29,7 @@ __all__ = [
     "ConfigError",
     "CorruptFileError",
     "DataError",
+    "GuardConfig",
     "HeatmapHistory",
     "InputError",
     "LiqsignalError",
