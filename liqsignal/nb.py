@@ -237,9 +237,9 @@ def find_clusters_nb(
     ``vals[j]`` is the notional of grid bin ``i_start + direction * j``. A bin is dense when the
     mean of ``vals`` over [j - h, j + h] is at least ``thr_mult`` times the mean of ``vals[:m]``;
     runs of dense bins with gaps of at most ``merge_gap`` bins form a cluster; clusters below
-    ``min_usd`` are skipped (a relative 1e-9 slack makes ties dense). ``total`` is ``vals[:m].sum()`` (the caller has it). Writes up to
-    ``max_k`` rows of (usd, weighted price, near edge price, far edge price, bins) into
-    ``out[side]``; returns the count.
+    ``min_usd`` are skipped (a relative 1e-9 slack makes ties dense). ``total`` is
+    ``vals[:m].sum()`` (the caller has it). Writes up to ``max_k`` rows of (usd, weighted price,
+    near edge price, far edge price, bins) into ``out[side]``; returns the count.
     """
     if m <= 0 or total <= 0.0:
         return 0
