@@ -16,7 +16,13 @@ import numpy as np
 
 from liqsignal.exceptions import ConfigError
 
-__all__ = ["DEFAULT_LEVERAGES", "DEFAULT_LEVERAGE_WEIGHTS", "PARAM_NAMES", "MapConfig"]
+__all__ = [
+    "DEFAULT_LEVERAGES",
+    "DEFAULT_LEVERAGE_WEIGHTS",
+    "PARAM_NAMES",
+    "MapConfig",
+    "section_kwargs",
+]
 
 #: Leverage tiers modelled by default (10 tiers, 2x..125x).
 DEFAULT_LEVERAGES: tuple[float, ...] = (2.0, 3.0, 5.0, 10.0, 20.0, 25.0, 50.0, 75.0, 100.0, 125.0)
@@ -67,6 +73,23 @@ PARAM_NAMES: tuple[str, ...] = (
     "intrabar_share",
     "close_relative",
 )
+
+
+def section_kwargs(
+    cls: type, data: Mapping[str, Any], section: str, exclude: tuple[str, ...] = ("extra",)
+) -> dict[str, Any]:
+    """The keyword arguments of a config dataclass from one config section (a mapping).
+
+    Raises ``ConfigError`` naming ``section`` when ``data`` is not a mapping or has keys that
+    are not fields of ``cls`` (the message lists the known keys).
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{section} must be a mapping, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)} - set(exclude)
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{section}: unknown key(s) {unknown}; known keys: {sorted(names)}")
+    return dict(data)
 
 
 def _positive(name: str, value: float) -> None:
@@ -242,13 +265,7 @@ class MapConfig:
         """Build from a mapping (the ``liqsignal.engine`` config section); unknown keys fail."""
         if data is None:
             return cls()
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"engine config must be a mapping, got {type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"engine: unknown key(s) {unknown}; known keys: {sorted(names)}")
-        kwargs = dict(data)
+        kwargs = section_kwargs(cls, data, "engine")
         for key in ("leverages", "leverage_weights"):
             if key in kwargs:
                 try:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from liqsignal.config import section_kwargs
 from liqsignal.exceptions import ConfigError
 from liqsignal.tiers import liquidation_price, load_tiers, max_leverage_of, tier_for
 
@@ -149,13 +150,7 @@ class GuardConfig:
         """Build from the ``liqsignal.guards`` mapping; unknown keys fail, naming them."""
         if data is None:
             return cls()
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"guards config must be a mapping, got {type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"guards: unknown key(s) {unknown}; known keys: {sorted(names)}")
-        kwargs = dict(data)
+        kwargs = section_kwargs(cls, data, "guards")
         for key in ("entry_distance_pct", "entry_min_usd", "leverage_buffer_pct", "min_leverage"):
             if isinstance(kwargs.get(key), int) and not isinstance(kwargs.get(key), bool):
                 kwargs[key] = float(kwargs[key])

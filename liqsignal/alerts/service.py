@@ -62,7 +62,7 @@ from liqsignal.alerts.message import (
     format_stale_notice,
 )
 from liqsignal.alerts.outbox import DEFAULT_OUTBOX_PATH, Outbox
-from liqsignal.config import MapConfig
+from liqsignal.config import MapConfig, section_kwargs
 from liqsignal.exceptions import ConfigError
 
 __all__ = [
@@ -176,15 +176,7 @@ class AlertConfig:
         """Build from the ``liqsignal.alerts`` mapping; unknown keys fail, naming them."""
         if data is None:
             return cls()
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"liqsignal.alerts must be a mapping, got {type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(
-                f"liqsignal.alerts: unknown key(s) {unknown}; known keys: {sorted(names)}"
-            )
-        kwargs = dict(data)
+        kwargs = section_kwargs(cls, data, "liqsignal.alerts")
         for key in ("chat_ids", "markets"):
             if key in kwargs:
                 v = kwargs[key]
