@@ -21,13 +21,19 @@ rows (``funding_rate``, dated at settlement) follow the same rule with the fundi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
+import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
 
 from liqsignal.config import MapConfig
@@ -48,6 +54,7 @@ except ImportError as e:  # pragma: no cover - freqtrade is a dependency
     raise ImportError("liqsignal.freqtrade needs Freqtrade: pip install 'freqtrade>=2026.9'") from e
 
 __all__ = [
+    "AGGREGATED_COLUMNS",
     "LIQ_COLUMNS",
     "LIQ_PLOT_CONFIG",
     "SECTION_KEYS",
@@ -57,6 +64,8 @@ __all__ = [
     "liq_informative_pairs",
     "liq_settings",
     "merge_point_in_time",
+    "refresh_in_background",
+    "set_provider",
     "timeframe_seconds",
 ]
 
@@ -71,6 +80,9 @@ _OI_COLS = ("open_interest_amount", "open_interest_value")
 #: total since the map started, which depends on where the data starts (no fixed startup makes
 #: it stable; ``freqtrade recursive-analysis`` shows it), so it stays out of strategy frames.
 LIQ_COLUMNS: tuple[str, ...] = tuple(c for c in FEATURE_COLUMNS if c != "liq_dropped_usd")
+#: Columns ``add_liq_columns`` adds with several ``liqsignal.exchanges``: ``LIQ_COLUMNS`` of the
+#: aggregated map plus ``liq_n_exchanges`` (exchanges with a bar at that date).
+AGGREGATED_COLUMNS: tuple[str, ...] = (*LIQ_COLUMNS, "liq_n_exchanges")
 _TF_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 #: ``plot_config`` for ``freqtrade plot-dataframe``: cluster prices and cascade ends on the
@@ -117,6 +129,9 @@ class LiqSettings:
     guards: GuardConfig
     #: Keys set explicitly under ``liqsignal.guards`` (they win over hyperoptable parameters).
     guard_keys: frozenset[str] = frozenset()
+    #: ``liqsignal.exchanges``, the bot's own exchange first (the reference); one entry: the
+    #: single-exchange columns, several: the aggregated ones (``add_liq_columns``).
+    exchanges: tuple[str, ...] = ()
 
 
 def liq_settings(config: Mapping[str, Any] | MapConfig | None) -> LiqSettings:
@@ -137,11 +152,28 @@ def liq_settings(config: Mapping[str, Any] | MapConfig | None) -> LiqSettings:
     exchange = (config or {}).get("exchange")
     if "exchange" not in engine and isinstance(exchange, Mapping) and exchange.get("name"):
         engine["exchange"] = str(exchange["name"])  # the bot's venue picks the formula
+    own = str(exchange["name"]) if isinstance(exchange, Mapping) and exchange.get("name") else None
     return LiqSettings(
         MapConfig.from_dict(engine),
         GuardConfig.from_dict(guards),
         frozenset(guards) if isinstance(guards, Mapping) else frozenset(),
+        _exchanges(section.get("exchanges"), own),
     )
+
+
+def _exchanges(value: Any, own: str | None) -> tuple[str, ...]:
+    """``liqsignal.exchanges`` as a tuple, the bot's exchange first (added when not listed)."""
+    if value is None:
+        names: list[str] = []
+    elif isinstance(value, str) or not isinstance(value, Sequence):
+        raise ConfigError(f"liqsignal.exchanges: expected a list of exchange ids, got {value!r}")
+    else:
+        names = [str(v).lower() for v in value]
+    if not names:
+        return (own,) if own else ()
+    if own is not None:
+        names = [own.lower()] + [n for n in names if n != own.lower()]
+    return tuple(dict.fromkeys(names))
 
 
 def liq_informative_pairs(
@@ -210,6 +242,7 @@ def add_liq_columns(
     oi_timeframe: str | None = None,
     funding_timeframe: str = "1h",
     proxy: bool | None = None,
+    datadir: str | Path | None = None,
 ) -> pd.DataFrame:
     """Return ``dataframe`` with open interest, funding and the ``LIQ_COLUMNS`` added.
 
@@ -219,6 +252,15 @@ def add_liq_columns(
     strategy's ``self.config`` (its ``liqsignal.engine`` section is used) or a ``MapConfig``.
     ``proxy=None`` picks volume-proxy mode when no open interest is available for the pair
     (logged once). Bad engine settings raise ``ConfigError``; bad candles raise ``InputError``.
+
+    When ``liqsignal.exchanges`` names several exchanges, the ``LIQ_COLUMNS`` are the aggregated
+    map's over all of them (the bot's own exchange first, as reference) plus ``liq_n_exchanges``
+    (``AGGREGATED_COLUMNS``), joined on the candle date: in backtest/hyperopt (and every mode
+    that is not dry/live) from ``aggregated_features_from_store`` over the stored files under
+    ``datadir`` (default: the parent of Freqtrade's ``datadir``, i.e. ``user_data/data``); in
+    dry/live from the provider registered with ``set_provider`` (no I/O here), else from the
+    stored files. ``liq_n_exchanges`` below the number of exchanges flags a bar where one was
+    missing or stale. Open interest and funding of the bot's own exchange are merged as above.
     """
     pair = str(metadata["pair"])
     if timeframe is None:
@@ -241,6 +283,10 @@ def add_liq_columns(
         df = merge_point_in_time(
             df, fr, ["funding_rate"], timeframe=timeframe, other_timeframe=funding_timeframe
         )
+    if len(settings.exchanges) > 1:
+        out = _aggregated_columns(df, pair, dp, config, settings, engine, timeframe, datadir)
+        _remember_rows(dp, pair, out)
+        return out
     use_proxy = proxy if proxy is not None else not have_oi
     if use_proxy and proxy is None:
         _warn_once(
@@ -257,7 +303,9 @@ def add_liq_columns(
         feats[list(LIQ_COLUMNS)].to_numpy(dtype="float64"), index=df.index, columns=LIQ_COLUMNS
     )
     keep = df.drop(columns=[c for c in LIQ_COLUMNS if c in df.columns])
-    return pd.concat([keep, liq], axis=1)
+    out = pd.concat([keep, liq], axis=1)
+    _remember_rows(dp, pair, out)
+    return out
 
 
 def _config_timeframe(config: Any, dataframe: pd.DataFrame) -> str:
@@ -287,6 +335,203 @@ def _pair_frame(dp: Any, pair: str, timeframe: str, candle_type: str) -> pd.Data
     return frame
 
 
+# -- aggregated columns over several exchanges -------------------------------------------------
+
+_LIVE_MODES = frozenset({"live", "dry_run"})
+_FAST_MODES = frozenset({"backtest", "hyperopt"})
+_PROVIDER: Any = None
+_STORE_CACHE: OrderedDict[tuple[Any, ...], pd.DataFrame] = OrderedDict()
+_STORE_CACHE_SIZE = 8
+
+
+def set_provider(provider: Any) -> None:
+    """Register the process's ``MapProvider`` (None: unregister) for dry/live runs.
+
+    ``add_liq_columns`` then reads ``provider.features(market)`` / ``provider.status(market)``
+    (no I/O); keep it refreshed outside the strategy callbacks, e.g. with
+    ``refresh_in_background(provider)`` started in the strategy's ``bot_start``.
+    """
+    global _PROVIDER
+    _PROVIDER = provider
+
+
+def refresh_in_background(
+    provider: Any, interval_s: float = 60.0, *, stop: threading.Event | None = None
+) -> threading.Thread:
+    """Start a daemon thread that runs ``await provider.refresh()`` every ``interval_s``.
+
+    The thread owns its own event loop (Freqtrade's callbacks are not async), logs a failing
+    refresh and carries on (the provider marks the failing exchange stale itself). Set
+    ``stop`` to end it; the provider is closed on the way out.
+    """
+    stop = stop or threading.Event()
+
+    async def loop() -> None:
+        try:
+            while not stop.is_set():
+                try:
+                    await provider.refresh()
+                except Exception as e:  # one bad cycle must not end the thread
+                    logger.warning("liqsignal: provider refresh failed: %s: %s",
+                                   type(e).__name__, e)  # fmt: skip
+                await asyncio.to_thread(stop.wait, interval_s)
+        finally:
+            close = getattr(provider, "aclose", None)
+            if close is not None:
+                await close()
+
+    t = threading.Thread(target=asyncio.run, args=(loop(),), name="liqsignal-provider")
+    t.daemon = True
+    t.stop = stop  # type: ignore[attr-defined]
+    t.start()
+    return t
+
+
+def _runmode(dp: Any) -> str:
+    mode = getattr(dp, "runmode", None)
+    return str(getattr(mode, "value", mode or ""))
+
+
+def _store_dir(config: Any, datadir: str | Path | None) -> Path:
+    """Freqtrade's ``user_data/data``: the parent of the per-exchange folders."""
+    if datadir is not None:
+        return Path(datadir)
+    if isinstance(config, Mapping):
+        if config.get("datadir"):
+            return Path(str(config["datadir"])).parent
+        return Path(str(config.get("user_data_dir") or "user_data")) / "data"
+    return Path("user_data") / "data"
+
+
+def _stored_aggregate(
+    market: str,
+    exchanges: tuple[str, ...],
+    timeframe: str,
+    root: Path,
+    engine: MapConfig,
+    until: pd.Timestamp | None = None,
+) -> pd.DataFrame:
+    from liqsignal.data.provider import aggregated_features_from_store  # lazy: import cycle
+
+    if until is not None:  # live fallback: the files grow, no cache
+        res = aggregated_features_from_store(market, exchanges, timeframe, root, engine,
+                                             until=until)  # fmt: skip
+        assert isinstance(res, pd.DataFrame)
+        return res
+    stamps = []
+    for ex in exchanges:
+        folder = root / ex / "futures"
+        stamps.append(folder.stat().st_mtime_ns if folder.exists() else 0)
+    key = (str(root.resolve()), market, exchanges, timeframe, repr(engine), tuple(stamps))
+    hit = _STORE_CACHE.get(key)
+    if hit is None:
+        res = aggregated_features_from_store(market, exchanges, timeframe, root, engine)
+        assert isinstance(res, pd.DataFrame)
+        hit = res
+        _STORE_CACHE[key] = hit
+        while len(_STORE_CACHE) > _STORE_CACHE_SIZE:
+            _STORE_CACHE.popitem(last=False)
+    _STORE_CACHE.move_to_end(key)
+    return hit
+
+
+def _aggregated_columns(
+    df: pd.DataFrame,
+    pair: str,
+    dp: Any,
+    config: Any,
+    settings: LiqSettings,
+    engine: MapConfig,
+    timeframe: str,
+    datadir: str | Path | None,
+) -> pd.DataFrame:
+    """``df`` with ``AGGREGATED_COLUMNS`` joined on ``date`` (NaN where the map has no row)."""
+    market = pair.split("/")[0]
+    exchanges = settings.exchanges
+    root = _store_dir(config, datadir)
+    feats: pd.DataFrame | None = None
+    if _runmode(dp) in _LIVE_MODES:
+        provider = _PROVIDER
+        if provider is not None and market in provider.markets:
+            feats = provider.features(market)
+            stale = sorted(ex for ex, st in provider.status(market).items() if st.stale)
+            if stale:
+                _warn_once(("stale", market, tuple(stale)),
+                           "liqsignal: %s: %s stale in the provider, left out of the "
+                           "aggregate (liq_n_exchanges shows it)", market, ", ".join(stale))  # fmt: skip
+            if len(feats) == 0:
+                feats = None
+        if feats is None:
+            _warn_once(("noprovider", market),
+                       "liqsignal: no provider features for %s: aggregated columns from the "
+                       "stored files under %s", market, root)  # fmt: skip
+            feats = _stored_aggregate(market, exchanges, timeframe, root, engine,
+                                      until=pd.Timestamp.now(tz="UTC"))  # fmt: skip
+    else:
+        feats = _stored_aggregate(market, exchanges, timeframe, root, engine)
+    dates = pd.DatetimeIndex(df["date"]).as_unit("ns")
+    pos = pd.DatetimeIndex(feats.index).as_unit("ns").get_indexer(dates)
+    cols = list(AGGREGATED_COLUMNS)
+    vals = feats.reindex(columns=cols).to_numpy(dtype="float64")
+    arr = np.full((len(df), len(cols)), np.nan)
+    hit = pos >= 0
+    arr[hit] = vals[pos[hit]]
+    n = len(exchanges)
+    if hit.any() and arr[np.flatnonzero(hit)[-1], -1] < n:
+        _warn_once(("fewer", market, timeframe),
+                   "liqsignal: %s %s: the last bar has %d of %d exchanges (%s)", market,
+                   timeframe, int(arr[np.flatnonzero(hit)[-1], -1]), n,
+                   ", ".join(exchanges))  # fmt: skip
+    liq = pd.DataFrame(arr, index=df.index, columns=cols)
+    keep = df.drop(columns=[c for c in cols if c in df.columns])
+    return pd.concat([keep, liq], axis=1)
+
+
+# -- per-pair guard rows for backtests (no dataframe slicing per callback) ---------------------
+
+#: dp -> {pair: _Rows}: the guard columns as computed by the last ``add_liq_columns`` call.
+_ROWS: weakref.WeakKeyDictionary[Any, dict[str, _Rows]] = weakref.WeakKeyDictionary()
+
+
+@dataclass(eq=False)
+class _Rows:
+    dates: np.ndarray  # int64 ns, candle open times
+    values: np.ndarray  # [n, len(GUARD_COLUMNS)] float64
+    checked: bool = False  # compared with the analysed dataframe once
+    bad: bool = False  # differed from it: use the DataProvider path
+    secs: np.ndarray | None = None  # dates in float seconds (made on first use)
+
+
+_GUARD_POS: dict[str, int] = {c: i for i, c in enumerate(GUARD_COLUMNS)}
+
+
+def _same(a: Mapping[str, float] | None, b: Mapping[str, float] | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return a.keys() == b.keys() and all(
+        x == y or (math.isnan(x) and math.isnan(y)) for x, y in ((a[k], b[k]) for k in a)
+    )
+
+
+def _remember_rows(dp: Any, pair: str, out: pd.DataFrame) -> None:
+    """Keep the guard columns of ``out`` per pair for the mixin (backtest/hyperopt only)."""
+    if dp is None or _runmode(dp) not in _FAST_MODES:
+        return
+    try:
+        store = _ROWS.setdefault(dp, {})
+    except TypeError:  # not weak-referenceable
+        return
+    cols = [c for c in GUARD_COLUMNS if c in out.columns]
+    if len(cols) != len(GUARD_COLUMNS):
+        store.pop(pair, None)
+        return
+    dates = pd.DatetimeIndex(out["date"]).as_unit("ns").asi8
+    if len(dates) > 1 and not bool(np.all(dates[1:] > dates[:-1])):
+        store.pop(pair, None)
+        return
+    store[pair] = _Rows(np.asarray(dates), out[cols].to_numpy(dtype="float64", copy=True))
+
+
 class LiqGuardMixin:
     """Guards for an ``IStrategy``: put it before ``IStrategy`` in the bases.
 
@@ -311,6 +556,9 @@ class LiqGuardMixin:
     """
 
     liq_guards_enabled: ClassVar[bool] = True
+    #: Backtest/hyperopt: read the guard columns from arrays kept by ``add_liq_columns``
+    #: instead of slicing the analysed dataframe per callback (same rows; see _liq_fast_row).
+    liq_fast_rows: ClassVar[bool] = True
 
     liq_entry_distance_pct = DecimalParameter(
         0.2, 3.0, default=1.0, decimals=2, space="buy", optimize=True, load=True
@@ -379,15 +627,15 @@ class LiqGuardMixin:
         columns: tuple[str, ...] = GUARD_COLUMNS,
     ) -> tuple[Any, datetime | None, str]:
         tf = str(getattr(self, "timeframe", "1h"))
+        tf_s = timeframe_seconds(tf)
         row: Any = None
         date: datetime | None = None
-        try:
-            df, _ = self.dp.get_analyzed_dataframe(pair, tf)  # type: ignore[attr-defined]
-            if df is not None and len(df) > 0:
-                row, date = self._liq_last_row(pair, df, columns)
-        except Exception as e:  # never into the bot
-            logger.debug("liqsignal: no analysed dataframe for %s: %s", pair, e)
-        state = data_state(row, date, now, timeframe_seconds(tf), cfg, columns)
+        fast = self._liq_fast_row(pair, now, tf, tf_s, columns)
+        if fast is not None:
+            row, date = fast
+        else:
+            row, date = self._liq_dp_row(pair, tf, columns)
+        state = data_state(row, date, now, tf_s, cfg, columns)
         bad: set[tuple[str, str]] = self._liq_state()["bad"]
         if state != "ok":
             if (pair, state) not in bad:
@@ -404,6 +652,102 @@ class LiqGuardMixin:
                 bad.discard(key)
             logger.info("liqsignal guards: liq data for %s is current again", pair)
         return row, date, state
+
+    def _liq_dp_row(
+        self, pair: str, tf: str, columns: tuple[str, ...]
+    ) -> tuple[dict[str, float] | None, datetime | None]:
+        """The last analysed candle as Freqtrade's DataProvider gives it (sliced in backtests)."""
+        try:
+            df, _ = self.dp.get_analyzed_dataframe(pair, tf)  # type: ignore[attr-defined]
+            if df is not None and len(df) > 0:
+                return self._liq_last_row(pair, df, columns)
+        except Exception as e:  # never into the bot
+            logger.debug("liqsignal: no analysed dataframe for %s: %s", pair, e)
+        return None, None
+
+    def _liq_fast_row(
+        self, pair: str, now: datetime | None, tf: str, tf_s: int, columns: tuple[str, ...]
+    ) -> tuple[dict[str, float] | None, datetime | None] | None:
+        """Backtest/hyperopt: the last analysed candle from the arrays ``add_liq_columns`` kept.
+
+        Freqtrade's backtest slice of the analysed dataframe ends at the last candle that has
+        closed at ``current_time`` (``date + timeframe <= current_time``, also on detail
+        candles); this finds the same candle by binary search instead of slicing the frame
+        (about 30 us per call). The first call per pair and computation also takes the
+        DataProvider path and compares the row and the slice's guard columns; on any
+        difference (a strategy that changed the columns or rows afterwards) the pair keeps the
+        DataProvider path. None: use the DataProvider path.
+        """
+        if now is None or now.tzinfo is None or not self.liq_fast_rows:
+            return None
+        dp = getattr(self, "dp", None)
+        if dp is None:
+            return None
+        try:
+            rows = _ROWS.get(dp, {}).get(pair)
+        except TypeError:
+            return None
+        if rows is None or rows.bad:
+            return None
+        if rows.secs is None:
+            rows.secs = rows.dates.astype(np.float64) / 1e9
+        idx = int(np.searchsorted(rows.secs, now.timestamp() - tf_s, side="right")) - 1
+        cache: dict[str, Any] = self._liq_state().setdefault("fast", {})
+        hit = cache.get(pair)
+        if hit is None or hit[0] != idx or hit[1] is not rows:
+            date = (
+                pd.Timestamp(int(rows.dates[idx]), tz="UTC").to_pydatetime() if idx >= 0 else None
+            )
+            fresh: dict[str, float] = {}
+            hit = (idx, rows, fresh, date)
+            cache[pair] = hit
+        row: dict[str, float] | None = None
+        if idx >= 0:
+            row = hit[2]
+            assert row is not None
+            for c in columns:
+                if c not in row:
+                    row[c] = float(rows.values[idx, _GUARD_POS[c]])
+        if not rows.checked:
+            return self._liq_check_rows(pair, tf, columns, rows, idx, row, hit[3])
+        return row, hit[3]
+
+    def _liq_check_rows(
+        self,
+        pair: str,
+        tf: str,
+        columns: tuple[str, ...],
+        rows: _Rows,
+        idx: int,
+        row: dict[str, float] | None,
+        date: datetime | None,
+    ) -> tuple[dict[str, float] | None, datetime | None]:
+        ref_row, ref_date = self._liq_dp_row(pair, tf, columns)
+        try:
+            df, _ = self.dp.get_analyzed_dataframe(pair, tf)  # type: ignore[attr-defined]
+        except Exception:
+            return ref_row, ref_date
+        if df is None or len(df) == 0:
+            return ref_row, ref_date  # nothing to compare with yet
+        ok = ref_date == date and _same(ref_row, row)
+        if ok:
+            d = pd.DatetimeIndex(df["date"]).as_unit("ns").asi8
+            pos = np.searchsorted(rows.dates, d)
+            ok = bool(
+                np.all(pos < len(rows.dates))
+                and np.array_equal(rows.dates[np.minimum(pos, len(rows.dates) - 1)], d)
+                and all(c in df.columns for c in GUARD_COLUMNS)
+            )
+            if ok:
+                have = df[list(GUARD_COLUMNS)].to_numpy(dtype="float64")
+                ok = bool(np.array_equal(have, rows.values[pos], equal_nan=True))
+        if ok:
+            rows.checked = True
+        else:
+            rows.bad = True
+            logger.info("liqsignal guards: %s: analysed dataframe differs from the liq columns "
+                        "computed; reading it through the DataProvider", pair)  # fmt: skip
+        return ref_row, ref_date
 
     def _liq_last_row(
         self, pair: str, df: pd.DataFrame, columns: tuple[str, ...]
