@@ -4,7 +4,9 @@
   types to list in ``informative_pairs()`` so dry/live runs download them.
 - ``merge_point_in_time(dataframe, other, columns, ...)``: merge another candle type into the
   strategy frame so no value from after a candle's close reaches that candle (convention below).
-- ``add_liq_columns(dataframe, metadata, dp, config)``: one call in ``populate_indicators``.
+- ``add_liq_columns(dataframe, metadata, dp, config)``: one call in ``populate_indicators``;
+  with several ``liqsignal.exchanges`` the aggregated map's columns (stored files in backtests,
+  the provider registered with ``set_provider`` in dry/live; ``refresh_in_background``).
 - ``LiqGuardMixin``: ``liq_confirm_trade_entry``, ``liq_leverage``, ``liq_custom_stoploss``, one
   line each in the strategy's callbacks, plus hyperoptable guard thresholds.
 - ``LIQ_PLOT_CONFIG``: a ``plot_config`` for ``freqtrade plot-dataframe``.
@@ -456,9 +458,13 @@ def _aggregated_columns(
             feats = provider.features(market)
             stale = sorted(ex for ex, st in provider.status(market).items() if st.stale)
             if stale:
-                _warn_once(("stale", market, tuple(stale)),
-                           "liqsignal: %s: %s stale in the provider, left out of the "
-                           "aggregate (liq_n_exchanges shows it)", market, ", ".join(stale))  # fmt: skip
+                _warn_once(
+                    ("stale", market, tuple(stale)),
+                    "liqsignal: %s: %s stale in the provider, left out of the aggregate "
+                    "(liq_n_exchanges shows it)",
+                    market,
+                    ", ".join(stale),
+                )
             if len(feats) == 0:
                 feats = None
         if feats is None:
@@ -549,8 +555,10 @@ class LiqGuardMixin:
                             after_fill, **kwargs) -> float | None:
             return self.liq_custom_stoploss(pair, trade, current_time, current_rate)
 
-    They read the last analysed candle (``dp.get_analyzed_dataframe``; no network), never
-    raise into the bot, and log each decision at INFO once per pair, guard and candle.
+    They read the last analysed candle (``dp.get_analyzed_dataframe``; no network; in
+    backtest/hyperopt the same row from arrays ``add_liq_columns`` kept, see
+    ``_liq_fast_row``), never raise into the bot, and log each decision at INFO once per
+    pair, guard and candle.
     Thresholds come from the ``liqsignal.guards`` config keys when set there, else from the
     hyperoptable parameters below (their defaults, a hyperopt epoch or the parameter file).
     """

@@ -7,6 +7,10 @@ cascade, stop tightened when a pocket on the position's side is armed.
 
 ``LiqTrendControl``: the same trend entries without liq columns or guards, for comparison.
 
+With several venues in the config's ``liqsignal.exchanges`` the same ``add_liq_columns`` call
+gives the aggregated map's columns (stored files of those venues in backtests; in dry/live the
+``MapProvider`` registered with ``liqsignal.freqtrade.set_provider``, see docs/freqtrade.md).
+
 Run (offline, replay exchange for the markets; see docs/freqtrade.md)::
 
     freqtrade backtesting -c config.json --strategy LiqTrendStrategy \
