@@ -24,10 +24,12 @@ rows (``funding_rate``, dated at settlement) follow the same rule with the fundi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import threading
 import weakref
+from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -505,7 +507,7 @@ class _Rows:
     values: np.ndarray  # [n, len(GUARD_COLUMNS)] float64
     checked: bool = False  # compared with the analysed dataframe once
     bad: bool = False  # differed from it: use the DataProvider path
-    secs: np.ndarray | None = None  # dates in float seconds (made on first use)
+    secs: list[float] | None = None  # dates in float seconds (made on first use)
 
 
 _GUARD_POS: dict[str, int] = {c: i for i, c in enumerate(GUARD_COLUMNS)}
@@ -603,6 +605,17 @@ class LiqGuardMixin:
         if st["settings"] is None:
             st["settings"] = liq_settings(getattr(self, "config", None))
         settings: LiqSettings = st["settings"]
+        # fast path (every callback): the parameters' current values, looked up as they are
+        params = self._LIQ_PARAMS.values()
+        raw = (
+            bool(self.liq_guards_enabled),
+            *[getattr(getattr(self, attr, None), "value", None) for attr in params],
+        )
+        quick_cfgs: dict[Any, GuardConfig] = st.setdefault("quick", {})
+        with contextlib.suppress(TypeError):  # an unhashable parameter value: no fast path
+            hit = quick_cfgs.get(raw)
+            if hit is not None:
+                return hit
         changes: dict[str, Any] = {}
         for field_name, attr in self._LIQ_PARAMS.items():
             if field_name in settings.guard_keys:
@@ -613,13 +626,14 @@ class LiqGuardMixin:
                 changes[field_name] = float(value)
         key = (tuple(sorted(changes.items())), bool(self.liq_guards_enabled))
         cached = st["configs"].get(key)
-        if cached is not None:
-            return cached
-        cfg = settings.guards.replace(**changes) if changes else settings.guards
-        if not self.liq_guards_enabled:
-            cfg = cfg.replace(enabled=False)
-        st["configs"][key] = cfg  # one per parameter combination (hyperopt epochs)
-        return cfg
+        if cached is None:
+            cached = settings.guards.replace(**changes) if changes else settings.guards
+            if not self.liq_guards_enabled:
+                cached = cached.replace(enabled=False)
+            st["configs"][key] = cached  # one per parameter combination (hyperopt epochs)
+        with contextlib.suppress(TypeError):
+            quick_cfgs[raw] = cached
+        return cached
 
     def _liq_engine(self) -> MapConfig:
         if self._liq_state()["settings"] is None:
@@ -698,8 +712,8 @@ class LiqGuardMixin:
         if rows is None or rows.bad:
             return None
         if rows.secs is None:
-            rows.secs = rows.dates.astype(np.float64) / 1e9
-        idx = int(np.searchsorted(rows.secs, now.timestamp() - tf_s, side="right")) - 1
+            rows.secs = (rows.dates.astype(np.float64) / 1e9).tolist()
+        idx = bisect_right(rows.secs, now.timestamp() - tf_s) - 1
         cache: dict[str, Any] = self._liq_state().setdefault("fast", {})
         hit = cache.get(pair)
         if hit is None or hit[0] != idx or hit[1] is not rows:
