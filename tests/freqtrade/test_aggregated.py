@@ -375,6 +375,7 @@ def test_fast_rows_equal_get_analyzed_dataframe_over_a_real_backtest(tmp_path):
     assert len(trades) >= 10
     # every callback read (entries, leverage, each open-trade candle's stop) took the fast
     # path and found exactly the row Freqtrade's slice ends at
+    print(f"fast path over a real backtest: {stats}")
     assert stats["calls"] > 1000, stats
     assert stats["fast"] == stats["calls"] and stats["equal"] == stats["calls"], stats
     assert stats["missing"] == 0
