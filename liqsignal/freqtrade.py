@@ -792,6 +792,13 @@ class LiqGuardMixin:
         self, pair: str, guard: str, side: str, date: datetime | None, reason: str, figures: Any,
         level: int = logging.INFO,
     ) -> None:  # fmt: skip
+        backtest = _runmode(getattr(self, "dp", None)) in _FAST_MODES
+        if (
+            level == logging.INFO
+            and backtest
+            and not self.liq_guard_config().log_backtest_decisions
+        ):
+            level = logging.DEBUG  # backtests: hundreds of lines at ~1 ms each
         if not logger.isEnabledFor(level):
             return
         logged: dict[tuple[str, str, str], Any] = self._liq_state()["logged"]

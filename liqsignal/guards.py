@@ -114,10 +114,20 @@ class GuardConfig:
     #: "closed" refuses entries and caps leverage at ``min_leverage``. Stops keep the strategy's
     #: own stop in both modes (no action is taken on data that is not there).
     on_stale: str = "open"
+    #: Backtesting and hyperopt: log each decision at INFO (True) or at DEBUG (False, the
+    #: default: a line costs about 1 ms in Freqtrade's log handlers, hundreds per backtest).
+    #: Dry-run and live always log decisions at INFO.
+    log_backtest_decisions: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("enabled", "entry_enabled", "leverage_enabled", "stop_enabled"):
+        for name in (
+            "enabled",
+            "entry_enabled",
+            "leverage_enabled",
+            "stop_enabled",
+            "log_backtest_decisions",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(
                     f"guards.{name} must be true or false, got {getattr(self, name)!r}"

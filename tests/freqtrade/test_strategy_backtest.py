@@ -28,7 +28,7 @@ TIMERANGE = "20251220-20260304"
 STARTUP = 480  # LiqTrendStrategy.startup_candle_count
 # set in the config's guards section, so it wins over the hyperoptable parameter (default 1.0):
 # a wider limit makes refusals certain on any calibration of the map
-GUARDS = {"entry_distance_pct": 2.0}
+GUARDS = {"entry_distance_pct": 2.0, "log_backtest_decisions": True}
 
 
 def _run(args: list[str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
