@@ -831,17 +831,18 @@ def run_nb(
             half = (hm_rows * hm_per_row) // 2
             first = int(math.floor(ic + 0.5)) - half
             for r in range(hm_rows):
-                hm[fidx, 0, r] = 0.0
-                hm[fidx, 1, r] = 0.0
-            i_lo = max(first, 0)
-            i_hi = min(first + hm_rows * hm_per_row, n_bins)
-            for e in range(n_ex):
-                sl = scales_l[e]
-                ss = scales_s[e]
-                for i in range(i_lo, i_hi):
-                    r = (i - first) // hm_per_row
-                    hm[fidx, 0, r] += long_raw[e, i] * sl
-                    hm[fidx, 1, r] += short_raw[e, i] * ss
+                i0 = max(first + r * hm_per_row, 0)
+                i1 = min(first + (r + 1) * hm_per_row, n_bins)
+                vl = 0.0
+                vs = 0.0
+                for e in range(n_ex):
+                    sl = scales_l[e]
+                    ss = scales_s[e]
+                    for i in range(i0, i1):
+                        vl += long_raw[e, i] * sl
+                        vs += short_raw[e, i] * ss
+                hm[fidx, 0, r] = vl
+                hm[fidx, 1, r] = vs
             hm_meta[fidx, 0] = ts[t]
             hm_meta[fidx, 1] = price_of_nb(first - 0.5, mode, step, origin)
             hm_meta[fidx, 2] = price_of_nb(first + hm_rows * hm_per_row - 0.5, mode, step, origin)
