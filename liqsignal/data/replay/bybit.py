@@ -73,11 +73,8 @@ class _Bybit:
     def __init__(self, rx: ReplayExchange) -> None:
         self.rx = rx
         self.data = rx.data
-        self.symbols: dict[str, str] = {}  # BTCUSDT -> BTC_USDT_USDT
-        for fp in self.data.file_pairs("futures"):
-            parts = fp.split("_")
-            if len(parts) == 3:
-                self.symbols[parts[0] + parts[1]] = fp
+        # BTCUSDT -> BTC_USDT_USDT
+        self.symbols = {base + quote: fp for base, quote, _settle, fp in self.data.perpetuals()}
 
     # helpers --------------------------------------------------------------------------------
     def _symbol(self, req: Request) -> str:

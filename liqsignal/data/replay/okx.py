@@ -73,11 +73,11 @@ class _Okx:
     def __init__(self, rx: ReplayExchange) -> None:
         self.rx = rx
         self.data = rx.data
-        self.inst: dict[str, str] = {}  # BTC-USDT-SWAP -> BTC_USDT_USDT
-        for fp in self.data.file_pairs("futures"):
-            parts = fp.split("_")
-            if len(parts) == 3 and parts[1] == parts[2]:
-                self.inst[f"{parts[0]}-{parts[1]}-SWAP"] = fp
+        self.inst = {  # BTC-USDT-SWAP -> BTC_USDT_USDT
+            f"{base}-{quote}-SWAP": fp
+            for base, quote, settle, fp in self.data.perpetuals()
+            if quote == settle
+        }
 
     def _inst(self, req: Request) -> str:
         inst = req.query.get("instId")

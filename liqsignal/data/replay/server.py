@@ -175,6 +175,16 @@ class DataSource:
     def file_pairs(self, candle_type: str = "futures") -> list[str]:
         return sorted({fp for (fp, _tf, ct) in self.files if ct == candle_type})
 
+    def perpetuals(self) -> list[tuple[str, str, str, str]]:
+        """(base, quote, settle, file pair) of each ``BASE_QUOTE_SETTLE`` futures file pair,
+        from which each venue spells its own symbol (BTCUSDT, BTC-USDT-SWAP, ...)."""
+        out = []
+        for fp in self.file_pairs("futures"):
+            parts = fp.split("_")
+            if len(parts) == 3:
+                out.append((parts[0], parts[1], parts[2], fp))
+        return out
+
     def timeframes(self, file_pair: str, candle_type: str) -> list[str]:
         tfs = [tf for (fp, tf, ct) in self.files if fp == file_pair and ct == candle_type]
         return sorted(tfs, key=timeframe_to_ms)
