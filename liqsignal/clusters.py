@@ -33,6 +33,7 @@ def clusters_from_state(
     origin = float(lmap.g[nb.G_ORIGIN])
     n = lmap.n_bins
     vals = np.zeros(n + 2)
+    bin_prices = lmap.price_of(np.arange(n))
     result: list[Cluster] = []
     for side, name, raw, scale_col in (
         (0, "long", lmap.long_raw, nb.X_SCALE_L),
@@ -41,7 +42,6 @@ def clusters_from_state(
         scales = np.ascontiguousarray(lmap.ex[:, scale_col])
         cl = nb.side_clusters_nb(raw, scales, side, ref, p, origin, max_clusters, vals)
         per_ex = raw * scales[:, None]
-        bin_prices = lmap.price_of(np.arange(n))
         for c in range(cl.shape[0]):
             depth, cusd, _end = nb.cascade_nb(
                 cl[None], 0, c, cl.shape[0], ref, cfg.cascade_gap_pct / 100.0, cfg.cascade_max_depth

@@ -115,7 +115,7 @@ class LiquidationMap:
         self.ex = np.zeros((n_ex, nb.X_SIZE))
         self.long_raw = np.zeros((n_ex, 0))
         self.short_raw = np.zeros((n_ex, 0))
-        self.work = np.zeros((2, 0))
+        self.work = np.zeros((1, 0))
         self.clusters_buf = np.zeros((2, cfg.cascade_max_depth + 1, nb.C_SIZE))
         self.hm = np.zeros((cfg.heatmap_frames, 2, cfg.heatmap_rows))
         self.hm_meta = np.zeros((cfg.heatmap_frames, 4))
@@ -146,7 +146,7 @@ class LiquidationMap:
         self.long_raw = np.zeros((n_ex, n))
         self.short_raw = np.zeros((n_ex, n))
         # scan window + smoothing never exceeds the grid, so n bins of scratch suffice
-        self.work = np.zeros((2, n + 2))
+        self.work = np.zeros((1, n + 2))
 
     def update(self, ts: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Advance over bars ``ts[n]`` (seconds) with inputs ``x[n, n_exchanges, 8]``.

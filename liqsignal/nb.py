@@ -17,7 +17,8 @@ Arrays (all float64 unless said):
 - State: ``g[G_SIZE]`` global scalars; ``ex[n_ex, X_SIZE]`` per-exchange scalars;
   ``long_raw[n_ex, n_bins]``, ``short_raw[n_ex, n_bins]``: notional divided by the side's running
   scale (decay and pro-rata closes multiply the scale, not the bins).
-- ``work[4, n_bins]``: scratch; ``hm[F, 2, rows]`` and ``hm_meta[F, 4]``: heatmap ring buffer.
+- ``work[1, n_bins + 2]``: scratch (one side's scanned bins); ``hm[F, 2, rows]`` and
+  ``hm_meta[F, 4]``: heatmap ring buffer.
 - ``out[N_OUT, n]``: features per bar, one row per name in ``OUT_NAMES``.
 
 Every setting reaches the kernels as an argument. The only module-level names they read are the

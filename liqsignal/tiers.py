@@ -46,7 +46,7 @@ __all__ = [
 
 #: Exchanges with their own formula; other ccxt ids use Binance's (said by ``formula_of``).
 FORMULAS: tuple[str, ...] = ("binance", "bybit", "okx", "hyperliquid")
-_ALIASES = {"binanceusdm": "binance", "okx": "okx", "okex": "okx"}
+_ALIASES = {"binanceusdm": "binance", "okex": "okx"}
 
 
 @dataclass(frozen=True)

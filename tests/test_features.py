@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from liqsignal import nb
 from liqsignal.engine import LiquidationMap
 from liqsignal.exceptions import InputError
 from liqsignal.features import FEATURE_COLUMNS, compute_features, compute_features_multi
@@ -135,7 +136,7 @@ def test_aggregation_keeps_bars_missing_from_the_reference(btc_frame):
     res, lmap = compute_features_multi({"binance": holes, "bybit": df}, return_map=True)
     assert len(res) == len(holes)
     # bybit's bars at the reference's missing dates were processed, not dropped
-    assert int(lmap.g[3]) == len(df)
+    assert int(lmap.g[nb.G_NBARS]) == len(df)
 
 
 def test_snapshot_clusters_agree_with_columns(btc_frame):
