@@ -1,0 +1,230 @@
+"""Evaluation datasets with realized liquidations, walk-forward folds and cascade onsets.
+
+Every dataset is real market data bundled in ``liqsignal/resources`` (provenance in its README):
+
+=========  ===========================================================================
+name       what
+=========  ===========================================================================
+btc_1h     CoinGlass BTC aggregated over Binance + Bybit + OKX, 1h, 2025-12-04 ->
+           2026-03-04: price, aggregated OI, funding, realized liquidations; Binance
+           volume. The development file the engine was first tuned on.
+btc_4h     CoinGlass BTC 4h, 2024-11-13 -> 2025-07-31: realized liquidations on
+           **Binance only**, OI aggregated over all exchanges, Binance 1h candles
+           resampled to 4h for price and volume; no funding.
+eth_4h     The same for ETH.
+=========  ===========================================================================
+
+Each dataset's ``frame`` is a Freqtrade-style frame (``date, open, high, low, close, volume,
+open_interest_value, funding_rate``) plus ``realized_long_usd`` / ``realized_short_usd`` (the
+USD of longs / shorts liquidated in the bar). Rows are bars labelled by open time; the OI is
+the value at the bar's end (known at its close).
+
+Walk-forward folds (:func:`walk_forward_folds`) split a dataset by time into an expanding
+training window and the next block as test; :func:`cascade_onsets` marks the first bar of a
+run of bars whose realized side liquidations exceed the trailing 98th percentile of the
+market's own past (past data only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from liqsignal.exceptions import InputError
+
+__all__ = [
+    "DATASET_NAMES",
+    "Dataset",
+    "Fold",
+    "cascade_onsets",
+    "load_dataset",
+    "load_datasets",
+    "trailing_quantile",
+    "walk_forward_folds",
+]
+
+_RES = Path(__file__).parent / "resources"
+COINGLASS_1H = _RES / "coinglass_btc_1h_price_oi_funding_liquidations.csv"
+VOLUME_1H = _RES / "binance_btc_1h_volume.csv"
+COINGLASS_4H = _RES / "btc_eth_4h_binance_liquidations_aggregated_oi.csv"
+BINANCE_1H = _RES / "binance_btc_eth_perp_1h_ohlcv.csv"
+
+DATASET_NAMES: tuple[str, ...] = ("btc_1h", "btc_4h", "eth_4h")
+
+_SOURCES = {
+    "btc_1h": (
+        "CoinGlass BTC 1h (Binance+Bybit+OKX aggregated OI and realized liquidations), "
+        "Binance volume"
+    ),
+    "btc_4h": (
+        "CoinGlass BTC 4h (Binance realized liquidations, all-exchange OI), Binance 1h "
+        "candles resampled to 4h"
+    ),
+    "eth_4h": (
+        "CoinGlass ETH 4h (Binance realized liquidations, all-exchange OI), Binance 1h "
+        "candles resampled to 4h"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One market's bars with realized liquidations."""
+
+    name: str
+    symbol: str
+    timeframe: str
+    frame: pd.DataFrame
+    source: str
+
+    @property
+    def span(self) -> str:
+        d = self.frame["date"]
+        return f"{d.iloc[0]:%Y-%m-%d} -> {d.iloc[-1]:%Y-%m-%d}"
+
+
+@dataclass(frozen=True)
+class Fold:
+    """Walk-forward fold: fit on ``train`` (all bars before the test block), score on ``test``."""
+
+    index: int
+    train: slice
+    test: slice
+
+    def describe(self, frame: pd.DataFrame) -> str:
+        d = frame["date"]
+        a, b = self.test.start, self.test.stop - 1
+        return f"fold {self.index}: test {d.iloc[a]:%Y-%m-%d} -> {d.iloc[b]:%Y-%m-%d}"
+
+
+def walk_forward_folds(n_bars: int, n_folds: int = 3, warmup: int = 200) -> list[Fold]:
+    """``n_folds`` consecutive test blocks after an initial training span, expanding window.
+
+    Bars ``[0, warmup)`` only warm the map up. The remaining bars are cut into ``n_folds + 1``
+    equal blocks: the first is training only; fold k tests on block k + 1 and trains on every
+    bar before it.
+    """
+    if n_folds < 1:
+        raise InputError(f"walk_forward_folds: n_folds must be >= 1, got {n_folds}")
+    if warmup < 0:
+        raise InputError(f"walk_forward_folds: warmup must be >= 0, got {warmup}")
+    usable = n_bars - warmup
+    block = usable // (n_folds + 1)
+    if block < 20:
+        raise InputError(
+            f"walk_forward_folds: {n_bars} bars with a warm-up of {warmup} is too few for "
+            f"{n_folds} folds (need at least {warmup + 20 * (n_folds + 1)})"
+        )
+    folds = []
+    for k in range(n_folds):
+        start = warmup + (k + 1) * block
+        stop = n_bars if k == n_folds - 1 else start + block
+        folds.append(Fold(index=k + 1, train=slice(warmup, start), test=slice(start, stop)))
+    return folds
+
+
+def trailing_quantile(x: np.ndarray, q: float, min_history: int) -> np.ndarray:
+    """At each bar t, the ``q`` quantile of ``x[0:t]`` (bars before t only); NaN until
+    ``min_history`` past values exist. Expanding window, so the threshold is point in time."""
+    v = np.asarray(x, dtype=np.float64)
+    s = pd.Series(v).shift(1)
+    out = s.expanding(min_periods=max(1, min_history)).quantile(q).to_numpy()
+    return np.asarray(out, dtype=np.float64)
+
+
+def cascade_onsets(
+    realized: np.ndarray, *, q: float = 0.98, min_history: int = 200
+) -> tuple[np.ndarray, np.ndarray]:
+    """First bars of cascade runs: realized side liquidations above the trailing ``q`` quantile
+    of the market's own past bars (``min_history`` of them at least), the bar before not above
+    its own threshold. Returns ``(onset, cascade_bar)`` boolean arrays."""
+    r = np.asarray(realized, dtype=np.float64)
+    thr = trailing_quantile(r, q, min_history)
+    with np.errstate(invalid="ignore"):
+        bar = np.isfinite(thr) & np.isfinite(r) & (r > thr)
+    prev = np.concatenate([[False], bar[:-1]])
+    return bar & ~prev, bar
+
+
+# ------------------------------------------------------------------------------------------
+# loaders
+# ------------------------------------------------------------------------------------------
+
+
+def _need(df: pd.DataFrame, cols: Iterable[str], path: Path) -> None:
+    absent = [c for c in cols if c not in df.columns]
+    if absent:
+        raise InputError(f"{path}: missing column(s) {absent}")
+
+
+def _load_btc_1h() -> pd.DataFrame:
+    from liqsignal.evaluate import load_coinglass
+
+    return load_coinglass(COINGLASS_1H, VOLUME_1H)
+
+
+def _load_4h(coin: str) -> pd.DataFrame:
+    for p in (COINGLASS_4H, BINANCE_1H):
+        if not p.is_file():
+            raise InputError(f"dataset file missing: {p}")
+    liq = pd.read_csv(COINGLASS_4H)
+    _need(liq, ("time", "coin", "binance_long_liq_usd", "binance_short_liq_usd"), COINGLASS_4H)
+    _need(liq, ("agg_oi_usd_close",), COINGLASS_4H)
+    px = pd.read_csv(BINANCE_1H)
+    _need(px, ("time", "symbol", "open", "high", "low", "close", "volume"), BINANCE_1H)
+    symbol = f"{coin}/USDT:USDT"
+    p = px[px["symbol"] == symbol].copy()
+    p["time"] = pd.to_datetime(p["time"], utc=True)
+    p = p.set_index("time").sort_index()
+    agg = p.resample("4h", label="left", closed="left").agg(
+        {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"}
+    )
+    count = p["close"].resample("4h", label="left", closed="left").count()
+    agg = agg[count == 4]  # only complete 4h bars
+    lq = liq[liq["coin"] == coin].copy()
+    lq["time"] = pd.to_datetime(lq["time"], utc=True)
+    lq = lq.set_index("time").sort_index()
+    j = lq.join(agg, how="inner")
+    j = j[np.isfinite(j["agg_oi_usd_close"].to_numpy(dtype=np.float64))]
+    out = pd.DataFrame(
+        {
+            "date": pd.DatetimeIndex(j.index).as_unit("ms"),
+            "open": j["open"].astype(float).to_numpy(),
+            "high": j["high"].astype(float).to_numpy(),
+            "low": j["low"].astype(float).to_numpy(),
+            "close": j["close"].astype(float).to_numpy(),
+            "volume": j["volume"].astype(float).to_numpy(),
+            "open_interest_value": j["agg_oi_usd_close"].astype(float).to_numpy(),
+            "funding_rate": np.nan,
+            "realized_long_usd": j["binance_long_liq_usd"].astype(float).to_numpy(),
+            "realized_short_usd": j["binance_short_liq_usd"].astype(float).to_numpy(),
+        }
+    )
+    return out.reset_index(drop=True)
+
+
+_CACHE: dict[str, Dataset] = {}
+
+
+def load_dataset(name: str) -> Dataset:
+    """One bundled dataset by name (see the module docstring); frames are copies."""
+    if name not in DATASET_NAMES:
+        raise InputError(f"unknown dataset {name!r}; choose from {list(DATASET_NAMES)}")
+    if name not in _CACHE:
+        if name == "btc_1h":
+            frame, symbol, tf = _load_btc_1h(), "BTC/USDT:USDT", "1h"
+        else:
+            coin = name.split("_")[0].upper()
+            frame, symbol, tf = _load_4h(coin), f"{coin}/USDT:USDT", "4h"
+        _CACHE[name] = Dataset(name, symbol, tf, frame, _SOURCES[name])
+    d = _CACHE[name]
+    return Dataset(d.name, d.symbol, d.timeframe, d.frame.copy(), d.source)
+
+
+def load_datasets(names: Iterable[str] | None = None) -> list[Dataset]:
+    """Several bundled datasets (all of them by default)."""
+    return [load_dataset(n) for n in (names or DATASET_NAMES)]
