@@ -94,6 +94,8 @@ OUT_NAMES = (
     "liq_opened_usd",
     "liq_closed_usd",
     "liq_dropped_usd",
+    "liq_pred_standing_long_usd",
+    "liq_pred_standing_short_usd",
 )
 N_OUT = len(OUT_NAMES)
 
@@ -526,6 +528,8 @@ def run_nb(
         origin = g[G_ORIGIN]
         pred_l = 0.0
         pred_s = 0.0
+        stand_l = 0.0  # part of pred_* from levels standing before the bar (the forecast part)
+        stand_s = 0.0
         opened = 0.0
         closed = 0.0
         dropped_now = 0.0
@@ -553,6 +557,7 @@ def run_nb(
             if top >= i_low:
                 ex[e, X_TOT_L] -= s
                 pred_l += s * ex[e, X_SCALE_L]
+                stand_l += s * ex[e, X_SCALE_L]
                 ex[e, X_LTOP] = i_low - 1.0
             i_high = int(math.floor(index_of_nb(h, mode, step, origin)))
             if i_high > n_bins - 1:
@@ -565,6 +570,7 @@ def run_nb(
             if i_high >= bot:
                 ex[e, X_TOT_S] -= s
                 pred_s += s * ex[e, X_SCALE_S]
+                stand_s += s * ex[e, X_SCALE_S]
                 ex[e, X_SBOT] = i_high + 1.0
             if ex[e, X_TOT_L] < 0.0:
                 ex[e, X_TOT_L] = 0.0
@@ -726,6 +732,8 @@ def run_nb(
         out[28, t] = opened
         out[29, t] = closed
         out[30, t] = g[G_DROPPED]
+        out[31, t] = stand_l
+        out[32, t] = stand_s
         fund = fund_sum / fund_n if fund_n > 0 else np.nan
         for side in range(2):
             i_start, direction, m_max, m_band = side_window_nb(

@@ -108,6 +108,7 @@ class ReferenceMap:
                     arr[:] = new
                 self.origin = self.origin + k * p["grid_step"]
         pred_l = pred_s = opened = closed = dropped_now = 0.0
+        stand_l = stand_s = 0.0
         oi_total = 0.0
         oi_known = 0
         funds = []
@@ -119,9 +120,11 @@ class ReferenceMap:
             # 1. consume
             m = bins >= self.idx(lo)
             pred_l += self.long[e, m].sum()
+            stand_l += self.long[e, m].sum()
             self.long[e, m] = 0.0
             m = bins <= self.idx(h)
             pred_s += self.short[e, m].sum()
+            stand_s += self.short[e, m].sum()
             self.short[e, m] = 0.0
             # 2./3. OI change
             tp = (h + lo + cl) / 3.0
@@ -239,6 +242,8 @@ class ReferenceMap:
         o[28] = opened
         o[29] = closed
         o[30] = self.dropped
+        o[31] = stand_l
+        o[32] = stand_s
         fund = float(np.mean(funds)) if funds else np.nan
         ic = self.idx(ref)
         alpha = p["ema_alpha"]
