@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_LEVERAGES",
     "DEFAULT_LEVERAGE_WEIGHTS",
     "PARAM_NAMES",
+    "ForecastConfig",
     "MapConfig",
     "section_kwargs",
 ]
@@ -141,17 +142,19 @@ class MapConfig:
     #: Long share of OI decreases; None: pro rata to the standing long/short notional.
     close_long_share: float | None = None
     #: Turnover: this share of bar volume x price opens new positions while the same notional
-    #: of standing positions closes pro rata (net change stays dOI). 0 disables.
-    churn_volume_share: float = 0.05
+    #: of standing positions closes pro rata (net change stays dOI). 0 disables. 1.0 (the
+    #: default, chosen by ``scripts/select_defaults.py`` on the first block of every bundled
+    #: dataset) opens as much notional as was traded; with ``close_relative`` the map then turns
+    #: over with traded volume relative to open interest.
+    churn_volume_share: float = 1.0
     #: Share of a bar's new levels that the same bar's range already reached which is counted
     #: as liquidated within that bar (the order of prices inside a bar is unknown).
     intrabar_share: float = 0.5
     #: True: OI decreases (and turnover closes) remove the same *fraction* of the map as of open
-    #: interest (closes fall on all open positions, the map holds a part of them). False (the
-    #: default): remove the USD amount itself, so a large OI drop can wipe a small map. True
-    #: ranks per-bar liquidations better (README, "Checked against reality") but smooths the
-    #: map, so the relative cluster threshold finds few clusters and "armed" rarely fires.
-    close_relative: bool = False
+    #: interest (closes fall on all open positions, the map holds a part of them; the default).
+    #: False: remove the USD amount itself, so a large OI drop can wipe a small map (the first
+    #: version's rule; it ranks realized liquidations worse on every bundled dataset).
+    close_relative: bool = True
     #: Freshness half-life in hours (decay by wall time, so gaps decay correctly).
     half_life_hours: float = 48.0
     #: Volume-proxy mode (no OI): this share of bar volume x price counts as new notional.
@@ -340,3 +343,53 @@ class MapConfig:
             "close_relative": 1.0 if self.close_relative else 0.0,
         }
         return np.array([values[n] for n in PARAM_NAMES], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class ForecastConfig:
+    """Settings of the cascade-risk forecast (the ``liqsignal.forecast`` config section).
+
+    See ``docs/forecast.md``: ``liq_*_cascade_prob`` is the probability that a cascade on that
+    side starts within ``horizon_bars``; ``liq_*_armed`` is probability >= the threshold.
+    """
+
+    #: Add the forecast columns (and rewrite ``liq_*_armed`` from them) in ``add_liq_columns``.
+    enabled: bool = True
+    #: Path of a model JSON written by ``liqsignal fit``; None: the bundled default model.
+    model: str | None = None
+    #: Bars ahead the probability covers; must match the model's (a mismatch is an error).
+    horizon_bars: int = 6
+    #: Armed when the probability is at least this; None: the model's own threshold, chosen on
+    #: its training data for ``target_precision``.
+    armed_prob: float | None = None
+    #: ``liqsignal fit``: precision the armed threshold is chosen for on the training data.
+    target_precision: float = 0.3
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise ConfigError(f"forecast.enabled must be true or false, got {self.enabled!r}")
+        if self.model is not None and not (isinstance(self.model, str) and self.model):
+            raise ConfigError(f"forecast.model must be a file path or null, got {self.model!r}")
+        h = self.horizon_bars
+        if isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= 1000:
+            raise ConfigError(f"forecast.horizon_bars must be an integer in [1, 1000], got {h!r}")
+        a = self.armed_prob
+        if a is not None and not (
+            isinstance(a, int | float) and not isinstance(a, bool) and 0.0 < a <= 1.0
+        ):
+            raise ConfigError(f"forecast.armed_prob must be a number in (0, 1] or null, got {a!r}")
+        t = self.target_precision
+        if not (isinstance(t, int | float) and not isinstance(t, bool) and 0.0 < t <= 1.0):
+            raise ConfigError(f"forecast.target_precision must be a number in (0, 1], got {t!r}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> ForecastConfig:
+        """Build from the ``liqsignal.forecast`` mapping; unknown keys fail, naming them."""
+        if data is None:
+            return cls()
+        return cls(**section_kwargs(cls, data, "forecast"))
+
+    def replace(self, **changes: Any) -> ForecastConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)

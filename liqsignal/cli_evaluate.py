@@ -1,0 +1,97 @@
+"""``liqsignal evaluate``: the yardstick's options, its run, its table and the gate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from liqsignal.exceptions import LiqsignalError
+
+__all__ = ["add_yardstick_arguments", "print_yardstick", "run_yardstick"]
+
+
+def add_yardstick_arguments(e: argparse.ArgumentParser) -> None:
+    """The yardstick's options of ``liqsignal evaluate``."""
+    e.add_argument(
+        "--dataset",
+        action="append",
+        choices=("btc_1h", "btc_4h", "eth_4h"),
+        help="bundled dataset to score (repeatable; default: all three)",
+    )
+    e.add_argument("--folds", type=int, default=3, help="walk-forward test folds per dataset")
+    e.add_argument("--boot", type=int, default=200, help="block-bootstrap draws (0: none)")
+    e.add_argument(
+        "--gate",
+        action="store_true",
+        help="exit 1 unless the model beats move x OI on every dataset and side and its partial "
+        "given all controls is positive on every fold",
+    )
+    e.add_argument(
+        "--gate-only", action="store_true", help="only the yardstick and gate (skip other checks)"
+    )
+    e.add_argument(
+        "--no-structure", action="store_true", help="skip touches, armed flags and the claims"
+    )
+    e.add_argument("--symbol", help="with --data: the file's market (default BTC/USDT:USDT)")
+
+
+def _datasets(args: argparse.Namespace) -> list[Any]:
+    from liqsignal.datasets import Dataset, load_datasets
+    from liqsignal.evaluate import load_coinglass
+
+    if getattr(args, "data", None):
+        volume = None if args.no_volume else args.volume
+        df = load_coinglass(args.data, volume)
+        symbol = args.symbol or "BTC/USDT:USDT"
+        return [Dataset(Path(args.data).stem, symbol, "1h", df, f"user file {args.data}")]
+    return load_datasets(args.dataset or None)
+
+
+def run_yardstick(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
+    """Score the datasets and the gate; returns ``{"yardstick": ..., "gate": ...}``."""
+    from liqsignal.yardstick import gate, yardstick
+
+    for name in ("boot", "n_random"):
+        v = getattr(args, name, 0)
+        if v is not None and v < 0:
+            raise LiqsignalError(f"--{name.replace('_', '-')} must be >= 0, got {v}")
+    if args.folds < 1:
+        raise LiqsignalError(f"--folds must be >= 1, got {args.folds}")
+    report = yardstick(
+        cfg,
+        _datasets(args),
+        n_folds=args.folds,
+        warmup=args.warmup,
+        boot=args.boot,
+        structure=not args.no_structure,
+        n_shift=min(args.n_random, 300),
+    )
+    verdict = gate(report)
+    return {
+        "yardstick": report,
+        "gate": {
+            "passed": verdict.passed,
+            "checks": verdict.checks,
+            "failures": list(verdict.failures),
+            "margins": verdict.margins,
+        },
+    }
+
+
+def print_yardstick(res: dict[str, Any]) -> None:
+    from liqsignal.yardstick import format_report
+
+    print(format_report(res["yardstick"]))
+    g = res["gate"]
+    print(
+        f"gate ({g['checks']} checks: beat move x OI on every dataset and side, partial given "
+        f"all controls > 0 on every fold): {'PASSED' if g['passed'] else 'FAILED'}"
+    )
+    for line in g["failures"]:
+        print(f"  {line}")
+
+
+def dumps(res: dict[str, Any]) -> str:
+    return json.dumps(res, indent=2, default=str)
