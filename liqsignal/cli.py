@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from liqsignal.cli_forecast import add_parsers as add_forecast_parsers
 from liqsignal.exceptions import LiqsignalError
 
 __all__ = ["main"]
@@ -744,6 +745,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("replay", help="serve stored data as a local exchange (see docs/replay.md)")
     r.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the replay server")
     r.set_defaults(func=lambda a: _replay(a.rest))
+    add_forecast_parsers(sub)
     return p
 
 

@@ -363,7 +363,7 @@ class ForecastConfig:
     #: its training data for ``target_precision``.
     armed_prob: float | None = None
     #: ``liqsignal fit``: precision the armed threshold is chosen for on the training data.
-    target_precision: float = 0.3
+    target_precision: float = 0.2
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
