@@ -14,9 +14,26 @@ from pathlib import Path
 from typing import Any
 
 from liqsignal.cli_forecast import add_parsers as add_forecast_parsers
-from liqsignal.exceptions import LiqsignalError
+from liqsignal.exceptions import ConfigError, LiqsignalError
 
 __all__ = ["main"]
+
+
+def _read_json(path: str, what: str = "--config") -> Any:
+    """A JSON file, or a ConfigError that names the file and, for bad JSON, line and column."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path}: no such file (give the path of a JSON file)") from None
+    except OSError as e:
+        raise ConfigError(f"{what} {path}: cannot read it ({e.strerror or e})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(
+            f"{what} {path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg} "
+            "(JSON allows no trailing commas or comments)"
+        ) from None
 
 
 def _load_engine_config(path: str | None) -> Any:
@@ -24,9 +41,66 @@ def _load_engine_config(path: str | None) -> Any:
 
     if path is None:
         return MapConfig()
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    section = data.get("liqsignal", {}).get("engine", data) if isinstance(data, dict) else data
-    return MapConfig.from_dict(section)
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a JSON object, got {type(data).__name__}")
+    if "liqsignal" in data:  # a Freqtrade config: only its liqsignal.engine section counts
+        section = data["liqsignal"]
+        if not isinstance(section, dict):
+            raise ConfigError(f"--config {path}: liqsignal must be an object")
+        return MapConfig.from_dict(section.get("engine") or {})
+    return MapConfig.from_dict(data)  # a bare engine section
+
+
+#: Quote currencies recognised at the end of a compact market name (``BTCUSDT``).
+_QUOTES = ("USDT", "USDC", "USD")
+
+
+def normalize_market(market: str) -> str:
+    """``btc``, ``BTCUSDT``, ``BTC/USDT`` and ``btc/usdt:usdt`` all mean ``BTC/USDT:USDT``
+    (linear perpetual, settled in its quote)."""
+    m = market.strip().upper()
+    if not m or any(ch.isspace() for ch in m):
+        raise ConfigError(f"market {market!r}: expected e.g. BTC, BTCUSDT or BTC/USDT:USDT")
+    if "/" in m:
+        base, _, rest = m.partition("/")
+        quote, _, settle = rest.partition(":")
+        quote = quote or "USDT"
+        return f"{base}/{quote}:{settle or quote}"
+    for q in _QUOTES:
+        if m.endswith(q) and len(m) > len(q):
+            return f"{m[: -len(q)]}/{q}:{q}"
+    return f"{m}/USDT:USDT"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {v}")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {v}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return v
 
 
 def _fmt_usd(v: float) -> str:
@@ -297,9 +371,36 @@ def _print_evaluation(ev: dict[str, Any]) -> None:
         print(f"picture: {ev['picture']}")
 
 
+def _armed_bars(df: Any, cfg: Any, warmup: int) -> dict[str, int]:
+    """Bars after the warm-up on which each side is armed under ``cfg``."""
+    from liqsignal.features import compute_features
+
+    frame = df.drop(columns=[c for c in df.columns if c.startswith("realized_")])
+    feats = compute_features(frame, cfg).iloc[max(warmup, 0) :]
+    return {side: int((feats[f"liq_{side}_armed"] > 0).sum()) for side in ("long", "short")}
+
+
+def _warn_never_arms(command: str, armed: dict[str, Any], config: str | None) -> None:
+    """One loud line on stderr when a config never arms: the stop guard's tightening and the
+    armed alerts then never fire."""
+    if not armed or any(int(v or 0) > 0 for v in armed.values()):
+        return
+    print(
+        f"liqsignal {command}: warning: the config {config or '(defaults)'} never arms on this "
+        f"data (armed bars: {', '.join(f'{k} {v}' for k, v in armed.items())}): with it the "
+        "stop guard never tightens and no armed alert is sent; do not use it live as it is "
+        "(compare `liqsignal evaluate` with and without --config)",
+        file=sys.stderr,
+    )
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     with _Progress(not args.json) as progress:
         ev = _evaluation(args, progress)
+    sides = (ev.get("armed") or {}).get("sides") or []
+    _warn_never_arms(
+        "evaluate", {s.get("side", "?"): s.get("flags", 0) for s in sides}, args.config
+    )
     if args.json:
         print(json.dumps(ev, indent=2, default=str))
     else:
@@ -331,6 +432,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     path.write_text(json.dumps(out["config"], indent=2) + "\n", encoding="utf-8")
     out["written"] = str(path)
     out["data"] = str(data)
+    out["armed_bars"] = _armed_bars(df, _load_engine_config(str(path)), args.warmup)
+    _warn_never_arms("calibrate", out["armed_bars"], str(path))
     if args.json:
         print(json.dumps(out, indent=2, default=str))
         return 0
@@ -353,6 +456,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         print(f"{'':<42}fitted on {f.train[0][:16]} .. {f.train[1][:16]}: {f.fitted}")
     print(f"final fit (all rows after warm-up): {res.final}")
     print(f"config written: {path}  (MapConfig.from_dict reads its liqsignal.engine section)")
+    armed = out["armed_bars"]
+    print(f"armed bars with it (after the warm-up): long {armed['long']}, short {armed['short']}")
     return 0
 
 
@@ -376,6 +481,32 @@ def _eval_defaults(args: argparse.Namespace) -> None:
     ):
         if not hasattr(args, k):
             setattr(args, k, v)
+
+
+def _empty_map_warning(feats: Any) -> str | None:
+    """Why the map holds no levels at its last bar, or None when it holds some.
+
+    The default close rule removes the USD amount of an open-interest fall (plus the turnover)
+    from the standing levels; the map holds only what opened since its first bar, far less than
+    the open interest, so a fall larger than the map empties it."""
+    if feats is None or not len(feats):
+        return None
+    total = (feats["liq_long_total_usd"] + feats["liq_short_total_usd"]).to_numpy()
+    if total[-1] > 0:
+        return None
+    nz = (total > 0).nonzero()[0]
+    if not nz.size:
+        return "the map holds no levels: no bar added any (no rise in open interest, no volume?)"
+    k = int(nz[-1]) + 1  # first bar of the empty run
+    when = feats.index[k] if "date" not in feats.columns else feats["date"].iloc[k]
+    closed = float(feats["liq_closed_usd"].iloc[k])
+    return (
+        f"the map holds no levels since {when}: that bar closed {_fmt_usd(closed)} USD "
+        f"(open interest fall plus turnover), more than the {_fmt_usd(float(total[k - 1]))} "
+        f"USD standing, for {len(total) - k} bar(s) to the last; the default close rule removes "
+        'the USD amount of an OI fall, `"close_relative": true` in liqsignal.engine removes '
+        "the same fraction instead and keeps the map"
+    )
 
 
 def _cluster_table(snap: Any, feats: Any, limit: int) -> list[dict[str, Any]]:
@@ -485,13 +616,36 @@ def cmd_map(args: argparse.Namespace) -> int:
     datadir = Path(args.from_data or args.datadir)
     frames = {}
     proxy = []
-    pair = args.market if "/" in args.market else f"{args.market}/USDT:USDT"
+    pair = normalize_market(args.market)
     fname = pair.replace("/", "_").replace(":", "_")
     for ex in args.exchange:
         base = datadir / ex / "futures"
+        if not base.is_dir():
+            there_d = sorted(d.parent.name for d in datadir.glob("*/futures") if d.is_dir())
+            from liqsignal.data.exchanges import EXCHANGES
+
+            if ex not in EXCHANGES:
+                raise ConfigError(
+                    f"--exchange {ex}: no stored data for this exchange ({base} does not exist) "
+                    f"and liqsignal cannot download from it; exchanges with data in {datadir}: "
+                    f"{', '.join(there_d) or 'none'}; downloadable: {', '.join(EXCHANGES)}"
+                )
+            raise ConfigError(
+                f"--exchange {ex}: no stored data for this exchange ({base} does not exist; "
+                f"exchanges with data in {datadir}: {', '.join(there_d) or 'none'}); fetch it with "
+                f"`liqsignal download --exchanges {ex} --markets {pair.split('/')[0]} --since 30d`"
+                " or pick another --exchange"
+            )
         path = base / f"{fname}-{args.timeframe}-futures.feather"
         if not path.is_file():
-            raise LiqsignalError(f"no candles for {pair} on {ex}: {path} is missing")
+            have = sorted(
+                f.name.removesuffix("-futures.feather") for f in base.glob("*-futures.feather")
+            )
+            raise LiqsignalError(
+                f"no candles for {pair} on {ex}: {path} is missing (stored there: "
+                f"{', '.join(have) or 'nothing'}); fetch it with `liqsignal download "
+                f"--exchanges {ex} --markets {pair.split('/')[0]} -t {args.timeframe} --since 30d`"
+            )
         df = pd.read_feather(path)
         oi_path = base / f"{fname}-{args.timeframe}-open_interest.feather"
         if oi_path.is_file():
@@ -520,6 +674,7 @@ def cmd_map(args: argparse.Namespace) -> int:
         feats, lmap = res
         snap = lmap.snapshot(scan_range_pct=args.range)
         rows = _cluster_table(snap, feats, args.limit)
+        empty = _empty_map_warning(feats)
         progress.update(task, 1)
         buckets, info = (
             (None, None) if args.no_buckets else leverage_bucket_levels(frames, cfg, proxy=proxy)
@@ -542,6 +697,8 @@ def cmd_map(args: argparse.Namespace) -> int:
             note=note,
         )
         progress.update(task, 2)
+    if empty:
+        print(f"liqsignal map: warning: {empty}", file=sys.stderr)
     if args.json:
         print(
             json.dumps(
@@ -555,6 +712,7 @@ def cmd_map(args: argparse.Namespace) -> int:
                     "volume_proxy": proxy,
                     "buckets": info,
                     "picture": str(png),
+                    "warning": empty,
                 },
                 indent=2,
             )
@@ -578,7 +736,7 @@ def _cmd_map_live(args: argparse.Namespace) -> int:
     from liqsignal.data.provider import MapProvider, MarketSpec
     from liqsignal.plot import plot_map
 
-    base = args.market.split("/")[0].upper()
+    base = normalize_market(args.market).split("/")[0]
     ccxt_config: dict[str, Any] = {}
     if args.ccxt_config:
         try:
@@ -627,6 +785,7 @@ def _cmd_map_live(args: argparse.Namespace) -> int:
             + "; ".join(f"{ex}: {why}" for ex, why in stale.items())
         )
     rows = _cluster_table(snap, feats, args.limit)
+    empty = _empty_map_warning(feats)
     note = f"live, stale: {', '.join(stale)}" if stale else "live"
     png = plot_map(
         lmap,
@@ -636,6 +795,8 @@ def _cmd_map_live(args: argparse.Namespace) -> int:
         armed={r["side"]: r["armed"] for r in rows if r["armed"]},
         note=note,
     )
+    if empty:
+        print(f"liqsignal map: warning: {empty}", file=sys.stderr)
     if args.json:
         print(
             json.dumps(
@@ -650,6 +811,7 @@ def _cmd_map_live(args: argparse.Namespace) -> int:
                     "requests": report.requests,
                     "new_bars": {f"{m}/{e}": n for (m, e), n in report.new_bars.items()},
                     "picture": str(png),
+                    "warning": empty,
                 },
                 indent=2,
             )
@@ -662,8 +824,25 @@ def _cmd_map_live(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line: what is wrong and where the help is."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("liqsignal")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="liqsignal", description="Liquidation maps for crypto futures")
+    p = _Parser(prog="liqsignal", description="Liquidation maps for crypto futures")
+    p.add_argument("--version", action="version", version=f"liqsignal {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="build the map on bundled data, print clusters, evaluate")
@@ -677,7 +856,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", help="CoinGlass 1h CSV (default: bundled BTC export)")
     e.add_argument("--volume", help="CSV timestamp,volume to join (default: bundled, for bundled)")
     e.add_argument("--no-volume", action="store_true", help="do not join volume")
-    e.add_argument("--warmup", type=int, default=200, help="bars skipped at the start")
+    e.add_argument("--warmup", type=_nonneg_int, default=200, help="bars skipped at the start")
     e.add_argument("--config", help="JSON config with a liqsignal.engine section")
     e.add_argument("--json", action="store_true", help="print JSON")
     e.add_argument("--top-k", type=int, default=3, help="touches: clusters per side")
@@ -697,31 +876,51 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--data", help="CoinGlass 1h CSV (default: bundled BTC export)")
     c.add_argument("--volume", help="CSV timestamp,volume to join")
     c.add_argument("--no-volume", action="store_true", help="do not join volume")
-    c.add_argument("--warmup", type=int, default=200, help="bars skipped at the start")
-    c.add_argument("--folds", type=int, default=2, help="walk-forward test windows")
+    c.add_argument("--warmup", type=_nonneg_int, default=200, help="bars skipped at the start")
+    c.add_argument("--folds", type=_positive_int, default=2, help="walk-forward test windows")
     c.add_argument("--config", help="starting JSON config with a liqsignal.engine section")
     c.add_argument("--out", default="out/calibrated.json", help="where to write the section")
     c.add_argument("--json", action="store_true", help="print JSON")
     c.set_defaults(func=cmd_calibrate)
 
     m = sub.add_parser("map", help="clusters table and picture from stored data")
-    m.add_argument("market", help='market, e.g. "BTC" or "BTC/USDT:USDT"')
-    m.add_argument("--exchange", action="append", default=None, help="exchange (repeatable)")
-    m.add_argument("--timeframe", default="1h")
+    m.add_argument(
+        "market", help='market: "BTC", "btc", "BTCUSDT" or "BTC/USDT:USDT" (all the same)'
+    )
+    m.add_argument(
+        "--exchange",
+        action="append",
+        default=None,
+        help="exchange whose stored data to map (repeatable: one map over all; default binance)",
+    )
+    m.add_argument("--timeframe", default="1h", help="candle timeframe of the files (default 1h)")
     src = m.add_mutually_exclusive_group()
     src.add_argument("--from-data", help="Freqtrade data folder (default user_data/data)")
     src.add_argument("--live", action="store_true", help="fetch live data through ccxt (store)")
-    m.add_argument("--datadir", default="user_data/data", help=argparse.SUPPRESS)
-    m.add_argument("--out", default="out")
-    m.add_argument("--limit", type=int, default=8, help="clusters per side")
+    m.add_argument(
+        "--datadir",
+        default="user_data/data",
+        help="data folder: read from it, and with --live the store it fills (default "
+        "user_data/data)",
+    )
+    m.add_argument("--out", default="out", help="folder for the PNG (default out/)")
+    m.add_argument("--limit", type=_positive_int, default=8, help="clusters per side (default 8)")
     m.add_argument("--config", help="JSON config with a liqsignal.engine section")
-    m.add_argument("--json", action="store_true")
-    m.add_argument("--range", type=float, default=12.0, help="cluster table range, %% of price")
-    m.add_argument("--no-buckets", action="store_true", help="no per-leverage recomputation")
+    m.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    m.add_argument(
+        "--range", type=_positive_float, default=12.0, help="cluster table range, %% of price"
+    )
+    m.add_argument(
+        "--no-buckets",
+        action="store_true",
+        help="do not split the current levels by leverage in the picture",
+    )
     m.add_argument("--ccxt-config", help='--live: JSON {"<exchange>": {ccxt settings}}')
-    m.add_argument("--history", type=int, default=1000, help="--live: bars to fill and map")
+    m.add_argument(
+        "--history", type=_positive_int, default=1000, help="--live: bars to fill and map"
+    )
     m.add_argument("--now", help="--live: fixed 'now' (UTC), for replayed data")
-    m.add_argument("--retries", type=int, default=5, help="--live: attempts per request")
+    m.add_argument("--retries", type=_positive_int, default=5, help="--live: attempts per request")
     m.set_defaults(func=cmd_map)
 
     try:
@@ -742,17 +941,18 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:  # pragma: no cover - python-telegram-bot / apscheduler missing
         pass
 
-    r = sub.add_parser("replay", help="serve stored data as a local exchange (see docs/replay.md)")
-    r.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the replay server")
-    r.set_defaults(func=lambda a: _replay(a.rest))
+    from liqsignal.data.replay.__main__ import add_replay_arguments, run_replay
+
+    r = sub.add_parser(
+        "replay",
+        help="serve stored data as a local exchange (see docs/replay.md)",
+        description="Serve a Freqtrade datadir as a local exchange on 127.0.0.1 until Ctrl-C; "
+        "prints the exchange.ccxt_config overlay as JSON.",
+    )
+    add_replay_arguments(r)
+    r.set_defaults(func=run_replay)
     add_forecast_parsers(sub)
     return p
-
-
-def _replay(rest: list[str]) -> int:
-    from liqsignal.data.replay.__main__ import main as replay_main
-
-    return replay_main(rest)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+import pandas as pd
 
 from liqsignal.cli import main
 
@@ -74,6 +77,7 @@ def test_map_from_stored_files(tmp_path, capsys):
 
 
 def test_errors_are_reported_not_raised(tmp_path, capsys):
+    (tmp_path / "binance" / "futures").mkdir(parents=True)
     rc = main(["map", "NOPE", "--datadir", str(tmp_path), "--out", str(tmp_path)])
     assert rc == 2
     assert "no candles for NOPE/USDT:USDT" in capsys.readouterr().err
@@ -164,5 +168,28 @@ def test_map_live_through_ccxt_against_the_replay(tmp_path, capsys):
     stored = tmp_path / "store" / "binance" / "futures" / "BTC_USDT_USDT-1h-futures.feather"
     assert stored.is_file()
     assert (tmp_path / "BTC_1h_live_map.png").is_file()
+    assert res["warning"] is None
+    assert {c["side"] for c in res["clusters"]} == {"long", "short"}, "levels on both sides"
     for c in res["clusters"]:
-        assert set(c["shares"]) <= {"binance"}
+        assert set(c["shares"]) == {"binance"} and c["usd"] > 0
+        assert c["high"] <= res["price"] if c["side"] == "long" else c["low"] >= res["price"]
+
+
+def test_map_says_when_the_absolute_close_rule_emptied_the_map(tmp_path, capsys):
+    """With ``close_relative: false`` the open-interest fall of 2026-02-28 evening removes
+    more USD than the map holds: no clusters, and a warning that says why instead of silence."""
+    cfg = tmp_path / "abs.json"
+    cfg.write_text(json.dumps({"liqsignal": {"engine": {"close_relative": False}}}))
+    data = tmp_path / "data" / "replay_binance" / "futures"
+    data.mkdir(parents=True)
+    src = Path(__file__).parent / "testdata" / "replay_binance" / "futures"
+    for f in src.glob("BTC_USDT_USDT-1h-*.feather"):
+        df = pd.read_feather(f)
+        df[df["date"] <= pd.Timestamp("2026-02-28 23:00", tz="UTC")].to_feather(data / f.name)
+    argv = ["map", "BTC", "--datadir", str(tmp_path / "data"), "--exchange", "replay_binance"]
+    argv += ["--config", str(cfg), "--no-buckets", "--out", str(tmp_path), "--json"]
+    assert main(argv) == 0
+    out = capsys.readouterr()
+    res = json.loads(out.out)
+    assert res["clusters"] == [] and "close_relative" in res["warning"]
+    assert "liqsignal map: warning: the map holds no levels since" in out.err

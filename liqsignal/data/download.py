@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -121,6 +122,23 @@ class DownloadSummary:
         return "\n".join(lines)
 
 
+def loopback_config(config: Mapping[str, Any] | None) -> bool:
+    """Whether a ccxt config sends every URL it sets to this machine (127.0.0.1, localhost,
+    ::1), as the replay's overlay does; False when it sets none."""
+    urls: list[str] = []
+
+    def walk(v: Any) -> None:
+        if isinstance(v, str) and "://" in v:
+            urls.append(v)
+        elif isinstance(v, Mapping):
+            for x in v.values():
+                walk(x)
+
+    walk((config or {}).get("urls"))
+    hosts = {u.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[0] for u in urls}
+    return bool(hosts) and hosts <= {"127.0.0.1", "localhost", "[::1]"}
+
+
 def _to_ms(value: str | int | float | datetime | pd.Timestamp | None, what: str) -> int | None:
     """Epoch ms from a date, an ISO string, epoch ms, or a relative ``30d`` / ``12h`` (ago)."""
     if value is None:
@@ -194,6 +212,17 @@ async def _run_job(
             res.status = "skipped"
             res.message = f"{client.name} has no funding rate history"
             return res
+        if ct == "open_interest" and client.history_limits and client.spec.oi_days is not None:
+            floor_ms = int(time.time() * 1000) - client.spec.oi_days * 86_400_000 + 3_600_000
+            if until_ms is not None and until_ms < floor_ms:
+                res.status = "skipped"
+                res.message = (
+                    f"{client.name} keeps {client.spec.oi_days} days of open interest history "
+                    f"(from {pd.Timestamp(floor_ms, unit='ms', tz='UTC'):%Y-%m-%d %H:%M}); "
+                    "the window asked ends before that (an archive or a remote replay: "
+                    "--no-history-limits)"
+                )
+                return res
         last = store.last_date(job.exchange, symbol, tf, ct)  # CorruptFileError -> failed
         start = since_ms
         if last is not None:
@@ -319,6 +348,11 @@ async def download_async(
     if since_ms is None:
         raise ConfigError("since: a start date is required, e.g. 2026-01-01 or 30d")
     until_ms = _to_ms(until, "until")
+    if until_ms is not None and until_ms < since_ms:
+        raise ConfigError(
+            f"until ({pd.Timestamp(until_ms, unit='ms', tz='UTC')}) is before since "
+            f"({pd.Timestamp(since_ms, unit='ms', tz='UTC')}): swap them"
+        )
     exchange_config = exchange_config or {}
     unknown_cfg = set(exchange_config) - set(EXCHANGES)
     if unknown_cfg:
@@ -337,7 +371,8 @@ async def download_async(
             exchange_config.get(ex),
             retry=retry,
             max_concurrency=max_concurrency,
-            history_limits=history_limits,
+            # a server on this machine (the replay) is not the exchange: its depth is its files'
+            history_limits=history_limits and not loopback_config(exchange_config.get(ex)),
         )
         for ex in exchanges
     }
@@ -472,7 +507,8 @@ def add_download_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-history-limits",
         action="store_true",
-        help="do not clamp open interest history to the exchange's documented depth",
+        help="do not clamp open interest history to the exchange's documented depth "
+        "(Binance: 30 days; off by itself when --ccxt-config points every URL at this machine)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -506,10 +542,10 @@ def run_download(args: argparse.Namespace) -> int:
             progress=not (args.no_progress or getattr(args, "json", False)),
         )
     except ConfigError as e:
-        print(f"liqsignal download: {e}")
+        print(f"liqsignal download: error: {e}", file=sys.stderr)
         return 2
     except LiqsignalError as e:
-        print(f"liqsignal download: {e}")
+        print(f"liqsignal download: error: {e}", file=sys.stderr)
         return 1
     if getattr(args, "json", False):
         print(json.dumps(summary.to_dict(), indent=2))

@@ -17,15 +17,19 @@ from liqsignal.data.replay.server import VENUES, ReplayExchange
 from liqsignal.exceptions import LiqsignalError
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m liqsignal.data.replay", description=__doc__.splitlines()[0]
-    )
+def add_replay_arguments(p: argparse.ArgumentParser) -> None:
+    """The replay server's options (``python -m liqsignal.data.replay`` and ``liqsignal
+    replay`` share them)."""
     p.add_argument(
         "--datadir", required=True, help="Freqtrade datadir, e.g. user_data/data/binance"
     )
     p.add_argument("--port", type=int, default=8765, help="TCP port on 127.0.0.1 (0 = any free)")
-    p.add_argument("--venue", default="binance", choices=sorted(VENUES))
+    p.add_argument(
+        "--venue",
+        default="binance",
+        choices=sorted(VENUES),
+        help="API to speak: binance (USD-M), bybit (v5), okx (v5); default binance",
+    )
     p.add_argument(
         "--speed", type=float, default=None, help="replay seconds per wall second (omit: static)"
     )
@@ -36,7 +40,18 @@ def main(argv: list[str] | None = None) -> int:
         help="serve closed candles only (use this for a Freqtrade dry-run with --speed)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log every request")
-    a = p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m liqsignal.data.replay", description=__doc__.splitlines()[0]
+    )
+    add_replay_arguments(p)
+    return run_replay(p.parse_args(argv))
+
+
+def run_replay(a: argparse.Namespace) -> int:
+    """Serve ``a.datadir`` until Ctrl-C or SIGTERM; 2 when the server cannot start."""
     logging.basicConfig(
         level=logging.DEBUG if a.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
