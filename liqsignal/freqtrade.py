@@ -53,9 +53,17 @@ from liqsignal.guards import (
 )
 
 try:  # the mixin's hyperoptable parameters; the rest of the module works without Freqtrade
+    from freqtrade.exceptions import OperationalException as _FtOperationalException
     from freqtrade.strategy import DecimalParameter
 except ImportError as e:  # pragma: no cover - freqtrade is a dependency
     raise ImportError("liqsignal.freqtrade needs Freqtrade: pip install 'freqtrade>=2026.9'") from e
+
+
+class LiqConfigurationError(ConfigError, _FtOperationalException):
+    """A bad ``liqsignal`` section met inside Freqtrade. Freqtrade prints an
+    ``OperationalException`` as one line and exits 2, instead of "Fatal exception!" and a
+    traceback (its own ``ConfigurationError`` would exit 0); still a ``ConfigError``."""
+
 
 __all__ = [
     "AGGREGATED_COLUMNS",
@@ -270,7 +278,10 @@ def add_liq_columns(
     if timeframe is None:
         timeframe = _config_timeframe(config, dataframe)
     oi_tf = oi_timeframe or timeframe
-    settings = liq_settings(config)
+    try:
+        settings = liq_settings(config)
+    except ConfigError as e:
+        raise LiqConfigurationError(f"liqsignal section of the config: {e}") from None
     engine = settings.engine
     if engine.symbol != pair and ":" in pair:
         engine = engine.replace(symbol=pair)
