@@ -26,6 +26,7 @@ import ccxt
 import ccxt.async_support as ccxt_async
 import pandas as pd
 
+from liqsignal.data.liquidations import BAR_COLUMNS, events_from_ccxt
 from liqsignal.data.store import CANDLE_COLUMNS, normalize_frame
 from liqsignal.exceptions import ConfigError, PermanentDataError, TemporaryDataError
 
@@ -33,6 +34,7 @@ __all__ = [
     "EXCHANGES",
     "ExchangeClient",
     "ExchangeSpec",
+    "LiquidationHistory",
     "RetryPolicy",
     "timeframe_to_ms",
 ]
@@ -81,6 +83,15 @@ class ExchangeSpec:
     #: ccxt's ``openInterestAmount`` counts contracts here; the base amount is ``baseVolume``
     oi_amount_in_contracts: bool = False
     mark_page: int | None = None  # mark-price candles per request when smaller than ohlcv_page
+    #: candle volume and ccxt's ``openInterestAmount`` count contracts and no base amount is
+    #: given (Gate): both are multiplied by the market's ``contractSize``
+    contract_units: bool = False
+    #: the OI history's raw rows carry per-bar long/short liquidation USD (Gate contract_stats)
+    liq_bars: bool = False
+    #: public liquidation history through ccxt ``fetch_liquidations``: the longest window one
+    #: request may ask (ms) and its page size; None when the venue serves none
+    liq_window_ms: int | None = None
+    liq_page: int = 0
 
 
 EXCHANGES: dict[str, ExchangeSpec] = {
@@ -140,8 +151,16 @@ EXCHANGES: dict[str, ExchangeSpec] = {
         oi_page=100,
         oi_days=None,
         funding_page=1000,
-        funding_window_h=None,
-        options={"defaultType": "swap"},
+        funding_window_h=8,  # [from, to] windows, halved when a page is full: safe either way
+        options={
+            "fetchMarkets": {"types": ["swap"]},
+            "swap": {"fetchMarkets": {"settlementCurrencies": ["usdt"]}},
+            "defaultType": "swap",
+        },
+        contract_units=True,
+        liq_bars=True,
+        liq_window_ms=3_600_000,  # liq_orders: to - from at most 3600 s
+        liq_page=1000,
     ),
     "hyperliquid": ExchangeSpec(
         "hyperliquid",
@@ -155,6 +174,19 @@ EXCHANGES: dict[str, ExchangeSpec] = {
         options={"defaultType": "swap"},
     ),
 }
+
+
+@dataclass
+class LiquidationHistory:
+    """What :meth:`ExchangeClient.fetch_liquidations` got: the events, the windows it read
+    completely (from the first window holding an event on: before it the venue may simply keep
+    no history) and the windows it could not read completely (every page full down to one
+    second, so some events were cut off), each a list of ``(start_ms, end_ms)``."""
+
+    events: pd.DataFrame
+    covered: list[tuple[int, int]] = field(default_factory=list)
+    incomplete: list[tuple[int, int]] = field(default_factory=list)
+
 
 _TF_UNITS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
@@ -327,6 +359,20 @@ class ExchangeClient:
             f"{self.name}: no active linear perpetual for market {market!r} (looked for "
             f"{', '.join(tried)} among {len(markets)} markets)"
         )
+
+    def _contract_size(self, symbol: str) -> float:
+        """Base units per contract of a loaded market (1 when ccxt gives none)."""
+        market = (self.api.markets or {}).get(symbol) or {}
+        size = market.get("contractSize")
+        return float(size) if size else 1.0
+
+    def _oi_units(
+        self, symbol: str, rows: list[tuple[int, list[float]]]
+    ) -> list[tuple[int, list[float]]]:
+        if not self.spec.contract_units:
+            return rows
+        size = self._contract_size(symbol)
+        return [(ts, [v[0] * size, v[1]]) for ts, v in rows]
 
     def _check_parsed(self, what: str) -> None:
         """Raise _Malformed if the answer just received was not JSON (ccxt then parses the raw
@@ -533,7 +579,11 @@ class ExchangeClient:
                 symbol, timeframe, cursor, limit, {**params, "until": window_end}
             )
             self._check_parsed(f"{self.name} {symbol} ohlcv")
-            return _parse_rows(raw, 5, f"{self.name} {symbol} ohlcv")
+            rows = _parse_rows(raw, 5, f"{self.name} {symbol} ohlcv")
+            if self.spec.contract_units:
+                size = self._contract_size(symbol)
+                rows = [(ts, [*v[:4], v[4] * size]) for ts, v in rows]
+            return rows
 
         what = f"{'mark ' if price else ''}ohlcv {timeframe}"
         window = self._ohlcv_window(limit * tf_ms, since_ms, until_ms)
@@ -622,8 +672,11 @@ class ExchangeClient:
                 symbol, timeframe, cursor, limit, {"until": window_end}
             )
             self._check_parsed(f"{self.name} {symbol} open interest")
-            return _parse_oi(
-                raw, f"{self.name} {symbol} open interest", self.spec.oi_amount_in_contracts
+            return self._oi_units(
+                symbol,
+                _parse_oi(
+                    raw, f"{self.name} {symbol} open interest", self.spec.oi_amount_in_contracts
+                ),
             )
 
         rows = await self._paginate(
@@ -649,8 +702,11 @@ class ExchangeClient:
             self._check_parsed(f"{self.name} {symbol} open interest")
             if isinstance(raw, dict) and raw.get("timestamp") is None:
                 raw = {**raw, "timestamp": self.api.milliseconds()}
-            return _parse_oi(
-                [raw], f"{self.name} {symbol} open interest", self.spec.oi_amount_in_contracts
+            return self._oi_units(
+                symbol,
+                _parse_oi(
+                    [raw], f"{self.name} {symbol} open interest", self.spec.oi_amount_in_contracts
+                ),
             )
 
         rows = await self._call("open interest", symbol, one)
@@ -695,6 +751,121 @@ class ExchangeClient:
             None if window_h is None else limit,
         )
         return self._rows_to_frame(rows, "funding_rate")
+
+    # -- realized liquidations --------------------------------------------------------------
+    async def fetch_liquidation_bars(
+        self, market: str, timeframe: str, since: int | None = None, until: int | None = None
+    ) -> pd.DataFrame:
+        """Per-bar liquidations the venue sums itself (Gate's contract_stats ``long_liq_usd``,
+        ``short_liq_usd``) as ``date, long_liquidated_usd, short_liquidated_usd, events``
+        (``events`` NaN: not counted by the venue). ``timeframe`` as for OI history."""
+        if not self.spec.liq_bars:
+            raise PermanentDataError(f"{self.name} {market}: no per-bar liquidation history")
+        if timeframe not in self.spec.oi_timeframes:
+            raise ConfigError(
+                f"timeframe: {self.name} liquidation bars accept "
+                f"{', '.join(self.spec.oi_timeframes)}, got {timeframe!r}"
+            )
+        tf_ms = timeframe_to_ms(timeframe)
+        symbol, since_ms, until_ms = await self._since_until(
+            market, since, until, tf_ms * self.spec.oi_page
+        )
+        since_ms = math.ceil(since_ms / tf_ms) * tf_ms
+        if since_ms > until_ms:
+            return _liq_bars_frame([])
+        limit = self.spec.oi_page
+        what = f"{self.name} {symbol} liquidation bars"
+
+        async def page(cursor: int, window_end: int) -> list[tuple[int, list[float]]]:
+            raw = await self.api.fetch_open_interest_history(
+                symbol, timeframe, cursor, limit, {"until": window_end}
+            )
+            self._check_parsed(what)
+            if not isinstance(raw, list):
+                raise _Malformed(f"{what}: expected a list, got {type(raw).__name__}")
+            out = []
+            for item in raw:
+                info = item.get("info") if isinstance(item, dict) else None
+                if not isinstance(info, dict):
+                    raise _Malformed(f"{what}: entry without info: {item!r:.80}")
+                out.append(
+                    (
+                        _ts(item.get("timestamp"), what),
+                        [_num(info.get("long_liq_usd")), _num(info.get("short_liq_usd"))],
+                    )
+                )
+            return out
+
+        rows = await self._paginate(
+            f"liquidation bars {timeframe}",
+            symbol,
+            page,
+            since_ms,
+            until_ms,
+            limit * tf_ms,
+            tf_ms,
+            limit,
+        )
+        return _liq_bars_frame(rows)
+
+    async def fetch_liquidations(
+        self, market: str, since: int | None = None, until: int | None = None
+    ) -> LiquidationHistory:
+        """Public liquidation orders ``[since, until]`` (ms) as liqsignal events, walking the
+        venue's longest window forward; a full page halves the window (the venue answers the
+        newest ``limit`` rows of a window), down to one second."""
+        window = self.spec.liq_window_ms
+        if window is None or not self.has("fetchLiquidations"):
+            raise PermanentDataError(
+                f"{self.name} {market}: no public liquidation history through ccxt "
+                "(stream it with liqsignal watch)"
+            )
+        symbol, since_ms, until_ms = await self._since_until(market, since, until, window)
+        limit = self.spec.liq_page
+        what = f"{self.name} {symbol} liquidations"
+        frames: list[pd.DataFrame] = []
+        result = LiquidationHistory(events=events_from_ccxt(self.name, [], symbol))
+        cursor = since_ms // 1000 * 1000  # the venue counts whole seconds
+        last = until_ms // 1000 * 1000
+        width = window
+        started = False
+        while cursor <= last:
+            end = min(cursor + width - 1000, last)
+
+            async def one(c: int = cursor, e: int = end) -> tuple[int, pd.DataFrame]:
+                # ccxt 4.5 hands ``since`` to Gate's ``from`` in ms where Gate wants seconds:
+                # the window goes in as params, in seconds
+                raw = await self.api.fetch_liquidations(
+                    symbol, None, limit, {"from": c // 1000, "to": e // 1000}
+                )
+                self._check_parsed(what)
+                if not isinstance(raw, list):
+                    raise _Malformed(f"{what}: expected a list, got {type(raw).__name__}")
+                # a bad row raises InputError (a ValueError): malformed, retried by _call
+                return len(raw), events_from_ccxt(self.name, raw, symbol)
+
+            n, events = await self._call("liquidations", symbol, one)
+            if n >= limit and end > cursor:  # the newest ``limit`` only: ask half the window
+                width = max(1000, (end - cursor + 1000) // 2000 * 1000)
+                continue
+            span = (cursor, end + 999)
+            if n >= limit:
+                logger.warning("%s: %d or more liquidations in one second at %d", what, n, cursor)
+                result.incomplete.append(span)
+            else:
+                started = started or n > 0
+                if started:
+                    if result.covered and result.covered[-1][1] + 1 == cursor:
+                        result.covered[-1] = (result.covered[-1][0], span[1])
+                    else:
+                        result.covered.append(span)
+            if n:
+                frames.append(events)
+            cursor = end + 1000
+            width = window
+        if frames:
+            result.events = pd.concat(frames, ignore_index=True)
+        return result
 
     # -- leverage tiers -------------------------------------------------------------------------
     async def fetch_leverage_tiers(self, market: str) -> list[dict[str, Any]]:
@@ -782,3 +953,15 @@ def _parse_funding(raw: Any, what: str) -> list[tuple[int, list[float]]]:
             raise _Malformed(f"{what}: bad entry {item!r:.80}")
         out.append((_ts(item.get("timestamp"), what), [_num(item.get("fundingRate"))]))
     return out
+
+
+def _liq_bars_frame(rows: list[tuple[int, list[float]]]) -> pd.DataFrame:
+    df = pd.DataFrame(
+        [[ts, *vals, math.nan] for ts, vals in rows],
+        columns=BAR_COLUMNS,
+    )
+    df = df.drop_duplicates(subset="date", keep="last").sort_values("date")
+    df["date"] = pd.to_datetime(df["date"].astype("int64"), unit="ms", utc=True).dt.as_unit("ms")
+    for col in BAR_COLUMNS[1:]:
+        df[col] = df[col].astype("float64")
+    return df.reset_index(drop=True)
