@@ -494,6 +494,7 @@ def add_download_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=list(DEFAULT_CANDLE_TYPES),
         choices=list(DEFAULT_CANDLE_TYPES),
+        help="what to fetch (default: all of them)",
     )
     parser.add_argument(
         "--ccxt-config",
