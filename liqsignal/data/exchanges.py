@@ -842,7 +842,7 @@ class ExchangeClient:
                 if not isinstance(raw, list):
                     raise _Malformed(f"{what}: expected a list, got {type(raw).__name__}")
                 # a bad row raises InputError (a ValueError): malformed, retried by _call
-                return len(raw), events_from_ccxt(self.name, raw, symbol)
+                return len(raw), events_from_ccxt(self.name, raw, symbol, self.api.markets)
 
             n, events = await self._call("liquidations", symbol, one)
             if n >= limit and end > cursor:  # the newest ``limit`` only: ask half the window

@@ -101,6 +101,8 @@ __all__ = [
     "events_from_ccxt",
     "make_events",
     "normalise_side",
+    "read_bars_file",
+    "read_events_file",
     "realized_from_store",
 ]
 
@@ -138,9 +140,11 @@ NO_SIDE: dict[str, str] = {
     "without side or price, not liquidation orders",
 }
 _ALIASES = {"binanceusdm": "binance", "gateio": "gate", "huobi": "htx"}
+#: venues whose linear perpetual contracts are one base unit (ccxt contractSize 1)
+CONTRACTS_ARE_BASE = frozenset({"binance", "bybit", "hyperliquid"})
 
 
-def normalise_side(exchange_id: str, raw_side: str) -> str:
+def normalise_side(exchange_id: str, raw_side: str | None) -> str:
     """The side that was liquidated, ``"long"`` or ``"short"``, from ccxt's ``side`` on a venue.
 
     ============  ========================  ===========================================
@@ -250,15 +254,22 @@ def _event_id(ex: str, item: Mapping[str, Any]) -> str:
 
 
 def events_from_ccxt(
-    exchange_id: str, liquidations: Sequence[Mapping[str, Any]], symbol: str | None = None
+    exchange_id: str,
+    liquidations: Sequence[Mapping[str, Any]],
+    symbol: str | None = None,
+    markets: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> pd.DataFrame:
     """Event frame from ccxt's unified liquidation structures; InputError naming row and field.
 
-    ``amount`` is ``baseValue``, else ``contracts * contractSize`` (``contracts`` alone when the
-    market has no contract size); ``usd`` is ``quoteValue``, else ``amount * price``. ``symbol``
-    fills rows whose ``symbol`` is missing. Rows must have a timestamp, a positive price and
-    amount, and a side (see :func:`normalise_side`; Bitfinex from the position amount's sign,
-    OKX / HTX from the position side in ``info`` when present).
+    ``amount`` is ``baseValue``, else ``contracts * contractSize``. ccxt 4.5's venue parsers
+    call ``safe_liquidation`` without the market, which blanks ``contractSize`` (and so
+    ``baseValue``) in every WebSocket liquidation: the size is then taken from ``markets``
+    (ccxt's ``exchange.markets``) by symbol. Without it, ``contracts`` count as base units only
+    on venues whose linear contracts are 1 base unit (binance, bybit, hyperliquid); elsewhere
+    (OKX: 0.01 BTC per contract) the row is refused. ``usd`` is ``quoteValue``, else
+    ``amount * price``. ``symbol`` fills rows whose ``symbol`` is missing. Rows must have a
+    timestamp, a positive price and amount, and a side (see :func:`normalise_side`; Bitfinex
+    from the position amount's sign, OKX / HTX from the position side in ``info`` when present).
     """
     ex = _ALIASES.get(exchange_id, exchange_id)
     if ex == "deribit":
@@ -287,8 +298,17 @@ def events_from_ccxt(
         if amount is None:
             contracts = _finite(item.get("contracts"))
             size = _finite(item.get("contractSize"))
-            if contracts is not None:
-                amount = contracts * (size if size is not None else 1.0)
+            if size is None and markets is not None:
+                size = _finite((markets.get(sym) or {}).get("contractSize"))
+            if size is None and ex in CONTRACTS_ARE_BASE:
+                size = 1.0
+            if contracts is not None and size is None:
+                raise InputError(
+                    f"{where}: field 'contractSize' is empty and {sym} is not in markets: "
+                    f"cannot turn {contracts} contracts into base units (pass markets=)"
+                )
+            if contracts is not None and size is not None:
+                amount = contracts * size
         if amount is None or amount <= 0:
             raise InputError(
                 f"{where}: field 'baseValue' / 'contracts' must give an amount > 0, got "
@@ -465,6 +485,31 @@ def _read_feather(path: Path, columns: list[str]) -> pd.DataFrame | None:
     return raw
 
 
+def read_events_file(path: Path) -> pd.DataFrame:
+    """One events file (sorted, checked); an empty frame when absent; CorruptFileError if bad."""
+    raw = _read_feather(path, EVENT_COLUMNS)
+    if raw is None:
+        return _empty_events()
+    try:
+        df = make_events(raw, what=str(path))
+    except InputError as e:
+        raise CorruptFileError(f"{e}; file left in place") from e
+    if not df["timestamp"].is_monotonic_increasing:
+        df = df.sort_values(["timestamp", "id"], kind="stable").reset_index(drop=True)
+    return df
+
+
+def read_bars_file(path: Path) -> pd.DataFrame:
+    """One per-bar file (sorted, checked); an empty frame when absent; CorruptFileError if bad."""
+    raw = _read_feather(path, BAR_COLUMNS)
+    if raw is None:
+        return _empty_bars()
+    try:
+        return _normalise_bars(raw, str(path))
+    except InputError as e:
+        raise CorruptFileError(f"{e}; file left in place") from e
+
+
 class LiquidationStore:
     """Realized liquidations of many exchanges and symbols under one data folder."""
 
@@ -504,14 +549,7 @@ class LiquidationStore:
         self, exchange: str, symbol: str, start: Any = None, end: Any = None
     ) -> pd.DataFrame:
         """Stored events of one symbol, sorted by time; ``[start, end)`` when given."""
-        path = self.events_path(exchange, symbol)
-        raw = _read_feather(path, EVENT_COLUMNS)
-        if raw is None:
-            return _empty_events()
-        try:
-            df = make_events(raw, what=str(path))
-        except InputError as e:
-            raise CorruptFileError(f"{e}; file left in place") from e
+        df = read_events_file(self.events_path(exchange, symbol))
         if start is not None:
             df = df[df["timestamp"] >= _ts(start, "start")]
         if end is not None:
@@ -605,14 +643,7 @@ class LiquidationStore:
     # -- bars ---------------------------------------------------------------------------------
     def read_bar_file(self, exchange: str, symbol: str, timeframe: str) -> pd.DataFrame:
         """Stored per-bar rows (from per-bar sources) of one timeframe, sorted by date."""
-        path = self.bars_path(exchange, symbol, timeframe)
-        raw = _read_feather(path, BAR_COLUMNS)
-        if raw is None:
-            return _empty_bars()
-        try:
-            return _normalise_bars(raw, str(path))
-        except InputError as e:
-            raise CorruptFileError(f"{e}; file left in place") from e
+        return read_bars_file(self.bars_path(exchange, symbol, timeframe))
 
     def write_bars(
         self, exchange: str, symbol: str, timeframe: str, bars: pd.DataFrame
