@@ -73,6 +73,7 @@ PARAM_NAMES: tuple[str, ...] = (
     "churn_volume_share",
     "intrabar_share",
     "close_relative",
+    "contrast_window",  # fraction of price; 0: dense against the scan window's mean
 )
 
 
@@ -165,8 +166,14 @@ class MapConfig:
     scan_range_pct: float = 5.0
     #: Smoothing half-width in bins before thresholding.
     smooth_half_bins: int = 2
-    #: A bin is dense when its smoothed notional exceeds this multiple of the scan mean.
+    #: A bin is dense when its smoothed notional exceeds this multiple of the scan mean (or,
+    #: with ``contrast_window_pct``, of the mean of its own neighbourhood).
     cluster_threshold: float = 2.0
+    #: Local contrast: compare each bin with the bins within this percent of price around it
+    #: instead of the whole scan window (the default 2 %: with the turnover-driven map the scan
+    #: mean put the nearest pocket at the scan's edge, 4.4 % away, and "armed" almost never
+    #: fired). None: the scan window's mean (the first version).
+    contrast_window_pct: float | None = 2.0
     #: Absolute USD floor for a cluster.
     cluster_min_usd: float = 0.0
     #: Runs of dense bins separated by at most this many bins merge into one cluster.
@@ -244,6 +251,8 @@ class MapConfig:
             _positive(name, getattr(self, name))
         _positive("armed_distance_pct", self.armed_distance_pct)
         _positive("cluster_threshold", self.cluster_threshold)
+        if self.contrast_window_pct is not None:
+            _positive("contrast_window_pct", self.contrast_window_pct)
         for name in ("smooth_half_bins", "merge_gap_bins"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 0:
@@ -341,6 +350,9 @@ class MapConfig:
             "churn_volume_share": self.churn_volume_share,
             "intrabar_share": self.intrabar_share,
             "close_relative": 1.0 if self.close_relative else 0.0,
+            "contrast_window": (
+                0.0 if self.contrast_window_pct is None else self.contrast_window_pct / 100.0
+            ),
         }
         return np.array([values[n] for n in PARAM_NAMES], dtype=np.float64)
 

@@ -234,6 +234,7 @@ def find_clusters_nb(
     out: np.ndarray,
     side: int,
     total: float,
+    wide_h: int,
 ) -> int:
     """Clusters in ``vals[:m]``, ordered from nearest to price (index 0) outward.
 
@@ -243,6 +244,8 @@ def find_clusters_nb(
     ``min_usd`` are skipped (a relative 1e-9 slack makes ties dense). ``total`` is
     ``vals[:m].sum()`` (the caller has it). Writes up to ``max_k`` rows of (usd, weighted price,
     near edge price, far edge price, bins) into ``out[side]``; returns the count.
+    With ``wide_h > 0`` the reference is local instead: the mean of ``vals`` over
+    [j - wide_h, j + wide_h] (local contrast, so a smooth map still has pockets near price).
     """
     if m <= 0 or total <= 0.0:
         return 0
@@ -251,6 +254,10 @@ def find_clusters_nb(
     win = 0.0
     for q in range(min(smooth_h, m - 1) + 1):
         win += vals[q]
+    wide = 0.0
+    if wide_h > 0:
+        for q in range(min(wide_h, m - 1) + 1):
+            wide += vals[q]
     count = 0
     in_run = False
     start = 0
@@ -263,8 +270,18 @@ def find_clusters_nb(
             drop = j - smooth_h - 1
             if drop >= 0:
                 win -= vals[drop]
+            if wide_h > 0:
+                add = j + wide_h
+                if add < m:
+                    wide += vals[add]
+                drop = j - wide_h - 1
+                if drop >= 0:
+                    wide -= vals[drop]
         width = min(m - 1, j + smooth_h) - max(0, j - smooth_h) + 1
-        if win >= thr * width * (1.0 - 1e-9):  # ties (equal bins) count as dense
+        if wide_h > 0:
+            w_width = min(m - 1, j + wide_h) - max(0, j - wide_h) + 1
+            thr = thr_mult * wide / w_width
+        if win > 0.0 and win >= thr * width * (1.0 - 1e-9):  # ties (equal bins) count as dense
             if in_run and j - last - 1 <= merge_gap:
                 last = j
             else:
@@ -323,6 +340,16 @@ def _emit_cluster_nb(
     out[side, count, C_FAR] = price_of_nb(float(i_start + direction * last), mode, step, origin)
     out[side, count, C_NBINS] = last - start + 1
     return count + 1
+
+
+@njit(cache=True, inline="always")
+def wide_bins_nb(contrast: float, ref: float, mode: float, step: float) -> int:
+    """Half-width in bins of the local-contrast window (0: off)."""
+    if contrast <= 0.0:
+        return 0
+    if mode == 0.0:
+        return max(1, int(math.floor(contrast * ref / step + 0.5)))
+    return max(1, int(math.floor(math.log1p(contrast) / step + 0.5)))
 
 
 @njit(cache=True, inline="always")
@@ -463,6 +490,7 @@ def run_nb(
     churn = p[25]  # churn_volume_share
     intrabar = p[26]  # intrabar_share
     close_relative = p[27]  # close_relative
+    contrast = p[28]  # contrast_window
 
     inv_step = 1.0 / step
     n_bars = ts.shape[0]
@@ -763,6 +791,7 @@ def run_nb(
                 clusters,
                 side,
                 total,
+                wide_bins_nb(contrast, ref, mode, step),
             )
             base = 2 if side == 0 else 7
             cbase = 12 if side == 0 else 15
@@ -957,5 +986,6 @@ def side_clusters_nb(
         out,
         0,
         total,
+        wide_bins_nb(p[28], ref, mode, step),
     )
     return out[0, :k]

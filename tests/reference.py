@@ -88,6 +88,7 @@ class ReferenceMap:
                 self.fade(now)
             return
         ref = closes[finite[0]]
+        self._ref = ref
         if self.origin is None:
             step = p["grid_step"]
             if p["grid_mode"] == 0:
@@ -334,6 +335,14 @@ class ReferenceMap:
             else:
                 self.ema_oi += alpha * (oi_total - self.ema_oi)
 
+    def _wide_bins(self):
+        c = self.p["contrast_window"]
+        if c <= 0:
+            return 0
+        if self.p["grid_mode"] == 0:
+            return max(1, math.floor(c * self._ref / self.p["grid_step"] + 0.5))
+        return max(1, math.floor(math.log1p(c) / self.p["grid_step"] + 0.5))
+
     def _clusters(self, vals, prices):
         p = self.p
         m = len(vals)
@@ -342,7 +351,12 @@ class ReferenceMap:
         thr = p["cluster_threshold"] * vals.sum() / m
         h = int(p["smooth_half_bins"])
         sm = np.array([vals[max(0, j - h) : min(m, j + h + 1)].mean() for j in range(m)])
-        dense = np.flatnonzero(sm >= thr * (1 - 1e-9))
+        w = self._wide_bins()
+        if w > 0:
+            thr = p["cluster_threshold"] * np.array(
+                [vals[max(0, j - w) : min(m, j + w + 1)].mean() for j in range(m)]
+            )
+        dense = np.flatnonzero((sm > 0) & (sm >= thr * (1 - 1e-9)))
         runs = []
         for j in dense:
             if runs and j - runs[-1][1] - 1 <= p["merge_gap_bins"]:
