@@ -191,3 +191,25 @@ def test_bad_guard_key_inside_freqtrade_is_one_line(tmp_path):
     assert "Fatal exception" not in log and "Traceback" not in log
     errors = [ln for ln in log.splitlines() if " - ERROR - " in ln]
     assert len(errors) == 1 and "guards: unknown key(s) ['entry_distnce_pct']" in errors[0]
+
+
+def test_download_from_the_replay_gets_past_open_interest(tmp_path, capsys):
+    """`download --since/--until` against the replay: open interest months before today is not
+    clamped to Binance's 30 days (the replay on 127.0.0.1 serves what its files hold)."""
+    from liqsignal.data.download import loopback_config
+    from liqsignal.data.replay import ReplayExchange
+
+    with ReplayExchange(TESTDATA / "replay_binance") as rx:
+        overlay = tmp_path / "overlay.json"
+        overlay.write_text(json.dumps({"binance": rx.ccxt_config()}))
+        assert loopback_config(rx.ccxt_config())
+        argv = ["download", "--markets", "BTC", "--exchanges", "binance", "--ccxt-config"]
+        argv += [str(overlay), "--since", "2026-02-01", "--until", "2026-02-02"]
+        argv += ["--candle-types", "futures", "open_interest", "--datadir", str(tmp_path), "--json"]
+        rc, out, err = _run(argv, capsys)
+    assert rc == 0, err
+    jobs = {j["candle_type"]: j for j in json.loads(out)["jobs"]}
+    assert jobs["open_interest"]["status"] == "ok"
+    assert jobs["open_interest"]["rows_added"] >= 24 and jobs["futures"]["rows_added"] == 25
+    assert not loopback_config({"urls": {"api": {"a": "https://fapi.binance.com/fapi/v1"}}})
+    assert not loopback_config({})
