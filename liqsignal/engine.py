@@ -267,6 +267,49 @@ class LiquidationMap:
             log_rows=self.config.grid_mode == 1,
         )
 
+    def consume_to(self, price: float, side: str, exchange: str | None = None) -> float:
+        """A realized liquidation at ``price`` on ``side`` ("long" / "short" liquidated): price
+        traded there, so the levels at and beyond it on that side are consumed now, not at the
+        next bar. Long levels at or above ``price``, short levels at or below it (the kernel's
+        bar rule with ``price`` as the bar's low / high). ``exchange`` limits it to that
+        exchange's block (default: every block of the market). Returns the USD consumed, which
+        is added to ``accounting()["consumed_usd"]`` (mass is conserved). A later bar does not
+        count these levels again in its ``liq_pred_*`` (they are gone)."""
+        if side not in ("long", "short"):
+            raise InputError(f"consume_to: side must be 'long' or 'short', got {side!r}")
+        if not (isinstance(price, int | float) and math.isfinite(price) and price > 0):
+            raise InputError(f"consume_to: price must be a number > 0, got {price!r}")
+        if not self.initialized:
+            return 0.0
+        if exchange is None:
+            blocks = range(self.n_exchanges)
+        elif exchange in self.exchanges:
+            blocks = range(self.exchanges.index(exchange), self.exchanges.index(exchange) + 1)
+        else:
+            raise InputError(f"consume_to: {exchange!r} is not in this map ({self.exchanges})")
+        origin, step, n = float(self.g[nb.G_ORIGIN]), float(self.params[1]), self.n_bins
+        pos = nb.index_of_nb(float(price), float(self.params[0]), step, origin)
+        usd = 0.0
+        for e in blocks:
+            if side == "long":
+                lo, hi = max(0, math.ceil(pos)), int(self.ex[e, nb.X_LTOP])
+                raw, tot, scale = self.long_raw, nb.X_TOT_L, nb.X_SCALE_L
+            else:
+                lo, hi = int(self.ex[e, nb.X_SBOT]), min(n - 1, math.floor(pos))
+                raw, tot, scale = self.short_raw, nb.X_TOT_S, nb.X_SCALE_S
+            if hi < lo:
+                continue
+            s = float(raw[e, lo : hi + 1].sum())
+            raw[e, lo : hi + 1] = 0.0
+            self.ex[e, tot] = max(0.0, self.ex[e, tot] - s)
+            if side == "long":
+                self.ex[e, nb.X_LTOP] = lo - 1.0
+            else:
+                self.ex[e, nb.X_SBOT] = hi + 1.0
+            usd += s * float(self.ex[e, scale])
+        self.g[nb.G_CONSUMED] += usd
+        return usd
+
     def accounting(self) -> dict[str, float]:
         """Where the notional went: opened, consumed, closed, decayed, dropped, standing."""
         g = self.g

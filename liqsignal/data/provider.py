@@ -853,3 +853,17 @@ class MapProvider:
     def map(self, market: str) -> LiquidationMap:
         """The market's engine state (read only: do not ``update`` it)."""
         return self._map(market)[1]
+
+    # -- realized liquidations --------------------------------------------------------------
+    def on_liquidation(self, event: Any) -> float:
+        """Apply one realized liquidation (a :class:`liqsignal.data.streams.StreamEvent`, or
+        anything with ``market``, ``side`` and ``price``) to its market's map at once: the
+        levels at and beyond its price on that side are consumed
+        (:meth:`LiquidationMap.consume_to`, every exchange block: price traded there). Returns
+        the USD consumed (0 for a market this provider does not serve or has no map for yet).
+        A rebuild from the store (a late bar) starts from the bars again; the next closed bar
+        reaches those levels anyway, since its range contains the traded price."""
+        m = self._markets.get(str(getattr(event, "market", "")))
+        if m is None or m.lmap is None or not m.lmap.initialized:
+            return 0.0
+        return m.lmap.consume_to(float(event.price), str(event.side))
