@@ -121,7 +121,7 @@ DEFAULT_MAP_FEATURES: tuple[str, ...] = ("map_standing_oi", "map_pred_oi", "map_
 DEFAULT_C = 0.01
 
 #: Bars of history the rolling features need (rows before it get NaN probabilities).
-HISTORY_BARS = 168
+HISTORY_BARS = 50
 _SHORT, _MID, _LONG = 12, 48, 168
 #: Map-feature columns the model reads from ``compute_features`` output.
 _MAP_INPUTS = (
@@ -306,6 +306,15 @@ def cascade_targets(
 # ------------------------------------------------------------------------------------------
 
 
+def _sigmoid(v: float) -> float:
+    if v != v:  # NaN
+        return math.nan
+    if v >= 0:
+        return 1.0 / (1.0 + math.exp(-v))
+    e = math.exp(v)
+    return e / (1.0 + e)
+
+
 @dataclass(frozen=True)
 class SideModel:
     """One side's standardised logistic regression and its armed threshold."""
@@ -326,13 +335,19 @@ class SideModel:
     test_precision: float | None = None
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Probabilities for rows of ``x`` (columns in ``features`` order); NaN rows -> NaN."""
-        z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
-        logit = z @ np.asarray(self.coef) + self.intercept
-        with np.errstate(over="ignore"):
-            p = 1.0 / (1.0 + np.exp(-logit))
+        """Probabilities for rows of ``x`` (columns in ``features`` order); NaN rows -> NaN.
+
+        Element by element in a fixed order (no matrix product, whose rounding can depend on
+        the array's length and alignment), so a row gives the same bits whatever rows come
+        with it: the columns are exactly point in time.
+        """
+        x = np.asarray(x, dtype=np.float64)
+        logit = np.full(x.shape[0], self.intercept)
+        for j, (mu, sd, c) in enumerate(zip(self.mean, self.scale, self.coef, strict=True)):
+            logit = logit + (x[:, j] - mu) / sd * c
+        p = np.array([_sigmoid(v) for v in logit.tolist()], dtype=np.float64)
         p[~np.all(np.isfinite(x), axis=1)] = np.nan
-        return np.asarray(p)
+        return p
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -32,7 +32,7 @@ import weakref
 from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -40,10 +40,12 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from liqsignal.config import MapConfig
+from liqsignal.config import ForecastConfig, MapConfig
 from liqsignal.exceptions import ConfigError, LiqsignalError
 from liqsignal.features import FEATURE_COLUMNS, compute_features
+from liqsignal.forecast import FORECAST_COLUMNS, apply_forecast
 from liqsignal.guards import (
+    FORECAST_GUARD_COLUMNS,
     GUARD_COLUMNS,
     GuardConfig,
     data_state,
@@ -68,6 +70,7 @@ class LiqConfigurationError(ConfigError, _FtOperationalException):
 __all__ = [
     "AGGREGATED_COLUMNS",
     "LIQ_COLUMNS",
+    "LIQ_FORECAST_COLUMNS",
     "LIQ_PLOT_CONFIG",
     "SECTION_KEYS",
     "LiqGuardMixin",
@@ -84,7 +87,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Keys of the ``liqsignal`` section of a Freqtrade config.
-SECTION_KEYS: tuple[str, ...] = ("engine", "guards", "alerts", "exchanges")
+SECTION_KEYS: tuple[str, ...] = ("engine", "guards", "alerts", "exchanges", "forecast")
 
 _OI_COLS = ("open_interest_amount", "open_interest_value")
 
@@ -92,6 +95,9 @@ _OI_COLS = ("open_interest_amount", "open_interest_value")
 #: total since the map started, which depends on where the data starts (no fixed startup makes
 #: it stable; ``freqtrade recursive-analysis`` shows it), so it stays out of strategy frames.
 LIQ_COLUMNS: tuple[str, ...] = tuple(c for c in FEATURE_COLUMNS if c != "liq_dropped_usd")
+#: With ``liqsignal.forecast.enabled`` (the default) ``add_liq_columns`` also adds these
+#: (``liqsignal.forecast``) and rewrites ``liq_*_armed`` / ``liq_*_armed_score`` from them.
+LIQ_FORECAST_COLUMNS: tuple[str, ...] = FORECAST_COLUMNS
 #: Columns ``add_liq_columns`` adds with several ``liqsignal.exchanges``: ``LIQ_COLUMNS`` of the
 #: aggregated map plus ``liq_n_exchanges`` (exchanges with a bar at that date).
 AGGREGATED_COLUMNS: tuple[str, ...] = (*LIQ_COLUMNS, "liq_n_exchanges")
@@ -144,6 +150,8 @@ class LiqSettings:
     #: ``liqsignal.exchanges``, the bot's own exchange first (the reference); one entry: the
     #: single-exchange columns, several: the aggregated ones (``add_liq_columns``).
     exchanges: tuple[str, ...] = ()
+    #: ``liqsignal.forecast``: the cascade-risk forecast's settings.
+    forecast: ForecastConfig = field(default_factory=ForecastConfig)
 
 
 def liq_settings(config: Mapping[str, Any] | MapConfig | None) -> LiqSettings:
@@ -170,6 +178,7 @@ def liq_settings(config: Mapping[str, Any] | MapConfig | None) -> LiqSettings:
         GuardConfig.from_dict(guards),
         frozenset(guards) if isinstance(guards, Mapping) else frozenset(),
         _exchanges(section.get("exchanges"), own),
+        ForecastConfig.from_dict(section.get("forecast")),
     )
 
 
@@ -300,6 +309,8 @@ def add_liq_columns(
         )
     if len(settings.exchanges) > 1:
         out = _aggregated_columns(df, pair, dp, config, settings, engine, timeframe, datadir)
+        if settings.forecast.enabled:
+            out = _with_forecast(out, out, settings, engine, pair)
         _remember_rows(dp, pair, out)
         return out
     use_proxy = proxy if proxy is not None else not have_oi
@@ -313,13 +324,23 @@ def add_liq_columns(
         )
     feats = compute_features(df, engine, proxy=bool(use_proxy))
     assert isinstance(feats, pd.DataFrame)
+    cols = list(LIQ_COLUMNS)
+    if settings.forecast.enabled:
+        feats = _with_forecast(df, feats, settings, engine, pair)
+        cols += list(LIQ_FORECAST_COLUMNS)
     # one float block for the new columns: row reads in the guards stay cheap
-    liq = pd.DataFrame(
-        feats[list(LIQ_COLUMNS)].to_numpy(dtype="float64"), index=df.index, columns=LIQ_COLUMNS
-    )
-    keep = df.drop(columns=[c for c in LIQ_COLUMNS if c in df.columns])
+    liq = pd.DataFrame(feats[cols].to_numpy(dtype="float64"), index=df.index, columns=cols)
+    keep = df.drop(columns=[c for c in cols if c in df.columns])
     out = pd.concat([keep, liq], axis=1)
     _remember_rows(dp, pair, out)
+    return out
+
+
+def _with_forecast(
+    frame: pd.DataFrame, feats: pd.DataFrame, settings: LiqSettings, engine: MapConfig, pair: str
+) -> pd.DataFrame:
+    """``feats`` with the forecast columns (NaN and a warning when the model cannot be used)."""
+    out = apply_forecast(frame, feats, settings.forecast, engine=engine, context=f" {pair}")
     return out
 
 
@@ -515,13 +536,15 @@ _ROWS: weakref.WeakKeyDictionary[Any, dict[str, _Rows]] = weakref.WeakKeyDiction
 @dataclass(eq=False)
 class _Rows:
     dates: np.ndarray  # int64 ns, candle open times
-    values: np.ndarray  # [n, len(GUARD_COLUMNS)] float64
+    values: np.ndarray  # [n, len(_ROW_COLUMNS)] float64
     checked: bool = False  # compared with the analysed dataframe once
     bad: bool = False  # differed from it: use the DataProvider path
     secs: list[float] | None = None  # dates in float seconds (made on first use)
 
 
-_GUARD_POS: dict[str, int] = {c: i for i, c in enumerate(GUARD_COLUMNS)}
+#: What the rows keep: the guard columns and the probabilities (NaN when not computed).
+_ROW_COLUMNS: tuple[str, ...] = (*GUARD_COLUMNS, *FORECAST_GUARD_COLUMNS)
+_GUARD_POS: dict[str, int] = {c: i for i, c in enumerate(_ROW_COLUMNS)}
 
 
 def _same(a: Mapping[str, float] | None, b: Mapping[str, float] | None) -> bool:
@@ -548,7 +571,8 @@ def _remember_rows(dp: Any, pair: str, out: pd.DataFrame) -> None:
     if len(dates) > 1 and not bool(np.all(dates[1:] > dates[:-1])):
         store.pop(pair, None)
         return
-    store[pair] = _Rows(np.asarray(dates), out[cols].to_numpy(dtype="float64", copy=True))
+    values = out.reindex(columns=list(_ROW_COLUMNS)).to_numpy(dtype="float64", copy=True)
+    store[pair] = _Rows(np.asarray(dates), values)
 
 
 class LiqGuardMixin:
@@ -772,8 +796,10 @@ class LiqGuardMixin:
                 and all(c in df.columns for c in GUARD_COLUMNS)
             )
             if ok:
-                have = df[list(GUARD_COLUMNS)].to_numpy(dtype="float64")
-                ok = bool(np.array_equal(have, rows.values[pos], equal_nan=True))
+                cols = [c for c in _ROW_COLUMNS if c in df.columns]
+                have = df[cols].to_numpy(dtype="float64")
+                want = rows.values[pos][:, [_GUARD_POS[c] for c in cols]]
+                ok = bool(np.array_equal(have, want, equal_nan=True))
         if ok:
             rows.checked = True
         else:
@@ -840,7 +866,7 @@ class LiqGuardMixin:
             cfg = self.liq_guard_config()
             if not cfg.enabled:
                 return True
-            row, date, state = self._liq_row(pair, current_time, cfg)
+            row, date, state = self._liq_row(pair, current_time, cfg, _columns(cfg))
             d = entry_decision(row, _side(side), float(rate), cfg, state=state)
             verdict = ("allow: " if d.allowed else "refuse: ") + d.reason
             self._liq_log(pair, "entry", _side(side), date, verdict, d.figures)
@@ -864,7 +890,7 @@ class LiqGuardMixin:
             cfg = self.liq_guard_config()
             if not cfg.enabled:
                 return fallback
-            row, date, state = self._liq_row(pair, current_time, cfg)
+            row, date, state = self._liq_row(pair, current_time, cfg, _columns(cfg))
             engine = self._liq_engine()
             exchange = str((getattr(self, "config", None) or {}).get("exchange", {}).get(
                 "name", engine.exchange))  # fmt: skip
@@ -923,6 +949,11 @@ class LiqGuardMixin:
                    "liqsignal guard %s for %s failed (%s: %s); answering %r",
                    guard, pair, type(e).__name__, e, default)  # fmt: skip
         return default
+
+
+def _columns(cfg: GuardConfig) -> tuple[str, ...]:
+    """The columns a guard reads: the probabilities too when a probability rule is on."""
+    return (*GUARD_COLUMNS, *FORECAST_GUARD_COLUMNS) if cfg.uses_forecast else GUARD_COLUMNS
 
 
 def _side(side: str) -> str:

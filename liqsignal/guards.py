@@ -8,14 +8,17 @@ configured fail-open or fail-closed answer (``GuardConfig.on_stale``).
 
 - ``entry_decision``: refuse a long when a dense long pocket (nearest long cluster) sits within
   ``entry_distance_pct`` below the rate; refuse a short when a dense short pocket sits within
-  that distance above it.
+  that distance above it; with ``entry_max_prob`` set, also refuse when the side's cascade
+  probability (``liq_*_cascade_prob``, ``liqsignal.forecast``) is above it.
 - ``leverage_decision``: the highest leverage whose own liquidation price (the exchange's formula,
   ``liqsignal.tiers.liquidation_price``) lies beyond the far end of the cascade on the position's
   side plus ``leverage_buffer_pct``; never above the proposed or the exchange maximum, never
-  below ``min_leverage``.
+  below ``min_leverage``; with ``leverage_prob_budget`` set, also at most budget / cascade
+  probability (leverage x probability <= budget).
 - ``stop_decision``: when a pocket on the position's side is armed (``liq_long_armed`` for a long,
-  ``liq_short_armed`` for a short), tighten the stop to just beyond the pocket's near edge, or
-  exit (``stop_mode``).
+  ``liq_short_armed`` for a short; with the forecast on, armed means the side's cascade
+  probability is at least ``forecast.armed_prob``), tighten the stop to just beyond the
+  pocket's near edge, or exit (``stop_mode``).
 - ``data_state``: "ok", "stale" or "missing" for the last analysed candle.
 """
 
@@ -33,6 +36,7 @@ from liqsignal.exceptions import ConfigError
 from liqsignal.tiers import liquidation_price, load_tiers, max_leverage_of, tier_for
 
 __all__ = [
+    "FORECAST_GUARD_COLUMNS",
     "GUARD_COLUMNS",
     "EntryDecision",
     "GuardConfig",
@@ -62,6 +66,9 @@ GUARD_COLUMNS: tuple[str, ...] = (
     "liq_long_total_usd",
     "liq_short_total_usd",
 )
+
+#: Columns the probability rules (``entry_max_prob``, ``leverage_prob_budget``) read.
+FORECAST_GUARD_COLUMNS: tuple[str, ...] = ("liq_long_cascade_prob", "liq_short_cascade_prob")
 
 _SIDES = ("long", "short")
 _FAIL = ("open", "closed")
@@ -93,6 +100,12 @@ class GuardConfig:
     #: Leverage guard: own liquidation price beyond the cascade's far end plus this buffer.
     leverage_enabled: bool = True
     leverage_buffer_pct: float = 1.0
+    #: Entry guard: refuse when the side's cascade probability is above this (None: off). No
+    #: probability (NaN: no model, too little history) follows ``on_stale``.
+    entry_max_prob: float | None = None
+    #: Leverage guard: leverage x cascade probability at most this (None: off); e.g. 0.5 caps
+    #: a 10 % probability at 5x. No probability follows ``on_stale``.
+    leverage_prob_budget: float | None = None
     #: Leverage never goes below this (Binance's minimum is 1).
     min_leverage: float = 1.0
     #: Position notional (USD) that picks the maintenance-margin tier; None: the engine's
@@ -108,6 +121,9 @@ class GuardConfig:
     stop_buffer_pct: float = 0.2
     #: The tightened stop is never closer to the rate than this (percent); "exit" uses it too.
     stop_min_distance_pct: float = 0.1
+    #: Tighten with no pocket on the side (armed by the forecast alone): the stop this far
+    #: (percent) from the rate.
+    stop_no_pocket_pct: float = 1.0
     #: The last analysed candle is stale when it closed more than this many candles ago.
     max_age_candles: float = 2.0
     #: Stale or missing data: "open" lets entries through with the proposed leverage;
@@ -138,6 +154,10 @@ class GuardConfig:
         _num("min_leverage", self.min_leverage, lo=1.0, hi=1000.0)
         if self.position_notional is not None:
             _num("position_notional", self.position_notional, lo=0.0, lo_open=True)
+        if self.entry_max_prob is not None:
+            _num("entry_max_prob", self.entry_max_prob, lo=0.0, hi=1.0)
+        if self.leverage_prob_budget is not None:
+            _num("leverage_prob_budget", self.leverage_prob_budget, lo=0.0, lo_open=True)
         _num("stop_min_score", self.stop_min_score, lo=0.0)
         if self.stop_mode not in _STOP_MODES:
             raise ConfigError(
@@ -145,6 +165,7 @@ class GuardConfig:
             )
         _num("stop_buffer_pct", self.stop_buffer_pct, lo=0.0, hi=50.0)
         _num("stop_min_distance_pct", self.stop_min_distance_pct, lo=0.0, hi=50.0, lo_open=True)
+        _num("stop_no_pocket_pct", self.stop_no_pocket_pct, lo=0.0, hi=50.0, lo_open=True)
         _num("max_age_candles", self.max_age_candles, lo=0.0, lo_open=True)
         if self.on_stale not in _FAIL:
             raise ConfigError(
@@ -154,6 +175,11 @@ class GuardConfig:
     @property
     def fail_open(self) -> bool:
         return self.on_stale == "open"
+
+    @property
+    def uses_forecast(self) -> bool:
+        """True when a probability rule is on (the guards then read the forecast columns)."""
+        return self.entry_max_prob is not None or self.leverage_prob_budget is not None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> GuardConfig:
@@ -275,11 +301,25 @@ def entry_decision(
         if config.fail_open:
             return EntryDecision(True, f"{what} data, fail-open")
         return EntryDecision(False, f"{what} data, fail-closed")
+    prob_figs: dict[str, float] = {}
+    if config.entry_max_prob is not None:
+        prob = _f(row, f"liq_{side}_cascade_prob")
+        if math.isnan(prob):
+            if not config.fail_open:
+                return EntryDecision(False, f"no {side} cascade probability, fail-closed")
+        else:
+            prob_figs = {"cascade_prob": prob, "max_prob": config.entry_max_prob}
+            if prob > config.entry_max_prob:
+                return EntryDecision(
+                    False,
+                    f"{side} cascade probability {prob:.3f} above {config.entry_max_prob:.3f}",
+                    {"rate": rate, **prob_figs},
+                )
     usd = _f(row, f"liq_{side}_cluster_usd")
     low = _f(row, f"liq_{side}_cluster_low")
     high = _f(row, f"liq_{side}_cluster_high")
     if math.isnan(low) or math.isnan(high) or not usd > 0:
-        return EntryDecision(True, f"no {side} pocket", {"rate": rate})
+        return EntryDecision(True, f"no {side} pocket", {"rate": rate, **prob_figs})
     if side == "long":
         # pocket below: distance from the rate down to its near (upper) edge
         gone = rate < low  # price already traded through the whole pocket
@@ -288,7 +328,7 @@ def entry_decision(
         gone = rate > high
         dist = (low - rate) / rate * 100.0
     figures = {"rate": rate, "pocket_low": low, "pocket_high": high, "pocket_usd": usd,
-               "distance_pct": dist}  # fmt: skip
+               "distance_pct": dist, **prob_figs}  # fmt: skip
     if gone:
         return EntryDecision(True, f"{side} pocket already traded through", figures)
     if dist <= config.entry_distance_pct and usd >= config.entry_min_usd:
@@ -382,6 +422,27 @@ def leverage_decision(
         if config.fail_open:
             return LeverageDecision(cap, f"{what} data, fail-open")
         return LeverageDecision(floor, f"{what} data, fail-closed")
+    if config.leverage_prob_budget is not None:
+        prob = _f(row, f"liq_{side}_cascade_prob")
+        if math.isnan(prob):
+            if not config.fail_open:
+                return LeverageDecision(floor, f"no {side} cascade probability, fail-closed")
+        elif prob > 0:
+            by_prob = max(math.floor(config.leverage_prob_budget / prob), 1.0)
+            if by_prob < cap:
+                lev_p = max(by_prob, floor)
+                inner = leverage_decision(
+                    row, side, rate, lev_p, lev_p, config.replace(leverage_prob_budget=None),
+                    state=state, exchange=exchange, symbol=symbol,
+                    position_notional=position_notional, tiers_file=tiers_file,
+                )  # fmt: skip
+                figs = {**inner.figures, "cascade_prob": prob, "proposed": cap}
+                return LeverageDecision(
+                    inner.leverage,
+                    f"capped {cap:g}x -> {lev_p:g}x by {side} cascade probability {prob:.3f} "
+                    f"(budget {config.leverage_prob_budget:g}); {inner.reason}",
+                    figs,
+                )
     end = _f(row, f"liq_{side}_cascade_end")
     if math.isnan(end):
         return LeverageDecision(cap, f"no {side} cascade", {"rate": rate, "proposed": cap})
@@ -433,9 +494,22 @@ def stop_decision(
     min_d = config.stop_min_distance_pct / 100.0
     closest = current_rate * (1.0 - min_d) if side == "long" else current_rate * (1.0 + min_d)
     figures = {"rate": current_rate, "score": score, "pocket_low": low, "pocket_high": high}
-    if config.stop_mode == "exit" or math.isnan(low) or math.isnan(high):
+    if config.stop_mode == "exit":
         reason = f"armed {side} pocket (score {score:.2f}): exit"
         return StopDecision("exit", reason, closest, figures)
+    if math.isnan(low) or math.isnan(high):  # armed by the forecast, no pocket on the side
+        d = config.stop_no_pocket_pct / 100.0
+        if side == "long":
+            stop = min(current_rate * (1.0 - d), closest)
+        else:
+            stop = max(current_rate * (1.0 + d), closest)
+        return StopDecision(
+            "tighten",
+            f"{side} side armed (score {score:.2f}), no pocket: stop to {stop:.6g} "
+            f"({config.stop_no_pocket_pct:g}% from the rate)",
+            stop,
+            figures,
+        )
     buf = config.stop_buffer_pct / 100.0
     if side == "long":
         stop = min(high * (1.0 + buf), closest)

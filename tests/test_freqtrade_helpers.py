@@ -168,9 +168,20 @@ def test_add_liq_columns_matches_compute_features_on_the_merged_frame(candles, o
                                  timeframe="1h", other_timeframe="1h")  # fmt: skip
     merged = merge_point_in_time(merged, funding, ["funding_rate"], timeframe="1h",
                                  other_timeframe="1h")  # fmt: skip
-    expected = compute_features(merged, MapConfig())
-    assert isinstance(expected, pd.DataFrame)
-    pd.testing.assert_frame_equal(out[list(LIQ_COLUMNS)], expected[list(LIQ_COLUMNS)])
+    plain = compute_features(merged, MapConfig())
+    assert isinstance(plain, pd.DataFrame)
+    # the forecast (on by default) adds the probabilities and rewrites armed / armed_score
+    from liqsignal.forecast import add_forecast_columns, load_model
+    from liqsignal.freqtrade import LIQ_FORECAST_COLUMNS
+
+    expected = add_forecast_columns(merged, plain, load_model())
+    cols = [*LIQ_COLUMNS, *LIQ_FORECAST_COLUMNS]
+    pd.testing.assert_frame_equal(out[cols], expected[cols])
+    # with the forecast off, the columns are compute_features' own
+    no_forecast = {"timeframe": "1h", "liqsignal": {"forecast": {"enabled": False}}}
+    off = add_liq_columns(candles, {"pair": PAIR}, dp, no_forecast)
+    pd.testing.assert_frame_equal(off[list(LIQ_COLUMNS)], plain[list(LIQ_COLUMNS)])
+    assert not set(LIQ_FORECAST_COLUMNS) & set(off.columns)
 
 
 def test_add_liq_columns_falls_back_to_volume_proxy_and_says_so_once(candles, caplog):
@@ -321,7 +332,10 @@ def test_mixin_leverage_and_stop(candles, oi, caplog):
                     # the stop price Freqtrade derives (value / leverage) is beyond the pocket
                     stop = row["close"] * (1 - abs(sl) / 5.0 * (1 if side == "long" else -1))
                     c = row["close"]
-                    if side == "long":  # just above the pocket, never within 0.1 % of price
+                    edge = row[f"liq_{side}_cluster_{'high' if side == 'long' else 'low'}"]
+                    if np.isnan(edge):  # armed by the forecast without a pocket: 1 % away
+                        want = c * (0.99 if side == "long" else 1.01)
+                    elif side == "long":  # just above the pocket, never within 0.1 % of price
                         want = min(row["liq_long_cluster_high"] * 1.002, c * 0.999)
                     else:
                         want = max(row["liq_short_cluster_low"] * 0.998, c * 1.001)
