@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from liqsignal.cli_forecast import add_parsers as add_forecast_parsers
+from liqsignal.cli_watch import add_parsers as add_watch_parsers
 from liqsignal.exceptions import ConfigError, LiqsignalError
 
 __all__ = ["main"]
@@ -952,6 +953,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_replay_arguments(r)
     r.set_defaults(func=run_replay)
     add_forecast_parsers(sub)
+    add_watch_parsers(sub)
     return p
 
 
