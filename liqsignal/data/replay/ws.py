@@ -484,6 +484,7 @@ class LiquidationStreamServer:
         markets: Sequence[str] = ("BTC", "ETH"),
         port: int = 0,
         host: str = "127.0.0.1",
+        record_sends: bool = False,
     ) -> None:
         if venue not in VENUES:
             raise ConfigError(f"unknown stream venue {venue!r}; known: {', '.join(VENUES)}")
@@ -504,6 +505,8 @@ class LiquidationStreamServer:
         self.connects = 0
         self.subscribes: list[tuple[str, Any]] = []  # (connection id, subscribe args)
         self.pings = 0
+        #: with ``record_sends``: (market, ts_ms, side) -> time.perf_counter() when first sent
+        self.sent_at: dict[tuple[str, int, str], float] | None = {} if record_sends else None
         self.http_paths: list[str] = []
         self.unknown_http: list[str] = []
 
@@ -816,6 +819,8 @@ class LiquidationStreamServer:
         for ev in events:
             sym = venue_symbol(self.venue, ev.market)
             text = json.dumps(encode_event(self.venue, ev), separators=(",", ":"))
+            if self.sent_at is not None:
+                self.sent_at[(ev.market, ev.ts_ms, ev.side)] = time.perf_counter()
             for conn in list(self._conns):
                 if not self._wants(conn, sym):
                     continue
