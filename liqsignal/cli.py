@@ -952,6 +952,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_replay_arguments(r)
     r.set_defaults(func=run_replay)
+
+    from liqsignal.guard_report import add_guard_report_arguments, run_guard_report
+
+    gr = sub.add_parser("guard-report", help="what the guards did in a Freqtrade backtest")
+    add_guard_report_arguments(gr)
+    gr.set_defaults(func=run_guard_report)
     add_forecast_parsers(sub)
     add_watch_parsers(sub)
     return p

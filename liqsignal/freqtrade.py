@@ -856,6 +856,21 @@ class LiqGuardMixin:
             figs,
         )
 
+    def _liq_tally(
+        self, guard: str, pair: str, side: str, date: datetime | None, acted: bool, **kw: Any
+    ) -> None:
+        """Count the decision for the guard report printed when a backtest ends
+        (``liqsignal.guard_report``; backtesting only)."""
+        if _runmode(getattr(self, "dp", None)) != "backtest":
+            return
+        st = self._liq_state()
+        t = st.get("tally")
+        if t is None:
+            from liqsignal.guard_report import tally
+
+            t = st["tally"] = tally(type(self).__name__, getattr(self, "config", None) or {})
+        t.record(guard, pair, side, date, acted, **kw)
+
     # -- the three callbacks
 
     def liq_confirm_trade_entry(
@@ -870,6 +885,7 @@ class LiqGuardMixin:
             d = entry_decision(row, _side(side), float(rate), cfg, state=state)
             verdict = ("allow: " if d.allowed else "refuse: ") + d.reason
             self._liq_log(pair, "entry", _side(side), date, verdict, d.figures)
+            self._liq_tally("entry", pair, _side(side), date, not d.allowed, rate=float(rate))
             return d.allowed
         except Exception as e:  # never into the bot
             return self._liq_error("entry", pair, e, default=self._liq_fail_open())
@@ -900,6 +916,8 @@ class LiqGuardMixin:
                 position_notional=engine.position_notional, tiers_file=engine.tiers_file,
             )  # fmt: skip
             self._liq_log(pair, "leverage", _side(side), date, d.reason, d.figures)
+            capped = float(d.leverage) < fallback - 1e-9
+            self._liq_tally("leverage", pair, _side(side), date, capped, trade_open=current_time)
             return float(d.leverage)
         except Exception as e:  # never into the bot
             default = fallback if self._liq_fail_open() else 1.0
@@ -931,6 +949,8 @@ class LiqGuardMixin:
             d = stop_decision(row, side, float(current_rate), cfg, state=state)
             level = logging.INFO if d.action != "keep" else logging.DEBUG
             self._liq_log(pair, "stop", side, date, f"{d.action}: {d.reason}", d.figures, level)
+            opened = getattr(trade, "open_date_utc", None)
+            self._liq_tally("stop", pair, side, date, d.action != "keep", trade_open=opened)
             if d.action == "keep":
                 return None
             lev = getattr(trade, "leverage", None) or 1.0

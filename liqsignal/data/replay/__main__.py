@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from liqsignal.data.replay.server import VENUES, ReplayExchange
 from liqsignal.exceptions import LiqsignalError
@@ -39,7 +40,27 @@ def add_replay_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="serve closed candles only (use this for a Freqtrade dry-run with --speed)",
     )
+    p.add_argument(
+        "--overlay",
+        metavar="PATH",
+        help='also write {"<venue>": overlay} here, the file liqsignal download / map --live '
+        "read with --ccxt-config",
+    )
+    p.add_argument(
+        "--freqtrade-overlay",
+        metavar="PATH",
+        help='also write {"exchange": {"ccxt_config": overlay}} here, a second Freqtrade config '
+        "(freqtrade ... -c config.json -c PATH)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log every request")
+
+
+def _write(path: str, data: dict[str, object]) -> None:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(out)  # whole or not at all: a reader never sees half a file
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +90,17 @@ def run_replay(a: argparse.Namespace) -> int:
     except (LiqsignalError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps({"ccxt_config": rx.ccxt_config(a.venue)}, indent=2), flush=True)
+    overlay = rx.ccxt_config(a.venue)
+    try:
+        if a.overlay:
+            _write(a.overlay, {a.venue: overlay})
+        if a.freqtrade_overlay:
+            _write(a.freqtrade_overlay, {"exchange": {"ccxt_config": overlay}})
+    except OSError as e:
+        rx.stop()
+        print(f"error: cannot write the overlay: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({"ccxt_config": overlay}, indent=2), flush=True)
     print(
         f"replay exchange at {rx.url}, replay time {rx.now().isoformat()}; Ctrl-C stops",
         file=sys.stderr,
