@@ -57,6 +57,7 @@ __all__ = [
     "expected_calibration_error",
     "fit_forecast",
     "forecast_features",
+    "forecast_on_frame",
     "forecast_report",
     "format_forecast_report",
     "load_model",
@@ -244,6 +245,12 @@ def forecast_features(
         out["map_bars_since_flush"] = np.log1p(
             np.clip(np.where(np.isfinite(since), since, 500.0), 0.0, 500.0)
         )
+        # no map on the row (not built yet, or missing in an aggregate): no map features
+        nomap = ~np.isfinite(_col(features, f"liq_{s}_total_usd"))
+        if nomap.any():
+            for k in MAP_FEATURES:
+                if k in out:
+                    out[k] = np.where(nomap, np.nan, out[k])
 
     with np.errstate(divide="ignore", invalid="ignore"):
         lr = np.log(close / close.shift(1))
@@ -905,6 +912,25 @@ def apply_forecast(
             for c in (f"liq_{s}_cascade_prob", f"liq_{s}_armed", f"liq_{s}_armed_score"):
                 out[c] = np.nan
         return out
+
+
+def forecast_on_frame(feat: pd.DataFrame, config: Any = None) -> pd.DataFrame:
+    """The forecast on a date-indexed frame holding both the candles (``open, high, low, close,
+    volume``, open interest) and the ``liq_*`` columns, as the alert service has it. A frame
+    without the candles is returned as it is (the forecast needs them); a bad model or config
+    gives NaN columns and a warning (``apply_forecast``)."""
+    need = ("open", "high", "low", "close", "volume")
+    if feat is None or feat.empty or any(c not in feat.columns for c in need):
+        return feat
+    try:
+        from liqsignal.config import ForecastConfig
+
+        cfg = config if isinstance(config, ForecastConfig) else ForecastConfig.from_dict(config)
+    except LiqsignalError as e:
+        _warn_once(("config", str(e)), "liqsignal forecast: %s; no forecast", e)
+        return feat
+    frame = feat if "date" in feat.columns else feat.assign(date=feat.index)
+    return apply_forecast(frame, feat, cfg)
 
 
 def _warn_once(key: tuple[Any, ...], msg: str, *args: Any) -> None:

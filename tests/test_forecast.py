@@ -259,3 +259,39 @@ def test_report_and_cli_fit_on_a_users_file(btc4h, tmp_path, capsys):
     frame.drop(columns=["realized_short_usd"]).to_csv(csv, index=False)
     assert main(["fit", "--data", str(csv), "--out", str(out)]) == 2
     assert "missing column(s) ['realized_short_usd']" in capsys.readouterr().err
+
+
+def test_alerts_carry_probability_side_horizon_and_precision(btc4h, model):
+    from liqsignal.alerts.events import Event
+    from liqsignal.alerts.message import format_cluster_alert
+    from liqsignal.alerts.service import alert_for, bar_view
+
+    text = format_cluster_alert(market="BTC/USDT:USDT", side="short", price_low=101.0,
+                                price_high=102.0, usd=5e6, distance_pct=1.5, price=100.0,
+                                probability=0.234, horizon_bars=6, threshold=0.162,
+                                precision=0.167)  # fmt: skip
+    assert "23%</b> that short liquidations cascade within 6 bars" in text
+    assert "armed at 16%, measured precision 17%" in text and "score" not in text
+    frame, feats = btc4h
+    on = frame.set_index("date").join(feats.set_index(frame["date"]))
+    out = fc.forecast_on_frame(on)
+    assert out["liq_short_cascade_prob"].iloc[-1] == pytest.approx(
+        fc.add_forecast_columns(frame, feats, model)["liq_short_cascade_prob"].iloc[-1]
+    )
+    assert fc.forecast_on_frame(feats) is feats  # no candles: left as it is
+    # a bar whose short side the forecast arms, with a short pocket: the alert says it all
+    p = out["liq_short_cascade_prob"]
+    hit = out[(p >= model.sides["short"].threshold) & out["liq_short_cluster_low"].notna()]
+    assert len(hit) > 0
+    when = hit.index[0]
+    view = bar_view("BTC/USDT:USDT", None, out.loc[:when], float(hit["close"].iloc[0]))
+    assert view is not None
+    pocket = view.armed["short"]
+    assert pocket is not None and pocket.probability == pytest.approx(p.loc[when])
+    assert pocket.horizon_bars == 6 and pocket.threshold == model.sides["short"].threshold
+    assert pocket.precision == model.sides["short"].test_precision
+    ev = Event("armed", "BTC/USDT:USDT", when.to_pydatetime(), side="short", pocket=pocket,
+               price=float(hit["close"].iloc[0]))  # fmt: skip
+    msg = alert_for(ev).text
+    assert f"{p.loc[when] * 100:.0f}%</b> that short liquidations cascade within 6 bars" in msg
+    assert f"measured precision {model.sides['short'].test_precision * 100:.0f}%" in msg

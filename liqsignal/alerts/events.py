@@ -102,6 +102,12 @@ class Pocket:
     cascade_usd: float = 0.0
     shares: Mapping[str, float] = field(default_factory=dict)
     score: float | None = None
+    #: The forecast's probability of a cascade on ``side`` within ``horizon_bars`` (when the
+    #: features carry ``liq_*_cascade_prob``), its armed threshold and measured precision.
+    probability: float | None = None
+    horizon_bars: int | None = None
+    threshold: float | None = None
+    precision: float | None = None
 
 
 @dataclass(frozen=True)

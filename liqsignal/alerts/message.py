@@ -205,8 +205,16 @@ def format_cluster_alert(
     kind: str = "armed",
     score: float | None = None,
     note: str | None = None,
+    probability: float | None = None,
+    horizon_bars: int | None = None,
+    threshold: float | None = None,
+    precision: float | None = None,
 ) -> str:
     """Telegram HTML for an armed (or escalated / info) liquidation pocket near price.
+
+    With ``probability`` (the forecast's ``liq_*_cascade_prob``, a fraction) the message says
+    how likely a cascade on ``side`` starts within ``horizon_bars``, the armed ``threshold``
+    and the measured (out-of-sample) ``precision`` of that threshold, instead of the score.
 
     ``side`` is the side that gets liquidated: "long" (pocket below price, forced selling) or
     "short" (above, forced buying). ``distance_pct`` is signed, in percent:
@@ -244,7 +252,19 @@ def format_cluster_alert(
         crowd.append(f"funding {fmt_pct(_finite('funding_rate', funding_rate) * 100, 4)}")
     if crowd:
         lines.append(" · ".join(crowd))
-    if score is not None:
+    if probability is not None:
+        prob = _finite("probability", probability)
+        within = f" within {int(horizon_bars)} bars" if horizon_bars is not None else ""
+        lines.append(f"Cascade risk: <b>{prob * 100:.0f}%</b> that {side} liquidations "
+                     f"cascade{within}")  # fmt: skip
+        facts = []
+        if threshold is not None:
+            facts.append(f"armed at {_finite('threshold', threshold) * 100:.0f}%")
+        if precision is not None:
+            facts.append(f"measured precision {_finite('precision', precision) * 100:.0f}%")
+        if facts:
+            lines.append(f"<i>{', '.join(facts)}</i>")
+    elif score is not None:
         lines.append(f"<i>score {_finite('score', score):.2f}</i>")
     if note:
         lines.append(f"<i>{escape(note)}</i>")

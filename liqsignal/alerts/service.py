@@ -64,6 +64,7 @@ from liqsignal.alerts.message import (
 from liqsignal.alerts.outbox import DEFAULT_OUTBOX_PATH, Outbox
 from liqsignal.config import MapConfig, section_kwargs
 from liqsignal.exceptions import ConfigError
+from liqsignal.forecast import forecast_on_frame
 
 __all__ = [
     "AlertConfig",
@@ -383,7 +384,9 @@ def with_market_data(
             continue
         if c is None or c.empty:
             continue
-        c = c.set_index("date")[["high", "low", "close"]]
+        c = c.set_index("date")[
+            [k for k in ("open", "high", "low", "close", "volume") if k in c.columns]
+        ]
         out = tail.join(c, how="left")
         for ctype, cols in (
             ("open_interest", ["open_interest_value"]),
@@ -446,6 +449,9 @@ def bar_view(market: str, snapshot: Any, feat: pd.DataFrame, price: float) -> Ba
         signed = (centre - price) / price * 100.0
         if dist is not None and math.copysign(1.0, dist) == math.copysign(1.0, signed):
             signed = dist
+        prob = _num(row, f"liq_{side}_cascade_prob")  # the forecast, when it ran
+        info = feat.attrs.get("liq_forecast") or {}
+        side_info = info.get(side) or {}
         armed[side] = Pocket(
             side,
             lo,
@@ -457,6 +463,10 @@ def bar_view(market: str, snapshot: Any, feat: pd.DataFrame, price: float) -> Ba
             cascade,
             shares,
             _num(row, f"liq_{side}_armed_score"),
+            probability=prob,
+            horizon_bars=info.get("horizon_bars") if prob is not None else None,
+            threshold=side_info.get("threshold") if prob is not None else None,
+            precision=side_info.get("precision") if prob is not None else None,
         )
     low = _num(row, "low") or price
     high = _num(row, "high") or price
@@ -607,6 +617,10 @@ def alert_for(event: Event, *, now: datetime | None = None, stale: Sequence[str]
             funding_rate=ctx.get("funding_rate"),
             kind=event.kind,
             score=p.score,
+            probability=p.probability,
+            horizon_bars=p.horizon_bars,
+            threshold=p.threshold,
+            precision=p.precision,
             note=_stale_note(stale) or f"bar {event.time:%Y-%m-%d %H:%M} UTC",
         )
     elif event.kind == "consumed":
@@ -879,6 +893,8 @@ class AlertService:
             self.config.timeframe,
             max(self.config.picture_bars, 25),
         )
+        section = self.freqtrade_config.get("liqsignal") or {}
+        feat = forecast_on_frame(feat, section.get("forecast"))
         snap = self.provider.snapshot(market)
         price = float(getattr(snap, "price", 0.0) or self.provider.price(market))
         view = bar_view(market, snap, feat, price)

@@ -62,6 +62,9 @@ async def test_armed_alert_arrives_before_the_cascade_bar_closes(
         AlertConfig(chat_ids=(CHAT_A,), picture_bars=48),  # default event rules
         markets=["BTC"],
         sender=make_sender(chat_ids=[CHAT_A], outbox=outbox),
+        # the map's own armed flag: the cascade forecast (on by default) rewrites it from its
+        # probability; alerts on the forecast are tested in tests/test_forecast.py
+        freqtrade_config={"liqsignal": {"forecast": {"enabled": False}}},
     )
     sent_at: dict[str, pd.Timestamp] = {}
     events: list[tuple[pd.Timestamp, str, str]] = []

@@ -143,7 +143,16 @@ def test_backtest_columns_equal_aggregated_features_from_store(root, candles):
     assert isinstance(ref, pd.DataFrame)
     expected = _at(ref, candles["date"])
     got = out[list(AGGREGATED_COLUMNS)].reset_index(drop=True)
-    pd.testing.assert_frame_equal(got, expected)
+    # the forecast (on by default) rewrites armed / armed_score from its probabilities,
+    # computed on the same aggregated columns and the bot's own candles and open interest
+    from liqsignal.forecast import FORECAST_COLUMNS, add_forecast_columns, load_model
+
+    frame = out.drop(columns=[*AGGREGATED_COLUMNS, *FORECAST_COLUMNS]).reset_index(drop=True)
+    expected = add_forecast_columns(frame, expected, load_model())
+    pd.testing.assert_frame_equal(got, expected[list(AGGREGATED_COLUMNS)])
+    probs = out[list(FORECAST_COLUMNS)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(probs, expected[list(FORECAST_COLUMNS)])
+    assert probs["liq_short_cascade_prob"].notna().mean() > 0.9
     assert got["liq_long_total_usd"].iloc[-1] > 0
     assert (got["liq_n_exchanges"].dropna() == 3).mean() > 0.99
     # own open interest and funding are still merged, as with one exchange
@@ -228,8 +237,15 @@ def test_live_reads_the_registered_provider(root, candles, caplog):
         out = add_liq_columns(candles, {"pair": PAIR}, DP(root, runmode="dry_run"), cfg)
     assert provider.calls == 1
     got = out[list(AGGREGATED_COLUMNS)].reset_index(drop=True)
-    pd.testing.assert_frame_equal(got, _at(tail, candles["date"]))
+    # the forecast (on by default) rewrites armed / armed_score from its probabilities
+    from liqsignal.forecast import FORECAST_COLUMNS, add_forecast_columns, load_model
+
+    frame = out.drop(columns=[*AGGREGATED_COLUMNS, *FORECAST_COLUMNS]).reset_index(drop=True)
+    expected = add_forecast_columns(frame, _at(tail, candles["date"]), load_model())
+    pd.testing.assert_frame_equal(got, expected[list(AGGREGATED_COLUMNS)])
     assert got["liq_long_total_usd"].iloc[:-300].isna().all()  # no borrowing: NaN before
+    assert out["liq_short_cascade_prob"].iloc[:-300].isna().all()  # no map, no probability
+    assert out["liq_short_cascade_prob"].iloc[-250:].notna().all()
     assert got["liq_n_exchanges"].iloc[-1] == 2
     msgs = [r.getMessage() for r in caplog.records]
     assert any("BTC: okx stale" in m for m in msgs)
