@@ -44,6 +44,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_CANDLE_TYPES = ("futures", "mark", "funding_rate", "open_interest", "taker_buy")
+#: realized-liquidation jobs (liqsignal.data.liquidation_history), added by --liquidations
+LIQUIDATION_TYPES = ("liquidations", "liquidation_events")
 FUNDING_TF = "1h"  # Freqtrade's funding_fee_timeframe and mark_ohlcv_timeframe
 MARK_TF = "1h"
 
@@ -178,6 +180,8 @@ def _plan(
                 plan.append((market, FUNDING_TF, ct))
             elif ct == "mark":
                 plan.append((market, MARK_TF, ct))
+            elif ct == "liquidation_events":  # one file per market, no timeframe
+                plan.append((market, "-", ct))
             else:
                 plan.extend((market, tf, ct) for tf in timeframes)
     return list(dict.fromkeys(plan))
@@ -191,6 +195,18 @@ async def _run_job(
     until_ms: int | None,
     chunk_pages: int,
 ) -> JobResult:
+    if job.candle_type in LIQUIDATION_TYPES:
+        from liqsignal.data.liquidation_history import run_liquidation_job
+
+        return await run_liquidation_job(
+            client,
+            str(store.datadir),
+            job.market,
+            job.timeframe,
+            job.candle_type,
+            since_ms,
+            until_ms,
+        )
     res = JobResult(job.exchange, job.market, job.timeframe, job.candle_type, "ok")
     try:
         symbol = await client.symbol(job.market)
@@ -336,9 +352,10 @@ async def download_async(
     for tf in timeframes:
         timeframe_to_ms(tf)
     for ct in candle_types:
-        if ct not in DEFAULT_CANDLE_TYPES:
+        if ct not in DEFAULT_CANDLE_TYPES + LIQUIDATION_TYPES:
             raise ConfigError(
-                f"candle_types: unknown {ct!r}; expected some of {', '.join(DEFAULT_CANDLE_TYPES)}"
+                f"candle_types: unknown {ct!r}; expected some of "
+                f"{', '.join(DEFAULT_CANDLE_TYPES + LIQUIDATION_TYPES)}"
             )
     if max_jobs < 1:
         raise ConfigError(f"max_jobs: expected >= 1, got {max_jobs}")
@@ -493,8 +510,9 @@ def add_download_arguments(parser: argparse.ArgumentParser) -> None:
         "--candle-types",
         nargs="+",
         default=list(DEFAULT_CANDLE_TYPES),
-        choices=list(DEFAULT_CANDLE_TYPES),
-        help="what to fetch (default: all of them)",
+        choices=list(DEFAULT_CANDLE_TYPES + LIQUIDATION_TYPES),
+        help="what to fetch (default: all but liquidations and liquidation_events, which "
+        "--liquidations adds)",
     )
     parser.add_argument(
         "--ccxt-config",
@@ -510,6 +528,12 @@ def add_download_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not clamp open interest history to the exchange's documented depth "
         "(Binance: 30 days; off by itself when --ccxt-config points every URL at this machine)",
+    )
+    parser.add_argument(
+        "--liquidations",
+        action="store_true",
+        help="also fetch realized liquidations where the exchange keeps them (gate: per-bar sums "
+        "and liquidation orders); other exchanges: liqsignal watch",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -534,7 +558,8 @@ def run_download(args: argparse.Namespace) -> int:
             args.since,
             args.datadir,
             until=args.until,
-            candle_types=args.candle_types,
+            candle_types=list(args.candle_types)
+            + (list(LIQUIDATION_TYPES) if getattr(args, "liquidations", False) else []),
             exchange_config=config,
             retry=RetryPolicy(attempts=args.retries),
             max_concurrency=args.max_concurrency,

@@ -1,18 +1,13 @@
 """Gate replay venue driven by the real ccxt.gate client: markets, candles, funding, OI with the
 per-bar liquidation fields, public liquidation history (windows, full pages, Gate's errors).
 
-Data served: the bundled Binance BTC slice (tests/testdata/replay_binance) as Gate's BTC_USDT,
-real Hyperliquid BTC liquidations (liqsignal/resources) as its liquidation orders (the file's
-side is 'S' on every row, so sides alternate by row here), and the real CoinGlass 1h long/short
-liquidation USD (Binance + Bybit + OKX) as its contract_stats liquidation fields. These are real
-numbers in Gate's shapes, not Gate's own figures.
+Data served: see liq_util (real data in Gate's shapes, not Gate's own figures).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,51 +16,12 @@ import ccxt.async_support as ccxt_async
 import numpy as np
 import pandas as pd
 import pytest
+from liq_util import SYM, TESTDATA, coinglass_bars, make_gate_datadir, real_events
 
 from liqsignal.data.exchanges import ExchangeClient, RetryPolicy
-from liqsignal.data.liquidations import LiquidationStore, events_from_ccxt
+from liqsignal.data.liquidations import events_from_ccxt
 from liqsignal.data.replay.gate import CONTRACT_SIZE
 from liqsignal.data.replay.server import ReplayExchange
-
-ROOT = Path(__file__).resolve().parents[2]
-TESTDATA = ROOT / "tests" / "testdata" / "replay_binance"
-RESOURCES = ROOT / "liqsignal" / "resources"
-SYM = "BTC/USDT:USDT"
-
-
-def real_events() -> pd.DataFrame:
-    raw = pd.read_parquet(RESOURCES / "liquidations_hyperliquid.parquet")
-    raw = raw[raw["coin"] == "BTC"].reset_index(drop=True)
-    return pd.DataFrame(
-        {
-            "timestamp": raw["timestamp"],
-            "symbol": SYM,
-            "side": np.where(np.arange(len(raw)) % 2 == 0, "long", "short"),
-            "price": raw["price"],
-            "amount": raw["size_usd"] / raw["price"],
-            "usd": raw["size_usd"],
-        }
-    )
-
-
-def coinglass_bars() -> pd.DataFrame:
-    cg = pd.read_csv(RESOURCES / "coinglass_btc_1h_price_oi_funding_liquidations.csv")
-    return pd.DataFrame(
-        {
-            "date": pd.to_datetime(cg["timestamp"], unit="ms", utc=True),
-            "long_liquidated_usd": cg["liquidation_long_usd"],
-            "short_liquidated_usd": cg["liquidation_short_usd"],
-        }
-    )
-
-
-def make_gate_datadir(root: Path) -> Path:
-    """``<root>/gate``: the test slice plus liquidation files, written by LiquidationStore."""
-    shutil.copytree(TESTDATA, root / "gate")
-    store = LiquidationStore(root)
-    store.append_events("gate", real_events())
-    store.write_bars("gate", SYM, "1h", coinglass_bars())
-    return root / "gate"
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,8 @@ earliest ``limit`` (default 30, max 100), oldest first, or the newest ``limit`` 
 Data: the replay datadir's Freqtrade files, plus liqsignal's liquidation files in
 ``<datadir>/futures/liqsignal/`` (see :mod:`liqsignal.data.liquidations`):
 ``<PAIR>-liquidation_events.feather`` feeds ``liq_orders``; ``<PAIR>-<tf>-liquidations.feather``
-feeds the liquidation fields of ``contract_stats`` at that interval (0 where the file has no row,
+feeds the liquidation fields of ``contract_stats`` at that interval, or summed from a finer
+file (0 where the file has no row,
 as Gate reports a bar without liquidations; ``*_liq_amount`` and ``*_liq_size`` derived from the
 USD at the bar's close). Contract fields other than the multiplier are plausible constants.
 """
@@ -138,6 +139,31 @@ class _Gate:
         idx = np.searchsorted(df["ts"].to_numpy(), ts_ms, "right") - 1
         close = df["close"].to_numpy(dtype="float64")
         return np.where(idx >= 0, close[np.clip(idx, 0, None)], np.nan)
+
+    def _liq_bars(self, fp: str, interval: str) -> pd.DataFrame:
+        """Per-bar liquidation file of ``interval``, else the sums of the finest file that
+        divides it (Gate sums its own bars at every interval)."""
+        exact = read_bars_file(self.extra / f"{fp}-{interval}-liquidations.feather")
+        if len(exact):
+            return exact
+        target = server.timeframe_to_ms(interval)
+        finer = [
+            tf
+            for tf in STAT_INTERVALS
+            if server.timeframe_to_ms(tf) < target and target % server.timeframe_to_ms(tf) == 0
+        ]
+        for tf in reversed(finer):
+            src = read_bars_file(self.extra / f"{fp}-{tf}-liquidations.feather")
+            if len(src):
+                out = (
+                    src.set_index("date")
+                    .resample(pd.Timedelta(milliseconds=target))
+                    .sum(min_count=1)
+                    .dropna(how="all")
+                    .reset_index()
+                )
+                return out
+        return exact
 
     # handlers -------------------------------------------------------------------------------
     def time(self, req: Request) -> Response:
@@ -272,7 +298,7 @@ class _Gate:
             raise GateError("INVALID_PARAM_VALUE", f"Invalid interval: {interval}")
         limit = self._limit(req, 30, 100)
         oi = self.data.frame(fp, interval, "open_interest")
-        bars = read_bars_file(self.extra / f"{fp}-{interval}-liquidations.feather")
+        bars = self._liq_bars(fp, interval)
         times: set[int] = set()
         if oi is not None:
             times.update(int(t) for t in oi["ts"])
