@@ -80,6 +80,8 @@ class Dataset:
     timeframe: str
     frame: pd.DataFrame
     source: str
+    #: Finer candles of the same market over the same span (1h bars for the 4h sets), or None.
+    fine: pd.DataFrame | None = None
 
     @property
     def span(self) -> str:
@@ -167,6 +169,20 @@ def _load_btc_1h() -> pd.DataFrame:
     return load_coinglass(COINGLASS_1H, VOLUME_1H)
 
 
+def _load_1h_candles(symbol: str) -> pd.DataFrame:
+    px = pd.read_csv(BINANCE_1H)
+    _need(px, ("time", "symbol", "open", "high", "low", "close", "volume"), BINANCE_1H)
+    p = px[px["symbol"] == symbol]
+    out = pd.DataFrame(
+        {
+            "date": pd.DatetimeIndex(pd.to_datetime(p["time"], utc=True)).as_unit("ms"),
+            **{c: p[c].astype(float).to_numpy() for c in ("open", "high", "low", "close")},
+            "volume": p["volume"].astype(float).to_numpy(),
+        }
+    )
+    return out.sort_values("date").reset_index(drop=True)
+
+
 def _load_4h(coin: str) -> pd.DataFrame:
     for p in (COINGLASS_4H, BINANCE_1H):
         if not p.is_file():
@@ -215,14 +231,23 @@ def load_dataset(name: str) -> Dataset:
     if name not in DATASET_NAMES:
         raise InputError(f"unknown dataset {name!r}; choose from {list(DATASET_NAMES)}")
     if name not in _CACHE:
+        fine = None
         if name == "btc_1h":
             frame, symbol, tf = _load_btc_1h(), "BTC/USDT:USDT", "1h"
         else:
             coin = name.split("_")[0].upper()
             frame, symbol, tf = _load_4h(coin), f"{coin}/USDT:USDT", "4h"
-        _CACHE[name] = Dataset(name, symbol, tf, frame, _SOURCES[name])
+            fine = _load_1h_candles(symbol)
+        _CACHE[name] = Dataset(name, symbol, tf, frame, _SOURCES[name], fine)
     d = _CACHE[name]
-    return Dataset(d.name, d.symbol, d.timeframe, d.frame.copy(), d.source)
+    return Dataset(
+        d.name,
+        d.symbol,
+        d.timeframe,
+        d.frame.copy(),
+        d.source,
+        None if d.fine is None else d.fine.copy(),
+    )
 
 
 def load_datasets(names: Iterable[str] | None = None) -> list[Dataset]:

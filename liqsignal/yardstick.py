@@ -259,7 +259,7 @@ def _window_scores(
     out: dict[str, Any] = {"bars": int(sl.stop - sl.start)}
     sp: dict[str, float] = {}
     ci: dict[str, list[float]] = {}
-    for name in CONTROL_NAMES:
+    for name in ctrl.columns:
         xv = ctrl[name].to_numpy(dtype=np.float64)[sl]
         sp[name] = spearman_fast(xv, y)
         if boot:
@@ -286,12 +286,12 @@ def _window_scores(
 def _bar_scores(
     df: pd.DataFrame,
     features: pd.DataFrame,
+    ctrls: dict[str, pd.DataFrame],
     folds: list[Fold],
     warmup: int,
     boot: int,
     seed: int,
 ) -> dict[str, Any]:
-    ctrls = control_predictors(df)
     res: dict[str, Any] = {}
     n = len(df)
     for side in SIDES:
@@ -609,12 +609,30 @@ def market_config(cfg: MapConfig, symbol: str, price: float) -> MapConfig:
     return out
 
 
-def _features(ds: Dataset, cfg: MapConfig) -> pd.DataFrame:
+def _features(ds: Dataset, cfg: MapConfig, fine: bool = True) -> pd.DataFrame:
+    """The map's columns on the dataset's bars; built from its finer candles when it has them
+    and ``fine`` (see ``liqsignal.finebars``)."""
     from liqsignal.features import compute_features
+    from liqsignal.finebars import fine_features
 
-    f = compute_features(ds.frame, market_config(cfg, ds.symbol, float(ds.frame["close"].iloc[0])))
+    mcfg = market_config(cfg, ds.symbol, float(ds.frame["close"].iloc[0]))
+    if fine and ds.fine is not None:
+        return fine_features(ds.frame, ds.fine, mcfg)
+    f = compute_features(ds.frame, mcfg)
     assert isinstance(f, pd.DataFrame)
     return f
+
+
+def _controls(ds: Dataset, fine: bool) -> dict[str, pd.DataFrame]:
+    """The map-free controls; with finer candles also the path-aware ones, so the controls
+    know what a map built from them knows."""
+    from liqsignal.finebars import path_controls
+
+    ctrl = control_predictors(ds.frame)
+    if fine and ds.fine is not None:
+        path = path_controls(ds.frame, ds.fine)
+        ctrl = {s: pd.concat([ctrl[s], path[s]], axis=1) for s in SIDES}
+    return ctrl
 
 
 def score_dataset(
@@ -629,11 +647,14 @@ def score_dataset(
     n_shift: int = 300,
     seed: int = 0,
     structure: bool = True,
+    fine: bool = True,
 ) -> dict[str, Any]:
-    """Every figure of the yardstick for one dataset (JSON-ready dict)."""
+    """Every figure of the yardstick for one dataset (JSON-ready dict). ``fine``: build the
+    map from the dataset's finer candles where it has them (and add the path-aware controls)."""
     cfg = config or MapConfig()
     df = ds.frame
-    features = _features(ds, cfg)
+    features = _features(ds, cfg, fine)
+    ctrls = _controls(ds, fine)
     folds = walk_forward_folds(len(df), n_folds=n_folds, warmup=warmup)
     res: dict[str, Any] = {
         "dataset": ds.name,
@@ -643,7 +664,9 @@ def score_dataset(
         "bars": len(df),
         "warmup": warmup,
         "source": ds.source,
-        "per_bar": _bar_scores(df, features, folds, warmup, boot, seed),
+        "fine_candles": bool(fine and ds.fine is not None),
+        "controls": list(ctrls["long"].columns),
+        "per_bar": _bar_scores(df, features, ctrls, folds, warmup, boot, seed),
     }
     if structure:
         res["touches"] = _touches(df, features, warmup, horizon_touch, n_shift, seed)
@@ -736,6 +759,12 @@ def format_report(report: dict[str, Any]) -> str:
             f"== {d['dataset']} ({d['symbol']} {d['timeframe']}, {d['span']}, {d['bars']} bars, "
             f"first {d['warmup']} warm-up): {d['source']}"
         )
+        if d.get("fine_candles"):
+            lines.append(
+                "map built from the 1h candles inside each bar (liqsignal.finebars); the "
+                "path-aware controls (move x OI and volume x range summed over those candles) "
+                "join the controls"
+            )
         lines.append(
             "per-bar Spearman with realized liquidations, all bars after warm-up "
             "(same-bar nowcast: every column knows the bar's own range; 90% block-bootstrap "
@@ -744,13 +773,13 @@ def format_report(report: dict[str, Any]) -> str:
         for side in SIDES:
             a = d["per_bar"][side]["all"]
             sp, ci = a["spearman"], a.get("spearman_ci90", {})
-            cells = [f"{n} {_f(sp[n])}{_ci(ci.get(n))}" for n in CONTROL_NAMES]
+            cells = [f"{n} {_f(sp[n])}{_ci(ci.get(n))}" for n in d["controls"]]
             lines.append(f"  {side:<5} controls: " + ", ".join(cells))
             cells = [f"{n} {_f(sp[n])}{_ci(ci.get(n))}" for n in PART_NAMES]
             lines.append(f"  {side:<5} model:    " + ", ".join(cells))
             pp, pci = a["partial_given_controls"], a.get("partial_ci90", {})
             cells = [f"{n} {_f(pp[n])}{_ci(pci.get(n))}" for n in PART_NAMES]
-            lines.append(f"  {side:<5} partial given all four controls: " + ", ".join(cells))
+            lines.append(f"  {side:<5} partial given all controls: " + ", ".join(cells))
         lines.append(
             "walk-forward folds (test block; control regression fitted on all earlier bars): "
             "Spearman of the control regression, of the model; partial given controls; "
