@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from liqsignal.cli_forecast import add_parsers as add_forecast_parsers
+from liqsignal.cli_liquidations import add_parsers as add_liquidation_parsers
 from liqsignal.cli_watch import add_parsers as add_watch_parsers
 from liqsignal.exceptions import ConfigError, LiqsignalError
 
@@ -959,6 +960,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_guard_report_arguments(gr)
     gr.set_defaults(func=run_guard_report)
     add_forecast_parsers(sub)
+    add_liquidation_parsers(sub)
     add_watch_parsers(sub)
     return p
 

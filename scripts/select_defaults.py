@@ -3,8 +3,10 @@
 Each bundled dataset is cut as in ``liqsignal evaluate`` (warm-up, then four equal blocks: the
 first is training only, the other three are the walk-forward test folds). The grid below is
 scored on the first block alone (mean over datasets and sides of the partial rank correlation
-of ``liq_pred`` with realized liquidations given all map-free controls); the three test folds
-play no part in the choice. Run:
+of ``liq_pred`` with realized liquidations given all map-free controls, the path-aware ones
+included where the map is built from finer candles, as in ``liqsignal evaluate``); the three
+test folds play no part in the choice. A candidate replaces the defaults only when it beats them
+by more than ``MARGIN``. Run:
 
     .venv/bin/python scripts/select_defaults.py
 """
@@ -19,7 +21,11 @@ import numpy as np
 
 from liqsignal.config import MapConfig
 from liqsignal.datasets import load_datasets, walk_forward_folds
-from liqsignal.yardstick import _features, control_predictors, model_parts, partial_rank
+from liqsignal.yardstick import _controls, _features, model_parts, partial_rank
+
+#: A candidate replaces the current defaults only when it beats them by more than this on the
+#: first blocks (differences below it are within the noise of the grid).
+MARGIN = 0.01
 
 GRID = {
     "close_relative": [False, True],
@@ -35,7 +41,7 @@ def first_block_score(cfg: MapConfig, datasets: list) -> tuple[float, list[float
         f = _features(ds, cfg)
         fold1 = walk_forward_folds(len(df))[0]
         sl = fold1.train
-        ctrl = control_predictors(df)
+        ctrl = _controls(ds, True)
         for side in ("long", "short"):
             real = df[f"realized_{side}_usd"].to_numpy(dtype=np.float64)[sl]
             pred = model_parts(f, side)["liq_pred"][sl]
@@ -53,6 +59,13 @@ def main() -> int:
         print(f"{json.dumps(change):72} {score:.3f}  " + " ".join(f"{v:.2f}" for v in vals))
     best = max(rows, key=lambda r: r[0])
     print(f"best on the first blocks: {json.dumps(best[1])} (mean partial {best[0]:.3f})")
+    current, _ = first_block_score(MapConfig(), datasets)
+    verdict = (
+        "change the defaults to it"
+        if best[0] > current + MARGIN
+        else f"keep the current defaults (within {MARGIN} of the best)"
+    )
+    print(f"current defaults: mean partial {current:.3f}; {verdict}")
     return 0
 
 
