@@ -20,9 +20,11 @@ from liqsignal.config import MapConfig
 from liqsignal.exceptions import InputError
 from liqsignal.tiers import formula_of, leverage_factors
 
-__all__ = ["OUT_NAMES", "Cluster", "HeatmapHistory", "LiquidationMap", "MapSnapshot"]
+__all__ = ["MAX_BINS", "OUT_NAMES", "Cluster", "HeatmapHistory", "LiquidationMap", "MapSnapshot"]
 
 OUT_NAMES = nb.OUT_NAMES
+#: Upper bound of the grid (bins per exchange and side): 1,000,000 bins hold 16 MB per exchange.
+MAX_BINS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,12 @@ class LiquidationMap:
 
     def _allocate(self, price: float) -> None:
         n = self.config.bins_for_price(price)
+        if n > MAX_BINS:
+            raise InputError(
+                f"the first close {price:.6g} at a grid step of {self.config.step} USD needs "
+                f"{n:,} bins (more than {MAX_BINS:,}): the step does not suit this market; use "
+                "a relative grid (engine.step: null, engine.step_bps: 5) or a larger step"
+            )
         n_ex = self.n_exchanges
         self.long_raw = np.zeros((n_ex, n))
         self.short_raw = np.zeros((n_ex, n))
@@ -173,7 +181,7 @@ class LiquidationMap:
             )
         if not self.initialized:
             closes = x[:, :, nb.I_CLOSE]
-            finite = np.isfinite(closes)
+            finite = np.isfinite(closes) & (closes > 0)
             if finite.any():
                 first = closes[finite][0]
                 self._allocate(float(first))

@@ -33,17 +33,89 @@ _PRICE_COLS = ("open", "high", "low", "close")
 _OI_COLS = ("open_interest_amount", "open_interest_value")
 
 
+#: Prices must lie in [PRICE_MIN, PRICE_MAX] (quote currency per unit); outside it a price is
+#: absurd (a unit or parsing error) and the frame is refused.
+PRICE_MIN = 1e-12
+PRICE_MAX = 1e12
+#: Volume, open interest and taker volume times the bar's close must stay below this many USD
+#: (a thousand trillion); above it a number is a unit or parsing error.
+NOTIONAL_MAX = 1e15
+#: Two exchanges in ``compute_features_multi`` whose median closes differ by more than this
+#: factor quote the market in different units (per token vs per 1,000 tokens) and are refused.
+UNIT_RATIO_MAX = 1.5
+
+
 def _first_bad(mask: np.ndarray, df: pd.DataFrame) -> str:
     pos = int(np.flatnonzero(mask)[0])
     label = df.index[pos]
     date = ""
     if "date" in df.columns:
-        date = f", date {df['date'].iloc[pos]}"
+        try:
+            date = f", date {df['date'].iloc[pos]}"
+        except (ValueError, OverflowError):  # pragma: no cover - dates outside pandas' range
+            date = ""
     return f"row {pos} (index {label!r}{date})"
 
 
+def _numeric(df: pd.DataFrame, c: str, name: str) -> np.ndarray:
+    """Column ``c`` as float64; a value that is not a number (a string, an object) is an error
+    naming the row; missing values (None, NaN) become NaN."""
+    col = df[c]
+    dt = col.dtype
+    types = pd.api.types
+    if types.is_numeric_dtype(dt) and not (types.is_bool_dtype(dt) or types.is_complex_dtype(dt)):
+        return col.to_numpy(dtype=np.float64, na_value=np.nan)
+    if not (types.is_object_dtype(dt) or isinstance(dt, pd.StringDtype)):
+        raise InputError(f"{name}: column '{c}' must be numbers, got dtype {dt}")
+    v = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = np.isnan(v) & col.notna().to_numpy()
+    bad |= np.array([isinstance(e, bool | np.bool_ | complex) for e in col], dtype=bool)
+    if bad.any():
+        pos = int(np.flatnonzero(bad)[0])
+        raise InputError(
+            f"{name}: column '{c}' holds a value that is not a number "
+            f"({col.iloc[pos]!r}) at {_first_bad(bad, df)}"
+        )
+    return v
+
+
+def _date_ns(df: pd.DataFrame, name: str) -> np.ndarray:
+    """The ``date`` column as int64 nanoseconds since the epoch (UTC for tz-naive dates)."""
+    dates = df["date"]
+    if not pd.api.types.is_datetime64_any_dtype(dates):
+        raise InputError(f"{name}: column 'date' must be datetimes, got {dates.dtype}")
+    if dates.isna().any():
+        raise InputError(
+            f"{name}: column 'date' is missing at {_first_bad(dates.isna().to_numpy(), df)}"
+        )
+    idx = pd.DatetimeIndex(dates)
+    try:
+        return idx.as_unit("ns").asi8
+    except (pd.errors.OutOfBoundsDatetime, OverflowError, ValueError):
+        raw = idx.asi8  # in the column's own unit
+        per_s = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[idx.unit]
+        lim = np.iinfo(np.int64).max // 1_000_000_000 * per_s
+        bad = (raw > lim) | (raw < -lim)
+        raise InputError(
+            f"{name}: column 'date' is outside the supported range (years 1677-2262) at "
+            f"{_first_bad(bad, df) if bad.any() else 'some row'}"
+        ) from None
+
+
 def validate_frame(df: pd.DataFrame, *, need_oi: bool, name: str = "dataframe") -> None:
-    """Raise ``InputError`` naming the column and first bad row, or return None."""
+    """Raise ``InputError`` naming the column, first bad row and reason, or return None.
+
+    Refused: missing or non-datetime, missing, duplicate or unsorted dates, dates outside
+    years 1677-2262; prices (open, high, low, close) that are missing, not numbers, infinite or
+    outside [``PRICE_MIN``, ``PRICE_MAX``]; high below low, open or close outside [low, high];
+    volume, open interest or taker volume that is negative, infinite, not a number, or whose
+    notional (times close) exceeds ``NOTIONAL_MAX``; infinite funding rates. NaN volume, open
+    interest, taker volume or funding means "unknown" and is allowed.
+
+    A wick far from the rest (say high = 1,000 x close) is accepted: the bar's work stays
+    bounded by the grid, and the notional its levels would put outside the grid's window is
+    counted in ``liq_dropped_usd`` (never placed, never lost from the accounting).
+    """
     if not isinstance(df, pd.DataFrame):
         raise InputError(f"{name}: expected a pandas DataFrame, got {type(df).__name__}")
     if len(df) == 0:
@@ -52,13 +124,7 @@ def validate_frame(df: pd.DataFrame, *, need_oi: bool, name: str = "dataframe") 
     if missing:
         raise InputError(f"{name}: missing column(s) {missing}")
     dates = df["date"]
-    if not pd.api.types.is_datetime64_any_dtype(dates):
-        raise InputError(f"{name}: column 'date' must be datetimes, got {dates.dtype}")
-    if dates.isna().any():
-        raise InputError(
-            f"{name}: column 'date' is missing at {_first_bad(dates.isna().to_numpy(), df)}"
-        )
-    d = pd.DatetimeIndex(dates).as_unit("ns").asi8
+    d = _date_ns(df, name)
     if len(d) > 1:
         bad = d[1:] <= d[:-1]
         if bad.any():
@@ -68,26 +134,35 @@ def validate_frame(df: pd.DataFrame, *, need_oi: bool, name: str = "dataframe") 
                 f"{name}: column 'date' is {kind} at row {pos} (date {dates.iloc[pos]}); "
                 "dates must be strictly increasing"
             )
+    prices: dict[str, np.ndarray] = {}
     for c in _PRICE_COLS:
-        v = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64)
+        v = _numeric(df, c, name)
         if np.isnan(v).any():
             raise InputError(
                 f"{name}: column '{c}' is NaN or not a number at {_first_bad(np.isnan(v), df)}"
             )
+        if np.isinf(v).any():
+            raise InputError(f"{name}: column '{c}' is infinite at {_first_bad(np.isinf(v), df)}")
         if (v <= 0).any():
             raise InputError(f"{name}: column '{c}' must be > 0, bad at {_first_bad(v <= 0, df)}")
-    h = df["high"].to_numpy(dtype=np.float64)
-    lo = df["low"].to_numpy(dtype=np.float64)
+        bad = (v < PRICE_MIN) | (v > PRICE_MAX)
+        if bad.any():
+            pos = int(np.flatnonzero(bad)[0])
+            raise InputError(
+                f"{name}: column '{c}' is {v[pos]:.6g}, outside the plausible price range "
+                f"[{PRICE_MIN:g}, {PRICE_MAX:g}], at {_first_bad(bad, df)}"
+            )
+        prices[c] = v
+    h = prices["high"]
+    lo = prices["low"]
     if (h < lo).any():
         raise InputError(f"{name}: 'high' is below 'low' at {_first_bad(h < lo, df)}")
     for c in ("open", "close"):
-        v = df[c].to_numpy(dtype=np.float64)
+        v = prices[c]
         bad = (v > h * (1 + 1e-9)) | (v < lo * (1 - 1e-9))
         if bad.any():
             raise InputError(f"{name}: '{c}' lies outside [low, high] at {_first_bad(bad, df)}")
-    vol = pd.to_numeric(df["volume"], errors="coerce").to_numpy(dtype=np.float64)
-    if (vol < 0).any():
-        raise InputError(f"{name}: column 'volume' is negative at {_first_bad(vol < 0, df)}")
+    close = prices["close"]
     present = [c for c in _OI_COLS if c in df.columns]
     if need_oi and not present:
         raise InputError(
@@ -95,17 +170,27 @@ def validate_frame(df: pd.DataFrame, *, need_oi: bool, name: str = "dataframe") 
             "'open_interest_value' (USD); without OI use volume-proxy mode "
             "(compute_features(..., proxy=True))"
         )
-    for c in present:
-        v = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64)
+    amounts = ["volume", *present, *[c for c in ("taker_buy_volume",) if c in df.columns]]
+    for c in amounts:
+        v = _numeric(df, c, name)
         if (v < 0).any():
             raise InputError(f"{name}: column '{c}' is negative at {_first_bad(v < 0, df)}")
         if np.isinf(v).any():
             raise InputError(f"{name}: column '{c}' is infinite at {_first_bad(np.isinf(v), df)}")
-    for c in ("taker_buy_volume",):
-        if c in df.columns:
-            v = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64)
-            if (v < 0).any():
-                raise InputError(f"{name}: column '{c}' is negative at {_first_bad(v < 0, df)}")
+        usd = v if c == "open_interest_value" else v * close
+        bad = usd > NOTIONAL_MAX
+        if bad.any():
+            pos = int(np.flatnonzero(bad)[0])
+            raise InputError(
+                f"{name}: column '{c}' is {v[pos]:.6g}, a notional of {usd[pos]:.3g} USD (above "
+                f"{NOTIONAL_MAX:g}), at {_first_bad(bad, df)}"
+            )
+    if "funding_rate" in df.columns:
+        v = _numeric(df, "funding_rate", name)
+        if np.isinf(v).any():
+            raise InputError(
+                f"{name}: column 'funding_rate' is infinite at {_first_bad(np.isinf(v), df)}"
+            )
 
 
 def _seconds(dates: pd.Series) -> np.ndarray:
@@ -115,33 +200,46 @@ def _seconds(dates: pd.Series) -> np.ndarray:
     return d.as_unit("ns").asi8.astype(np.float64) / 1e9
 
 
+def _utc_index(dates: pd.Series) -> pd.DatetimeIndex:
+    d = pd.DatetimeIndex(dates).as_unit("ns")
+    return d.tz_localize("UTC") if d.tz is None else d.tz_convert("UTC")
+
+
+def _check_units(frames: Mapping[str, pd.DataFrame], names: list[str]) -> None:
+    """Refuse exchanges that quote one market in different units (median closes apart by more
+    than ``UNIT_RATIO_MAX``: per token on one, per 1,000 tokens on another)."""
+    med = {n: float(np.median(_numeric(frames[n], "close", f"{n} dataframe"))) for n in names}
+    first = names[0]
+    for name in names[1:]:
+        ratio = med[name] / med[first]
+        if not 1.0 / UNIT_RATIO_MAX <= ratio <= UNIT_RATIO_MAX:
+            raise InputError(
+                f"exchanges {first!r} and {name!r} quote this market in different units: median "
+                f"close {med[first]:.6g} vs {med[name]:.6g} (ratio {ratio:.4g}); one of them "
+                "prices a multiple of the token (say per 1,000 tokens, as in 1000PEPE): convert "
+                "it to the same unit first"
+            )
+
+
 def prepare_inputs(df: pd.DataFrame, *, proxy: bool) -> np.ndarray:
     """The kernel's per-bar inputs ``[n, 8]`` for one exchange (validated frame)."""
     n = len(df)
     x = np.full((n, nb.N_IN), np.nan)
     for i, c in enumerate(("open", "high", "low", "close", "volume")):
-        x[:, i] = df[c].to_numpy(dtype=np.float64)
+        x[:, i] = _numeric(df, c, "dataframe")
     if not proxy:
         if "open_interest_amount" in df.columns:
-            x[:, nb.I_OI] = pd.to_numeric(df["open_interest_amount"], errors="coerce").to_numpy(
-                dtype=np.float64
-            )
+            x[:, nb.I_OI] = _numeric(df, "open_interest_amount", "dataframe")
         if "open_interest_value" in df.columns:
             # OI in USD: amount = value / close (so price moves do not read as new positions)
-            val = pd.to_numeric(df["open_interest_value"], errors="coerce").to_numpy(
-                dtype=np.float64
-            )
+            val = _numeric(df, "open_interest_value", "dataframe")
             amount = val / x[:, nb.I_CLOSE]
             have = np.isfinite(x[:, nb.I_OI])
             x[:, nb.I_OI] = np.where(have, x[:, nb.I_OI], amount)
     if "taker_buy_volume" in df.columns:
-        x[:, nb.I_TAKER] = pd.to_numeric(df["taker_buy_volume"], errors="coerce").to_numpy(
-            dtype=np.float64
-        )
+        x[:, nb.I_TAKER] = _numeric(df, "taker_buy_volume", "dataframe")
     if "funding_rate" in df.columns:
-        x[:, nb.I_FUND] = pd.to_numeric(df["funding_rate"], errors="coerce").to_numpy(
-            dtype=np.float64
-        )
+        x[:, nb.I_FUND] = _numeric(df, "funding_rate", "dataframe")
     return x
 
 
@@ -183,7 +281,10 @@ def compute_features_multi(
     """Aggregated columns for one market over several exchanges on one grid.
 
     ``frames`` maps exchange id to its dataframe (the first one is the reference for price and
-    the index of the result). All exchanges' bars are processed in date order (the union of
+    the index of the result). Dates are compared in UTC (tz-naive dates are read as UTC, so
+    naive and tz-aware frames can be mixed); exchanges whose median closes differ by more than
+    ``UNIT_RATIO_MAX`` x are refused (different units, see ``_check_units``). All exchanges'
+    bars are processed in date order (the union of
     their dates); an exchange with no bar at a date contributes nothing there (its levels still
     fade); the result has one row per reference row. ``proxy`` lists exchanges
     in volume-proxy mode.
@@ -198,18 +299,21 @@ def compute_features_multi(
     ref = frames[names[0]]
     for name in names:
         validate_frame(frames[name], need_oi=name not in proxy, name=f"{name} dataframe")
+    _check_units(frames, names)
     # Process the union of all dates, so no exchange's bar is dropped; report on ref's rows.
-    all_dates = pd.DatetimeIndex(ref["date"])
+    # Dates compare in UTC: tz-naive dates are read as UTC (as in compute_features).
+    utc = {name: _utc_index(frames[name]["date"]) for name in names}
+    all_dates = utc[names[0]]
     for name in names[1:]:
-        all_dates = all_dates.union(pd.DatetimeIndex(frames[name]["date"]))
+        all_dates = all_dates.union(utc[name])
     x = np.full((len(all_dates), len(names), nb.N_IN), np.nan)
     for e, name in enumerate(names):
         f = frames[name]
         xe = prepare_inputs(f, proxy=name in proxy)
-        pos = all_dates.get_indexer(pd.DatetimeIndex(f["date"]))
+        pos = all_dates.get_indexer(utc[name])
         x[pos, e, :] = xe
     lmap = LiquidationMap(cfg, exchanges=names, proxy=[n in proxy for n in names])
     out = lmap.update(_seconds(pd.Series(all_dates)), x)
-    rows = all_dates.get_indexer(pd.DatetimeIndex(ref["date"]))
+    rows = all_dates.get_indexer(utc[names[0]])
     res = _wrap(out[:, rows], ref.index, 1.0 if len(proxy) == len(names) else 0.0)
     return (res, lmap) if return_map else res

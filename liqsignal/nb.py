@@ -9,7 +9,8 @@ Arrays (all float64 unless said):
 
 - ``ts[n]``: bar open time in seconds; ``x[n, n_ex, 8]``: per bar and exchange
   ``open, high, low, close, volume, oi_amount, taker_buy_volume, funding_rate`` (NaN close: the
-  exchange has no bar; NaN oi: no OI change known this bar; NaN taker/funding: unknown).
+  exchange has no bar, as with any close that is not finite and > 0; NaN oi: no OI change known
+  this bar; NaN taker/funding: unknown).
 - ``p``: parameters in ``config.PARAM_NAMES`` order (unpacked by position below).
 - ``factors[n_ex, 2, n_lev]``: liquidation price / entry price, long (0) and short (1);
   ``log_factors``: ``log(factors) / grid step`` (used by the relative grid; 0 where factor <= 0);
@@ -128,6 +129,21 @@ def place_grid_nb(price: float, n_bins: int, mode: float, step: float) -> float:
     return (math.floor(math.log(price) / step + 0.5) - (n_bins // 2)) * step
 
 
+@njit(cache=True, inline="always")
+def _clip_index_nb(i: float, lo: int, hi: int, nan_to: int) -> int:
+    """Bin index ``i`` (a whole float, maybe huge or NaN) as an int clipped to [lo, hi].
+
+    Use ``np.floor`` / ``np.ceil`` (floats) to make ``i``: numba's ``math.floor`` returns an
+    int, and an infinite or huge float cast to an int is undefined (a wild index)."""
+    if i != i:
+        return nan_to
+    if i <= lo:
+        return lo
+    if i >= hi:
+        return hi
+    return int(i)
+
+
 @njit(cache=True)
 def shift_nb(raw: np.ndarray, k: int) -> float:
     """Shift bins by ``k`` (new[i] = old[i + k]); return the raw mass that fell out."""
@@ -157,6 +173,21 @@ def shift_nb(raw: np.ndarray, k: int) -> float:
 
 
 @njit(cache=True, inline="always")
+def _seg_nb(lo: float, hi: float, mid: float, d_below: float, d_above: float) -> float:
+    """Mass of the fractional-bin interval [lo, hi] at densities d_below / d_above (cut mid)."""
+    if hi <= lo:
+        return 0.0
+    part = 0.0
+    seg_below = min(hi, mid) - lo
+    seg_above = hi - max(lo, mid)
+    if seg_below > 0.0:
+        part += d_below * seg_below
+    if seg_above > 0.0:
+        part += d_above * seg_above
+    return part
+
+
+@njit(cache=True, inline="always")
 def spread2_nb(
     raw: np.ndarray,
     e: int,
@@ -172,27 +203,40 @@ def spread2_nb(
 
     Bin ``i`` covers [i - 0.5, i + 0.5). Returns (kept mass that fell outside the grid, lowest
     bin touched, highest bin touched); (.., -1, -1) when none. A zero-width interval is a point
-    mass at ``a``, kept by the share of the side of ``cut`` it lies on.
+    mass at ``a``, kept by the share of the side of ``cut`` it lies on. The work is bounded by
+    the grid whatever ``a`` and ``b``: the loop runs over the bins inside the grid only, the
+    parts outside it are measured in closed form (non-finite bounds: all of it is outside).
     """
     n = raw.shape[1]
+    if not (math.isfinite(a) and math.isfinite(b)):
+        kept = mass * max(keep_below, keep_above)
+        return (kept if kept > 0.0 else 0.0), -1, -1
     width = b - a
     if width <= 1e-9:
         kept = mass * (keep_above if a >= cut else keep_below)
-        i = int(math.floor(a + 0.5))
         if kept <= 0.0:
             return 0.0, -1, -1
-        if i < 0 or i >= n:
+        if a + 0.5 < 0.0 or a + 0.5 >= n:
             return kept, -1, -1
+        i = int(math.floor(a + 0.5))
         raw[e, i] += kept
         return 0.0, i, i
     d_below = mass * keep_below / width
     d_above = mass * keep_above / width
     mid = min(max(cut, a), b)
-    i0 = int(math.floor(a + 0.5))
-    i1 = int(math.floor(b + 0.5))
     lost = 0.0
+    if a < -0.5:
+        lost += _seg_nb(a, min(b, -0.5), mid, d_below, d_above)
+    if b > n - 0.5:
+        lost += _seg_nb(max(a, n - 0.5), b, mid, d_below, d_above)
     lo_hit = -1
     hi_hit = -1
+    ca = max(a, -0.5)
+    cb = min(b, n - 0.5)
+    if cb <= ca:
+        return lost, lo_hit, hi_hit
+    i0 = int(math.floor(ca + 0.5))
+    i1 = min(int(math.floor(cb + 0.5)), n - 1)
     for i in range(i0, i1 + 1):
         lo = max(a, i - 0.5)
         hi = min(b, i + 0.5)
@@ -206,9 +250,6 @@ def spread2_nb(
         if seg_above > 0.0:
             part += d_above * seg_above
         if part <= 0.0:
-            continue
-        if i < 0 or i >= n:
-            lost += part
             continue
         raw[e, i] += part
         if lo_hit < 0:
@@ -348,8 +389,10 @@ def wide_bins_nb(contrast: float, ref: float, mode: float, step: float) -> int:
     if contrast <= 0.0:
         return 0
     if mode == 0.0:
-        return max(1, int(math.floor(contrast * ref / step + 0.5)))
-    return max(1, int(math.floor(math.log1p(contrast) / step + 0.5)))
+        w = np.floor(contrast * ref / step + 0.5)
+    else:
+        w = np.floor(math.log1p(contrast) / step + 0.5)
+    return _clip_index_nb(w, 1, 1 << 30, 1)
 
 
 @njit(cache=True, inline="always")
@@ -509,7 +552,7 @@ def run_nb(
         # reference price: first exchange with a bar
         ref = np.nan
         for e in range(n_ex):
-            if x[t, e, I_CLOSE] == x[t, e, I_CLOSE]:
+            if x[t, e, I_CLOSE] > 0.0 and math.isfinite(x[t, e, I_CLOSE]):
                 ref = x[t, e, I_CLOSE]
                 break
         if ref != ref:
@@ -538,12 +581,13 @@ def run_nb(
         else:
             ic = index_of_nb(ref, mode, step, g[G_ORIGIN])
             if abs(ic - n_bins / 2.0) > recentre_frac * n_bins:
-                k = int(math.floor(ic - n_bins / 2.0 + 0.5))
+                kf = np.floor(ic - n_bins / 2.0 + 0.5)
+                k = int(min(max(kf, -n_bins), n_bins))  # |k| >= n_bins clears the grid
                 for e in range(n_ex):
                     lost_l = shift_nb(long_raw[e], k)
                     lost_s = shift_nb(short_raw[e], k)
-                    ex[e, X_TOT_L] -= lost_l
-                    ex[e, X_TOT_S] -= lost_s
+                    ex[e, X_TOT_L] = max(ex[e, X_TOT_L] - lost_l, 0.0)
+                    ex[e, X_TOT_S] = max(ex[e, X_TOT_S] - lost_s, 0.0)
                     g[G_DROPPED] += lost_l * ex[e, X_SCALE_L] + lost_s * ex[e, X_SCALE_S]
                     ex[e, X_LTOP] = min(ex[e, X_LTOP] - k, n_bins - 1.0)
                     ex[e, X_SBOT] = max(ex[e, X_SBOT] - k, 0.0)
@@ -551,7 +595,7 @@ def run_nb(
                         ex[e, X_LTOP] = -1.0
                     if ex[e, X_SBOT] > n_bins:
                         ex[e, X_SBOT] = float(n_bins)
-                g[G_ORIGIN] = g[G_ORIGIN] + k * step
+                g[G_ORIGIN] = g[G_ORIGIN] + kf * step
 
         origin = g[G_ORIGIN]
         pred_l = 0.0
@@ -570,13 +614,11 @@ def run_nb(
             h = x[t, e, I_HIGH]
             lo = x[t, e, I_LOW]
             cl = x[t, e, I_CLOSE]
-            if cl != cl:
+            if not (cl > 0.0 and math.isfinite(cl)):  # no bar (NaN), or no usable close
                 continue
             ex[e, X_LAST_CLOSE] = cl
             # --- 1. consume ---
-            i_low = int(math.ceil(index_of_nb(lo, mode, step, origin)))
-            if i_low < 0:
-                i_low = 0
+            i_low = _clip_index_nb(np.ceil(index_of_nb(lo, mode, step, origin)), 0, n_bins, n_bins)
             top = int(ex[e, X_LTOP])
             s = 0.0
             for i in range(i_low, top + 1):
@@ -587,9 +629,9 @@ def run_nb(
                 pred_l += s * ex[e, X_SCALE_L]
                 stand_l += s * ex[e, X_SCALE_L]
                 ex[e, X_LTOP] = i_low - 1.0
-            i_high = int(math.floor(index_of_nb(h, mode, step, origin)))
-            if i_high > n_bins - 1:
-                i_high = n_bins - 1
+            i_high = _clip_index_nb(
+                np.floor(index_of_nb(h, mode, step, origin)), -1, n_bins - 1, -1
+            )
             bot = int(ex[e, X_SBOT])
             s = 0.0
             for i in range(bot, i_high + 1):
@@ -702,7 +744,7 @@ def run_nb(
                             lost, i0, i1 = spread2_nb(
                                 long_raw, e, a, b, cut, mass / sc, 1.0, 1.0 - intrabar
                             )
-                            ex[e, X_TOT_L] += (mass - now_liq) / sc - lost
+                            ex[e, X_TOT_L] += max((mass - now_liq) / sc - lost, 0.0)
                             if i1 > ex[e, X_LTOP]:
                                 ex[e, X_LTOP] = float(i1)
                         else:
@@ -710,7 +752,7 @@ def run_nb(
                             lost, i0, i1 = spread2_nb(
                                 short_raw, e, a, b, cut, mass / sc, 1.0 - intrabar, 1.0
                             )
-                            ex[e, X_TOT_S] += (mass - now_liq) / sc - lost
+                            ex[e, X_TOT_S] += max((mass - now_liq) / sc - lost, 0.0)
                             if i0 >= 0 and i0 < ex[e, X_SBOT]:
                                 ex[e, X_SBOT] = float(i0)
                         dropped_now += lost * sc

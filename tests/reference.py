@@ -82,7 +82,7 @@ class ReferenceMap:
         p = self.p
         n = self.n
         closes = xt[:, nb.I_CLOSE]
-        finite = np.flatnonzero(np.isfinite(closes))
+        finite = np.flatnonzero(np.isfinite(closes) & (closes > 0))
         if finite.size == 0:
             if self.origin is not None:
                 self.fade(now)
@@ -116,7 +116,7 @@ class ReferenceMap:
         bins = np.arange(n)
         for e in range(xt.shape[0]):
             o_, h, lo, cl = xt[e, :4]
-            if not np.isfinite(cl):
+            if not (np.isfinite(cl) and cl > 0):
                 continue
             # 1. consume
             m = bins >= self.idx(lo)
