@@ -3,8 +3,11 @@
 Free parameters: the leverage weights (as a bell over log leverage, or the defaults), the
 side split of new positions (``direction_long_share``), the decay half-life, the entry spread,
 the turnover share (``churn_volume_share``) and the intrabar share. The objective on a window
-is the mean over the two sides of the per-bar Spearman correlation of predicted with realized
-liquidations. A coarse coordinate search (few values per parameter, two rounds) fits them on a
+is the mean over the two sides of the partial rank correlation of predicted with realized
+liquidations given the yardstick's four map-free controls (``liqsignal.yardstick``), so a fit
+cannot win by re-learning the bar's move, range or volume. A candidate that leaves the map with
+almost no pockets or armed flags on the training rows (``MIN_CLUSTER_SHARE``,
+``MIN_ARMED_SHARE``) is never chosen: a calibrated config must keep the guards and alerts alive. A coarse coordinate search (few values per parameter, two rounds) fits them on a
 training window; the figures are then measured on a later test window that does not overlap
 it. Features are point in time, so scoring the rows of a window of a full-history run uses
 nothing after each row.
@@ -47,9 +50,14 @@ SEARCH_GRID: dict[str, tuple[Any, ...]] = {
     "direction_long_share": (0.5, 0.55, 0.6, 0.65),
     "half_life_hours": (12.0, 24.0, 48.0, 96.0, 192.0),
     "entry_spread": (0.25, 0.5, 1.0),
-    "churn_volume_share": (0.0, 0.02, 0.05, 0.1, 0.2),
+    "churn_volume_share": (0.1, 0.3, 0.5, 1.0),
     "intrabar_share": (0.0, 0.25, 0.5, 0.75, 1.0),
 }
+
+#: Smallest share of training bars with a pocket on each side for a candidate to count.
+MIN_CLUSTER_SHARE = 0.05
+#: Smallest share of training bars armed (either side) for a candidate to count.
+MIN_ARMED_SHARE = 0.002
 
 
 def leverage_bell(center: float, width: float, leverages: Sequence[float] = DEFAULT_LEVERAGES):
@@ -72,13 +80,17 @@ def _apply(cfg: MapConfig, name: str, value: Any) -> MapConfig:
 def score_window(
     df: pd.DataFrame, cfg: MapConfig, rows: slice, *, proxy: bool = False
 ) -> dict[str, float]:
-    """Per-side Spearman, baseline and partial on ``rows`` of a point-in-time run over ``df``."""
+    """Per-side Spearman, baseline, partial given the baseline and given all four controls,
+    and the firing shares, on ``rows`` of a point-in-time run over ``df``."""
     from liqsignal.features import compute_features
+    from liqsignal.yardstick import control_predictors, partial_rank
 
     feats = compute_features(df, cfg, proxy=proxy)
     assert isinstance(feats, pd.DataFrame)
     base = baseline_predictions(df)
+    ctrls = control_predictors(df)
     out: dict[str, float] = {}
+    armed = np.zeros(rows.stop - rows.start if rows.stop is not None else 0, dtype=bool)
     for side in ("long", "short"):
         pred = feats[f"liq_pred_{side}_usd"].to_numpy()[rows]
         real = df[f"realized_{side}_usd"].to_numpy()[rows]
@@ -86,7 +98,22 @@ def score_window(
         out[f"{side}_model"] = spearman(pred, real)
         out[f"{side}_baseline"] = spearman(b, real)
         out[f"{side}_partial"] = partial_spearman(pred, real, b)
-    out["objective"] = 0.5 * (out["long_model"] + out["short_model"])
+        out[f"{side}_partial_controls"] = partial_rank(
+            pred, real, ctrls[side].to_numpy(dtype=np.float64)[rows]
+        )
+        out[f"{side}_cluster_share"] = float(
+            np.mean(feats[f"liq_{side}_cluster_usd"].to_numpy()[rows] > 0)
+        )
+        a = feats[f"liq_{side}_armed"].to_numpy()[rows] > 0
+        armed = a if armed.size != a.size else (armed | a)
+    out["armed_share"] = float(armed.mean()) if armed.size else 0.0
+    fires = (
+        min(out["long_cluster_share"], out["short_cluster_share"]) >= MIN_CLUSTER_SHARE
+        and out["armed_share"] >= MIN_ARMED_SHARE
+    )
+    out["fires"] = float(fires)
+    obj = 0.5 * (out["long_partial_controls"] + out["short_partial_controls"])
+    out["objective"] = obj if fires else -math.inf
     return out
 
 
@@ -173,6 +200,8 @@ def _section(cfg: MapConfig) -> dict[str, Any]:
         "entry_spread": cfg.entry_spread,
         "churn_volume_share": cfg.churn_volume_share,
         "intrabar_share": cfg.intrabar_share,
+        "close_relative": cfg.close_relative,
+        "contrast_window_pct": cfg.contrast_window_pct,
     }
 
 

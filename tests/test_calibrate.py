@@ -46,3 +46,26 @@ def test_calibrate_rejects_too_short(coinglass):
 
     with pytest.raises(InputError, match="blocks"):
         calibrate(coinglass.iloc[:300], folds=2, grid=SMALL_GRID)
+
+
+def test_calibrated_config_keeps_pockets_and_armed_flags(coinglass):
+    """A candidate that silences the guards and alerts is never chosen (the first version's
+    calibration could write a config that never armed)."""
+    from liqsignal.calibrate import MIN_ARMED_SHARE, MIN_CLUSTER_SHARE, score_window
+    from liqsignal.features import compute_features
+
+    grid = {"contrast_window_pct": (None, 2.0), "churn_volume_share": (0.3, 1.0)}
+    res = calibrate(coinglass, folds=1, rounds=1, grid=grid)
+    section = res.to_dict()["config"]["liqsignal"]["engine"]
+    cfg = MapConfig.from_dict(section)
+    feats = compute_features(coinglass, cfg)
+    rows = slice(200, len(coinglass))
+    armed = (feats["liq_long_armed"].to_numpy()[rows] > 0) | (
+        feats["liq_short_armed"].to_numpy()[rows] > 0
+    )
+    assert armed.mean() >= MIN_ARMED_SHARE
+    for side in ("long", "short"):
+        assert (feats[f"liq_{side}_cluster_usd"].to_numpy()[rows] > 0).mean() >= MIN_CLUSTER_SHARE
+    # the scan-mean rule on this map leaves "armed" silent: scored as never chosen
+    silent = score_window(coinglass, cfg.replace(contrast_window_pct=None), rows)
+    assert silent["armed_share"] < MIN_ARMED_SHARE and silent["objective"] == float("-inf")
