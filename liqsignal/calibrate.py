@@ -7,7 +7,8 @@ is the mean over the two sides of the partial rank correlation of predicted with
 liquidations given the yardstick's four map-free controls (``liqsignal.yardstick``), so a fit
 cannot win by re-learning the bar's move, range or volume. A candidate that leaves the map with
 almost no pockets or armed flags on the training rows (``MIN_CLUSTER_SHARE``,
-``MIN_ARMED_SHARE``) is never chosen: a calibrated config must keep the guards and alerts alive. A coarse coordinate search (few values per parameter, two rounds) fits them on a
+``MIN_ARMED_SHARE``) is never chosen: a calibrated config must keep the guards and alerts
+alive. A coarse coordinate search (few values per parameter, two rounds) fits them on a
 training window; the figures are then measured on a later test window that does not overlap
 it. Features are point in time, so scoring the rows of a window of a full-history run uses
 nothing after each row.
