@@ -41,6 +41,9 @@ def add_parsers(subparsers: Any) -> None:
     src = f.add_mutually_exclusive_group(required=True)
     src.add_argument("--bundled", action="store_true", help="the bundled btc_1h, btc_4h, eth_4h")
     src.add_argument("--data", help="CSV or Parquet with candles, OI and realized liquidations")
+    f.add_argument(
+        "--datasets", nargs="+", metavar="NAME", help="--bundled: only these (btc_1h btc_4h eth_4h)"
+    )
     f.add_argument("--symbol", default="BTC/USDT:USDT", help="--data: market symbol (ccxt)")
     f.add_argument("--name", help="--data: name recorded for the dataset (default: file stem)")
     f.add_argument("--out", help="write the model JSON here")
@@ -134,11 +137,13 @@ def run_fit(args: argparse.Namespace) -> int:
         from liqsignal.datasets import load_datasets
 
         data = []
-        for ds in load_datasets():
+        for ds in load_datasets(args.datasets):
             feats = compute_features(ds.frame, fc.market_config(engine, ds.symbol))
             data.append((ds.name, ds.frame, feats))
-        training = fc.bundled_training()
-        source = "liqsignal fit --bundled"
+        training = fc.bundled_training(args.datasets)
+        source = "liqsignal fit --bundled" + (
+            f" --datasets {' '.join(args.datasets)}" if args.datasets else ""
+        )
     else:
         frame = read_user_data(args.data)
         name = args.name or Path(args.data).stem
