@@ -10,7 +10,7 @@ leverage-tier file); the real ccxt.pro clients watch all 50 markets on each venu
 thread). Events are the bundled real Hyperliquid liquidations of the file's busiest stretch
 (from 2025-05-25 22:09 UTC, ``--minutes`` long: 242 events in 5 minutes), sent on their real
 timing ``--speed`` times faster, on every venue at once; event ``i`` goes to market
-``i mod 50`` (``--copies n``: also to the next n-1 markets, n times the load), its price
+``i mod 50`` (``--copies n``: to markets ``i*n .. i*n+n-1 mod 50``, n times the load), its price
 rescaled to the market's map (its USD size kept).
 
 Per event the clock starts when the venue's server writes the frame (``time.perf_counter()`` in
@@ -46,7 +46,13 @@ from websockets.asyncio.client import connect
 from liqsignal.alerts.events import BarView, EventDetector
 from liqsignal.alerts.service import alert_for
 from liqsignal.config import MapConfig
-from liqsignal.data.replay.ws import LiqEvent, LiquidationStreamServer, load_events
+from liqsignal.data.replay.ws import (
+    LiqEvent,
+    LiquidationStreamServer,
+    ct_val,
+    load_events,
+    send_key,
+)
 from liqsignal.data.streams import LiquidationStreams, StreamConfig, StreamEvent
 from liqsignal.engine import LiquidationMap
 from liqsignal.evaluate import load_coinglass
@@ -89,7 +95,7 @@ def script(markets: list[str], minutes: float, copies: int, ref_price: float) ->
         p0 = first.setdefault(ev.market, ev.price)
         price = ref_price * ev.price / p0
         for c in range(copies):
-            m = markets[(i + c) % len(markets)]
+            m = markets[(i * copies + c) % len(markets)]
             out.append(replace(ev, market=m, price=price, amount=ev.amount * ev.price / price))
     return out
 
@@ -160,15 +166,20 @@ async def bare_client(srv: LiquidationStreamServer, markets: list[str], out: lis
             if v == "binance" and "o" in msg:
                 o = msg["o"]
                 side = "long" if o["S"] == "SELL" else "short"
-                out.append((v, o["s"][:-4], int(o["T"]), side, t))
+                key = send_key(o["s"][:-4], o["T"], side, float(o["ap"]), float(o["l"]))
+                out.append((v, key, t))
             elif v == "bybit" and "data" in msg:
                 for d in msg["data"]:
                     side = "long" if d["S"] == "Buy" else "short"
-                    out.append((v, d["s"][:-4], int(d["T"]), side, t))
+                    key = send_key(d["s"][:-4], d["T"], side, float(d["p"]), float(d["v"]))
+                    out.append((v, key, t))
             elif v == "okx" and "data" in msg:
                 for d in msg["data"]:
                     det = d["details"][0]
-                    out.append((v, d["instId"].split("-")[0], int(det["ts"]), det["posSide"], t))
+                    m = d["instId"].split("-")[0]
+                    amount = float(det["sz"]) * ct_val(m)
+                    key = send_key(m, int(det["ts"]), det["posSide"], float(det["bkPx"]), amount)
+                    out.append((v, key, t))
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -181,7 +192,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     events = script(markets, args.minutes, args.copies, lmap.reference_price())
     servers = {v: LiquidationStreamServer(v, markets, record_sends=True).start() for v in VENUES}
     pipe = Pipeline(markets, lmap)
-    base: list[tuple[str, str, int, str, float]] = []
+    base: list[tuple[str, tuple[Any, ...], float]] = []
     tmp = tempfile.TemporaryDirectory()
     try:
         streams = LiquidationStreams(
@@ -195,9 +206,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         task = asyncio.ensure_future(streams.run())
         clients = [asyncio.ensure_future(bare_client(s, markets, base)) for s in servers.values()]
         t_end = time.monotonic() + 60
-        while not all(s.ready() for s in servers.values()) or any(
-            s.subscribed() < 2 for s in servers.values()
-        ):
+        while any(s.complete_subscriptions() < 2 for s in servers.values()):
             if time.monotonic() > t_end:
                 raise SystemExit("venues did not get their subscriptions within 60 s")
             await asyncio.sleep(0.05)
@@ -219,14 +228,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         tmp.cleanup()
     lat, own, recv, bl = [], [], [], []
     for v, ev, t_done in pipe.done:
-        sent = (servers[v].sent_at or {}).get((ev.market, ev.ts_ms, ev.side))
+        key = send_key(ev.market, ev.ts_ms, ev.side, ev.price, ev.amount)
+        sent = (servers[v].sent_at or {}).get(key)
         if sent is None:
             continue
         lat.append((t_done - sent) * 1000)
         recv.append((ev.received - sent) * 1000)
         own.append((t_done - ev.received) * 1000)
-    for v, m, ts, side, t in base:
-        sent = (servers[v].sent_at or {}).get((m, ts, side))
+    for v, key, t in base:
+        sent = (servers[v].sent_at or {}).get(key)
         if sent is not None:
             bl.append((t - sent) * 1000)
     return {
@@ -236,6 +246,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "wall_s": wall,
         "rate_per_s": len(events) * len(VENUES) / wall if wall else float("nan"),
         "processed": len(pipe.done),
+        "matched": len(lat),
+        "duplicates": sum(v.duplicates for v in streams.venues.values()),
+        "per_venue": {
+            v: (s.events, s.malformed, s.ignored, s.reconnects) for v, s in streams.venues.items()
+        },
         "baseline_frames": len(base),
         "written": streams.writer.written,
         "alerts": pipe.alerts,
@@ -265,10 +280,12 @@ def main() -> int:
         f"events/s ({args.speed:g}x the real rate, copies {args.copies})"
     )
     print(
-        f"processed {r['processed']}, baseline frames {r['baseline_frames']}, store rows "
+        f"processed {r['processed']} (timed {r['matched']}, dropped as duplicates "
+        f"{r['duplicates']}), baseline frames {r['baseline_frames']}, store rows "
         f"written {r['written']}, alerts assembled {r['alerts']}, map USD consumed "
         f"{r['consumed_usd']:,.0f}"
     )
+    print("per venue (events, malformed, ignored, reconnects):", r["per_venue"])
     print(
         f"event sent -> alert text ready: median {r['median_ms']:.2f} ms, p99 "
         f"{r['p99_ms']:.2f} ms (targets < 100 ms, < 500 ms)"

@@ -117,6 +117,11 @@ def _num(x: float) -> str:
     return text or "0"
 
 
+def send_key(market: str, ts_ms: int, side: str, price: float, amount: float) -> tuple[Any, ...]:
+    """Key of an event in ``LiquidationStreamServer.sent_at`` (for latency measurements)."""
+    return (market, int(ts_ms), side, round(float(price), 4), round(float(amount), 6))
+
+
 def ct_val(market: str) -> float:
     return CT_VAL.get(market.upper(), 1.0)
 
@@ -505,8 +510,8 @@ class LiquidationStreamServer:
         self.connects = 0
         self.subscribes: list[tuple[str, Any]] = []  # (connection id, subscribe args)
         self.pings = 0
-        #: with ``record_sends``: (market, ts_ms, side) -> time.perf_counter() when first sent
-        self.sent_at: dict[tuple[str, int, str], float] | None = {} if record_sends else None
+        #: with ``record_sends``: :func:`send_key` -> time.perf_counter() when first sent
+        self.sent_at: dict[tuple[Any, ...], float] | None = {} if record_sends else None
         self.http_paths: list[str] = []
         self.unknown_http: list[str] = []
 
@@ -820,7 +825,9 @@ class LiquidationStreamServer:
             sym = venue_symbol(self.venue, ev.market)
             text = json.dumps(encode_event(self.venue, ev), separators=(",", ":"))
             if self.sent_at is not None:
-                self.sent_at[(ev.market, ev.ts_ms, ev.side)] = time.perf_counter()
+                self.sent_at[send_key(ev.market, ev.ts_ms, ev.side, ev.price, ev.amount)] = (
+                    time.perf_counter()
+                )
             for conn in list(self._conns):
                 if not self._wants(conn, sym):
                     continue
@@ -926,6 +933,15 @@ class LiquidationStreamServer:
     def resume(self) -> None:
         """New connections are served normally again (stalled ones stay stalled)."""
         self._stall_new = False
+
+    def complete_subscriptions(self) -> int:
+        """Live connections subscribed to every market served."""
+        syms = [venue_symbol(self.venue, m) for m in self.markets]
+        return sum(
+            1
+            for c in list(self._conns)
+            if not c.stalled and all(self._wants(c, sym) for sym in syms)
+        )
 
     def wait_ready(self, timeout: float = 10.0) -> bool:
         """Block until every market is subscribed (True) or ``timeout`` passes (False)."""
