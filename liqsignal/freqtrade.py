@@ -168,7 +168,12 @@ def liq_settings(config: Mapping[str, Any] | MapConfig | None) -> LiqSettings:
     if unknown:
         raise ConfigError(f"liqsignal: unknown key(s) {unknown}; known keys: {list(SECTION_KEYS)}")
     guards = section.get("guards") or {}
-    engine = dict(section.get("engine") or {})
+    engine_section = section.get("engine") or {}
+    if not isinstance(engine_section, Mapping):
+        raise ConfigError(
+            f"liqsignal.engine must be a mapping, got {type(engine_section).__name__}"
+        )
+    engine = dict(engine_section)
     exchange = (config or {}).get("exchange")
     if "exchange" not in engine and isinstance(exchange, Mapping) and exchange.get("name"):
         engine["exchange"] = str(exchange["name"])  # the bot's venue picks the formula
@@ -282,6 +287,11 @@ def add_liq_columns(
     dry/live from the provider registered with ``set_provider`` (no I/O here), else from the
     stored files. ``liq_n_exchanges`` below the number of exchanges flags a bar where one was
     missing or stale. Open interest and funding of the bot's own exchange are merged as above.
+
+    When the liquidation store (same ``datadir``) holds realized liquidations of the bot's
+    exchange and pair, ``liq_real_long_usd`` / ``liq_real_short_usd`` are added: the USD
+    liquidated on each side during the candle (NaN where unknown; see
+    :func:`liqsignal.data.liquidations.realized_columns`).
     """
     pair = str(metadata["pair"])
     if timeframe is None:
@@ -311,6 +321,7 @@ def add_liq_columns(
         out = _aggregated_columns(df, pair, dp, config, settings, engine, timeframe, datadir)
         if settings.forecast.enabled:
             out = _with_forecast(out, out, settings, engine, pair)
+        out = _with_realized(out, pair, config, engine.exchange, timeframe, datadir)
         _remember_rows(dp, pair, out)
         return out
     use_proxy = proxy if proxy is not None else not have_oi
@@ -332,8 +343,35 @@ def add_liq_columns(
     liq = pd.DataFrame(feats[cols].to_numpy(dtype="float64"), index=df.index, columns=cols)
     keep = df.drop(columns=[c for c in cols if c in df.columns])
     out = pd.concat([keep, liq], axis=1)
+    out = _with_realized(out, pair, config, engine.exchange, timeframe, datadir)
     _remember_rows(dp, pair, out)
     return out
+
+
+def _with_realized(
+    out: pd.DataFrame,
+    pair: str,
+    config: Any,
+    exchange: str,
+    timeframe: str,
+    datadir: str | Path | None,
+) -> pd.DataFrame:
+    """``out`` with ``liq_real_long_usd`` / ``liq_real_short_usd`` (USD liquidated in each
+    candle, NaN where unknown) when the store holds realized liquidations of the bot's exchange
+    and pair; ``out`` unchanged otherwise. A store that cannot be read is logged once."""
+    from liqsignal.data.liquidations import LiquidationStore, realized_columns
+
+    root = _store_dir(config, datadir)
+    try:
+        if not LiquidationStore(root).has_data(exchange, pair):
+            return out
+        real = realized_columns(out, root, exchange, pair, timeframe)
+    except (LiqsignalError, OSError) as e:
+        _warn_once(("realized", exchange, pair), "liqsignal: realized liquidations of %s %s "
+                   "not read: %s", exchange, pair, e)  # fmt: skip
+        return out
+    keep = out.drop(columns=[c for c in real.columns if c in out.columns])
+    return pd.concat([keep, real], axis=1)
 
 
 def _with_forecast(

@@ -96,6 +96,7 @@ except ImportError:  # pragma: no cover - Windows: no cross-process lock, atomic
 __all__ = [
     "BAR_COLUMNS",
     "EVENT_COLUMNS",
+    "REALIZED_COLUMNS",
     "SIDE_MEANING",
     "LiquidationStore",
     "events_from_ccxt",
@@ -103,6 +104,7 @@ __all__ = [
     "normalise_side",
     "read_bars_file",
     "read_events_file",
+    "realized_columns",
     "realized_from_store",
 ]
 
@@ -673,6 +675,38 @@ class LiquidationStore:
             write_atomic(merged, path)
         return MergeResult(path, len(old), len(merged), len(clean))
 
+    def _coarser_from_finer(self, exchange: str, symbol: str, tf_ms: int) -> pd.DataFrame:
+        """Sums of the coarsest stored per-bar file whose timeframe divides ``tf_ms`` (Gate's
+        5m sums for 1h candles); a bar is NaN unless all of its sub-bars are known."""
+        folder = self.folder(exchange)
+        prefix = f"{pair_to_filename(symbol)}-"
+        best: tuple[int, Path] | None = None
+        for path in folder.glob(f"{prefix}*-liquidations.feather"):
+            tf = path.name[len(prefix) : -len("-liquidations.feather")].replace("Mo", "M")
+            try:
+                ms = _tf_ms(tf)
+            except ConfigError:
+                continue
+            if ms < tf_ms and tf_ms % ms == 0 and (best is None or ms > best[0]):
+                best = (ms, path)
+        if best is None:
+            return _empty_bars()
+        fine_ms, path = best
+        fine = read_bars_file(path)
+        if fine.empty:
+            return fine
+        key = _ms(fine["date"]) // tf_ms * tf_ms
+        vals = fine[BAR_COLUMNS[1:]]
+        grouped = vals.groupby(key)
+        sums = grouped.sum(min_count=1)
+        complete = grouped.count()["long_liquidated_usd"] == tf_ms // fine_ms
+        complete &= grouped.count()["short_liquidated_usd"] == tf_ms // fine_ms
+        sums.loc[~complete, ["long_liquidated_usd", "short_liquidated_usd"]] = np.nan
+        sums.loc[grouped.count()["events"] < tf_ms // fine_ms, "events"] = np.nan
+        out = sums.reset_index(names="date")
+        out["date"] = pd.to_datetime(out["date"], unit="ms", utc=True).dt.as_unit("ms")
+        return out.loc[:, BAR_COLUMNS]
+
     def bars(
         self, exchange: str, symbol: str, timeframe: str, start: Any = None, end: Any = None
     ) -> pd.DataFrame:
@@ -684,6 +718,8 @@ class LiquidationStore:
         events = self.read_events(exchange, symbol)
         spans = self.spans(exchange, symbol)
         stored = self.read_bar_file(exchange, symbol, timeframe)
+        if stored.empty:
+            stored = self._coarser_from_finer(exchange, symbol, tf_ms)
         covered = spans[spans["kind"] == "covered"]
         gaps = spans[spans["kind"] == "gap"]
 
@@ -844,6 +880,45 @@ def _normalise_bars(df: pd.DataFrame, what: str) -> pd.DataFrame:
     if dup.any():
         out = out.drop_duplicates(subset="date", keep="last")
     return out.sort_values("date", kind="stable").reset_index(drop=True)
+
+
+#: the Freqtrade columns of realized liquidations (see :func:`realized_columns`)
+REALIZED_COLUMNS = ("liq_real_long_usd", "liq_real_short_usd")
+
+
+def realized_columns(
+    dataframe: pd.DataFrame,
+    datadir: str | os.PathLike[str],
+    exchange: str,
+    symbol: str,
+    timeframe: str,
+) -> pd.DataFrame:
+    """``liq_real_long_usd, liq_real_short_usd`` on ``dataframe``'s index: the USD liquidated
+    on each side during each candle (``date`` = the candle's open), from the store; NaN where
+    nothing is known (no coverage, a gap, outside the stored span), never 0 for unknown.
+
+    Point in time: a candle's value is complete at the candle's close, when Freqtrade hands
+    that candle's row to the strategy, as with its close price; no row sees a later bar.
+    """
+    out = pd.DataFrame(index=dataframe.index, columns=list(REALIZED_COLUMNS), dtype="float64")
+    if len(dataframe) == 0:
+        return out
+    dates = pd.DatetimeIndex(pd.to_datetime(dataframe["date"], utc=True))
+    tf = pd.Timedelta(milliseconds=_tf_ms(timeframe))
+    bars = LiquidationStore(datadir).bars(
+        exchange, symbol, timeframe, start=dates.min(), end=dates.max() + tf
+    )
+    if bars.empty:
+        return out
+    pos = pd.Index(_ms(bars["date"])).get_indexer(dates.as_unit("ms").asi8)
+    hit = pos >= 0
+    for col, src in zip(
+        REALIZED_COLUMNS, ("long_liquidated_usd", "short_liquidated_usd"), strict=True
+    ):
+        vals = np.full(len(dates), np.nan)
+        vals[hit] = bars[src].to_numpy()[pos[hit]]
+        out[col] = vals
+    return out
 
 
 def realized_from_store(
