@@ -19,6 +19,7 @@ from liqsignal.exceptions import ConfigError
 __all__ = [
     "DEFAULT_LEVERAGES",
     "DEFAULT_LEVERAGE_WEIGHTS",
+    "MAX_BINS",
     "PARAM_NAMES",
     "ForecastConfig",
     "MapConfig",
@@ -41,6 +42,11 @@ DEFAULT_LEVERAGE_WEIGHTS: tuple[float, ...] = (
     0.05,
     0.03,
 )
+
+#: An absolute step within this range of basis points of the first price is kept as it is.
+AUTO_GRID_BPS: tuple[float, float] = (1.0, 25.0)
+#: The relative step (bps) that replaces an absolute step outside ``AUTO_GRID_BPS``.
+AUTO_GRID_STEP_BPS = 5.0
 
 #: Order of the float parameters handed to the kernels (``MapConfig.kernel_params``).
 #: The kernel unpacks them by position; ``tests/test_nb.py`` checks the two agree.
@@ -94,16 +100,105 @@ def section_kwargs(
     return dict(data)
 
 
+#: Upper bound of the grid (bins per exchange and side): 1,000,000 bins hold 16 MB per exchange.
+MAX_BINS = 1_000_000
+
+_ENGINE = "liqsignal.engine"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _positive(name: str, value: float) -> None:
-    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-        raise ConfigError(f"engine.{name} must be a finite number > 0, got {value!r}")
+    if not (_is_number(value) and value > 0):
+        raise ConfigError(f"{_ENGINE}.{name} must be a finite number > 0, got {value!r}")
 
 
 def _fraction(name: str, value: float, *, allow_zero: bool = True) -> None:
-    ok = isinstance(value, int | float) and math.isfinite(value)
-    ok = ok and (0 <= value <= 1 if allow_zero else 0 < value <= 1)
+    ok = _is_number(value) and (0 <= value <= 1 if allow_zero else 0 < value <= 1)
     if not ok:
-        raise ConfigError(f"engine.{name} must be a number in [0, 1], got {value!r}")
+        raise ConfigError(f"{_ENGINE}.{name} must be a number in [0, 1], got {value!r}")
+
+
+#: Sane ranges of the engine's numbers: (integer?, lowest, highest); a value outside (or of the
+#: wrong type) is a ``ConfigError`` naming ``liqsignal.engine.<key>``. The upper bounds keep
+#: memory and work per bar bounded (bins, heatmap buffer, cluster buffer, EMA spans).
+_ENGINE_RANGES: dict[str, tuple[bool, float, float]] = {
+    "step": (False, 1e-12, 1e9),
+    "step_bps": (False, 0.01, 1000.0),
+    "width": (False, 1e-3, 10.0),
+    "n_bins": (True, 16, MAX_BINS),
+    "max_leverage": (False, 1.0, 1000.0),
+    "position_notional": (False, 1e-6, 1e12),
+    "taker_fee": (False, 0.0, 0.1),
+    "half_life_hours": (False, 1e-3, 1e5),
+    "density_band_pct": (False, 1e-6, 50.0),
+    "scan_range_pct": (False, 1e-6, 50.0),
+    "smooth_half_bins": (True, 0, 10_000),
+    "cluster_threshold": (False, 1e-9, 1e6),
+    "contrast_window_pct": (False, 1e-6, 50.0),
+    "cluster_min_usd": (False, 0.0, 1e15),
+    "merge_gap_bins": (True, 0, 10_000),
+    "cascade_gap_pct": (False, 1e-6, 50.0),
+    "cascade_max_depth": (True, 1, 1000),
+    "armed_distance_pct": (False, 1e-6, 50.0),
+    "armed_size_ratio": (False, 1e-9, 1e6),
+    "armed_oi_ratio": (False, 1e-9, 1e6),
+    "armed_funding_min": (False, -1.0, 1.0),
+    "history_bars": (True, 1, 1_000_000),
+    "flush_ratio": (False, 1e-9, 1e6),
+    "flush_min_usd": (False, 0.0, 1e15),
+    "heatmap_every_s": (False, 1.0, 1e8),
+    "heatmap_frames": (True, 1, 50_000),
+    "heatmap_rows": (True, 1, 5_000),
+    "heatmap_bins_per_row": (True, 1, 10_000),
+}
+#: Most heatmap cells (frames x rows) the ring buffer may hold: 5,000,000 cells are 80 MB.
+MAX_HEATMAP_CELLS = 5_000_000
+
+
+def _check_engine_types(cfg: Any) -> None:
+    """Types and ranges of every engine key, naming ``liqsignal.engine.<key>``."""
+    for key in ("exchange", "symbol"):
+        v = getattr(cfg, key)
+        if not isinstance(v, str) or not v.strip():
+            raise ConfigError(f"{_ENGINE}.{key} must be a non-empty string, got {v!r}")
+    if cfg.tiers_file is not None and not (isinstance(cfg.tiers_file, str) and cfg.tiers_file):
+        raise ConfigError(
+            f"{_ENGINE}.tiers_file must be a file path (a string) or null, got {cfg.tiers_file!r}"
+        )
+    for key, (integer, lo, hi) in _ENGINE_RANGES.items():
+        v = getattr(cfg, key)
+        if v is None and key in _NULLABLE:
+            continue
+        kind = "an integer" if integer else "a number"
+        ok = _is_number(v) and (not integer or isinstance(v, int)) and lo <= v <= hi
+        if not ok:
+            null = " or null" if key in _NULLABLE else ""
+            raise ConfigError(
+                f"{_ENGINE}.{key} must be {kind} in [{lo:g}, {hi:g}]{null}, got {v!r}"
+            )
+    if cfg.heatmap_frames * cfg.heatmap_rows > MAX_HEATMAP_CELLS:
+        raise ConfigError(
+            f"{_ENGINE}.heatmap_frames x {_ENGINE}.heatmap_rows must be at most "
+            f"{MAX_HEATMAP_CELLS:,} cells, got {cfg.heatmap_frames} x {cfg.heatmap_rows}"
+        )
+    for key in ("leverages", "leverage_weights"):
+        v = getattr(cfg, key)
+        if not isinstance(v, tuple | list) or not 1 <= len(v) <= 100:
+            raise ConfigError(f"{_ENGINE}.{key} must be a list of 1 to 100 numbers, got {v!r}")
+        if not all(_is_number(x) for x in v):
+            raise ConfigError(f"{_ENGINE}.{key} must be a list of finite numbers, got {v!r}")
+    if any(lev > 1000 for lev in cfg.leverages):
+        raise ConfigError(f"{_ENGINE}.leverages: each must be in [1, 1000], got {cfg.leverages}")
+    if not isinstance(cfg.extra, Mapping):
+        raise ConfigError(f"{_ENGINE}.extra must be a mapping, got {cfg.extra!r}")
+
+
+_NULLABLE = frozenset(
+    ("step", "step_bps", "n_bins", "max_leverage", "contrast_window_pct", "close_long_share")
+)
 
 
 @dataclass(frozen=True)
@@ -119,6 +214,10 @@ class MapConfig:
     step: float | None = 50.0
     #: Relative grid step in basis points (used when ``step`` is None).
     step_bps: float | None = None
+    #: An absolute ``step`` that is not within 1-25 bps of the market's first price (50 USD is
+    #: 5 bps of BTC; it would be 2 % of ETH) is replaced by a 5 bps relative grid. False: keep
+    #: the step as given.
+    auto_grid: bool = True
     #: Half-width of the grid around price, as a fraction of price (0.55: 2x levels fit).
     width: float = 0.55
     #: Number of bins; None derives it from ``width`` and the first price.
@@ -207,30 +306,29 @@ class MapConfig:
 
     def __post_init__(self) -> None:
         if self.step is None and self.step_bps is None:
-            raise ConfigError("engine: set one of step (USD per bin) or step_bps")
+            raise ConfigError(f"{_ENGINE}: set one of step (USD per bin) or step_bps")
         if self.step is not None and self.step_bps is not None:
-            raise ConfigError("engine: set only one of step and step_bps, not both")
+            raise ConfigError(f"{_ENGINE}: set only one of step and step_bps, not both")
+        _check_engine_types(self)
         if self.step is not None:
             _positive("step", self.step)
         if self.step_bps is not None:
             _positive("step_bps", self.step_bps)
         _positive("width", self.width)
-        if self.n_bins is not None and (not isinstance(self.n_bins, int) or self.n_bins < 16):
-            raise ConfigError(f"engine.n_bins must be an integer >= 16, got {self.n_bins!r}")
         _fraction("recentre_frac", self.recentre_frac)
         if len(self.leverages) == 0 or len(self.leverages) != len(self.leverage_weights):
             raise ConfigError(
-                "engine.leverages and engine.leverage_weights must be non-empty and of equal "
+                f"{_ENGINE}.leverages and .leverage_weights must be non-empty and of equal "
                 f"length, got {len(self.leverages)} and {len(self.leverage_weights)}"
             )
         for lev in self.leverages:
             if not (math.isfinite(lev) and lev >= 1):
-                raise ConfigError(f"engine.leverages: each must be >= 1, got {lev!r}")
+                raise ConfigError(f"{_ENGINE}.leverages: each must be >= 1, got {lev!r}")
         for w in self.leverage_weights:
             if not (math.isfinite(w) and w >= 0):
-                raise ConfigError(f"engine.leverage_weights: each must be >= 0, got {w!r}")
+                raise ConfigError(f"{_ENGINE}.leverage_weights: each must be >= 0, got {w!r}")
         if sum(self.leverage_weights) <= 0:
-            raise ConfigError("engine.leverage_weights must not all be zero")
+            raise ConfigError(f"{_ENGINE}.leverage_weights must not all be zero")
         if self.max_leverage is not None:
             _positive("max_leverage", self.max_leverage)
         _positive("position_notional", self.position_notional)
@@ -243,9 +341,11 @@ class MapConfig:
         _fraction("proxy_volume_share", self.proxy_volume_share)
         _fraction("churn_volume_share", self.churn_volume_share)
         _fraction("intrabar_share", self.intrabar_share)
+        if not isinstance(self.auto_grid, bool):
+            raise ConfigError(f"engine.auto_grid must be true or false, got {self.auto_grid!r}")
         if not isinstance(self.close_relative, bool):
             raise ConfigError(
-                f"engine.close_relative must be true or false, got {self.close_relative!r}"
+                f"{_ENGINE}.close_relative must be true or false, got {self.close_relative!r}"
             )
         for name in ("density_band_pct", "scan_range_pct", "cascade_gap_pct"):
             _positive(name, getattr(self, name))
@@ -256,34 +356,39 @@ class MapConfig:
         for name in ("smooth_half_bins", "merge_gap_bins"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 0:
-                raise ConfigError(f"engine.{name} must be an integer >= 0, got {v!r}")
+                raise ConfigError(f"{_ENGINE}.{name} must be an integer >= 0, got {v!r}")
         for name in ("cascade_max_depth", "history_bars", "heatmap_frames", "heatmap_rows"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
-                raise ConfigError(f"engine.{name} must be an integer >= 1, got {v!r}")
+                raise ConfigError(f"{_ENGINE}.{name} must be an integer >= 1, got {v!r}")
         if not isinstance(self.heatmap_bins_per_row, int) or self.heatmap_bins_per_row < 1:
-            raise ConfigError("engine.heatmap_bins_per_row must be an integer >= 1")
+            raise ConfigError(f"{_ENGINE}.heatmap_bins_per_row must be an integer >= 1")
         for name in ("cluster_min_usd", "flush_min_usd"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
-                raise ConfigError(f"engine.{name} must be >= 0, got {v!r}")
+                raise ConfigError(f"{_ENGINE}.{name} must be >= 0, got {v!r}")
         for name in ("armed_size_ratio", "armed_oi_ratio", "flush_ratio", "heatmap_every_s"):
             _positive(name, getattr(self, name))
         if not math.isfinite(self.armed_funding_min):
-            raise ConfigError("engine.armed_funding_min must be finite")
+            raise ConfigError(f"{_ENGINE}.armed_funding_min must be finite")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> MapConfig:
         """Build from a mapping (the ``liqsignal.engine`` config section); unknown keys fail."""
         if data is None:
             return cls()
-        kwargs = section_kwargs(cls, data, "engine")
+        kwargs = section_kwargs(cls, data, _ENGINE)
         for key in ("leverages", "leverage_weights"):
             if key in kwargs:
+                v = kwargs[key]
                 try:
-                    kwargs[key] = tuple(float(v) for v in kwargs[key])
+                    if isinstance(v, str | bytes | Mapping) or any(isinstance(x, bool) for x in v):
+                        raise TypeError(type(v).__name__)
+                    kwargs[key] = tuple(float(x) for x in v)
                 except (TypeError, ValueError) as e:
-                    raise ConfigError(f"engine.{key} must be a list of numbers") from e
+                    raise ConfigError(
+                        f"{_ENGINE}.{key} must be a list of numbers, got {v!r}"
+                    ) from e
         return cls(**kwargs)
 
     def replace(self, **changes: Any) -> MapConfig:
@@ -308,6 +413,17 @@ class MapConfig:
             return float(self.step)
         assert self.step_bps is not None
         return math.log1p(self.step_bps / 1e4)
+
+    def auto_grid_for(self, price: float) -> MapConfig:
+        """This config, or (``auto_grid`` on and an absolute ``step`` outside
+        ``AUTO_GRID_BPS`` of ``price``) the same with a relative grid of ``AUTO_GRID_STEP_BPS``:
+        the 50 USD default suits BTC; ETH, SOL or DOGE get a relative step without tuning."""
+        if not self.auto_grid or self.step is None or not (price > 0 and math.isfinite(price)):
+            return self
+        lo, hi = AUTO_GRID_BPS
+        if lo <= self.step / price * 1e4 <= hi:
+            return self
+        return self.replace(step=None, step_bps=AUTO_GRID_STEP_BPS, n_bins=None)
 
     def bins_for_price(self, price: float) -> int:
         """Number of bins so that +-``width`` of ``price`` fits (or ``n_bins`` when set)."""

@@ -16,15 +16,13 @@ import numpy as np
 import pandas as pd
 
 from liqsignal import nb
-from liqsignal.config import MapConfig
+from liqsignal.config import MAX_BINS, MapConfig
 from liqsignal.exceptions import InputError
 from liqsignal.tiers import formula_of, leverage_factors
 
 __all__ = ["MAX_BINS", "OUT_NAMES", "Cluster", "HeatmapHistory", "LiquidationMap", "MapSnapshot"]
 
 OUT_NAMES = nb.OUT_NAMES
-#: Upper bound of the grid (bins per exchange and side): 1,000,000 bins hold 16 MB per exchange.
-MAX_BINS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -143,6 +141,14 @@ class LiquidationMap:
         return sum(a.nbytes for a in arrays) + self.hm.nbytes + self.hm_meta.nbytes
 
     def _allocate(self, price: float) -> None:
+        auto = self.config.auto_grid_for(price)
+        if auto is not self.config:
+            # the absolute step does not suit this market's price: a relative grid instead
+            self.config = auto
+            self.params = auto.kernel_params()
+            with np.errstate(divide="ignore"):
+                logf = np.log(np.where(self.factors > 0, self.factors, 1.0)) / self.params[1]
+            self.log_factors = np.where(self.factors > 0, logf, 0.0)
         n = self.config.bins_for_price(price)
         if n > MAX_BINS:
             raise InputError(
