@@ -1180,7 +1180,10 @@ def format_forecast_report(report: Mapping[str, Any]) -> str:
     h = report["horizon_bars"]
     lines = [
         f"cascade forecast, horizon {h} bars, walk-forward {report['n_folds']} folds "
-        f"(scores on test blocks never fitted on); map = all features, free = map-free only",
+        f"(scores on test blocks never fitted on)",
+        "AUC/LL/ECE: the model with the map features, "
+        "free: the same fitted on the map-free features only; baseLL: the training base rate's "
+        "log loss; flags/prec: armed at the training threshold",
         f"{'dataset':<8}{'side':<6}{'fold':>4} {'test':<23}{'n':>5}{'pos':>5}{'base':>7}"
         f"{'AUC':>7}{'free':>7}{'LL':>7}{'freeLL':>7}{'baseLL':>7}{'Brier':>7}{'ECE':>7}"
         f"{'freeECE':>8}{'flags':>6}{'prec':>6}",
