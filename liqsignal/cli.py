@@ -301,6 +301,8 @@ def _evaluation(args: argparse.Namespace, progress: _Progress | None = None) -> 
         "touches": touches,
         "armed": armed,
         "events": events.pop("_objects") if events else [],
+        "span": f"{Path(str(data)).name}: {len(df)} bars, {pd_span(df)}, first {args.warmup} "
+        "skipped as warm-up",
     }
     out: dict[str, Any] = {
         "data": str(data),
@@ -324,6 +326,12 @@ def _evaluation(args: argparse.Namespace, progress: _Progress | None = None) -> 
         out["picture"] = str(plot_evaluation(objects, args.plot))
     out["seconds"] = round(time.perf_counter() - t0, 3)
     return out
+
+
+def pd_span(df: Any) -> str:
+    """'2025-12-04 06:00 -> 2026-03-04 23:00 UTC' of a frame's ``date`` column."""
+    d = df["date"]
+    return f"{d.iloc[0]:%Y-%m-%d %H:%M} -> {d.iloc[-1]:%Y-%m-%d %H:%M} UTC"
 
 
 def _f(v: Any, digits: int = 3) -> str:
@@ -568,14 +576,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
         rows = _cluster_table(snap, feats, 8)
         out = Path(args.out)
         buckets, info = leverage_bucket_levels({cfg.exchange: frame}, cfg)
+        for r in rows:  # one aggregated series, not one exchange: no per-exchange shares
+            r.pop("shares", None)
         png = plot_map(
             lmap,
             out / "btc_liquidation_map.png",
-            title="BTC 1h, bundled data (OI aggregated over Binance + Bybit + OKX)",
+            title="BTC/USDT:USDT 1h, bundled data (OI aggregated over Binance + Bybit + OKX)",
             buckets=buckets,
+            bucket_info=info,
             armed={r["side"]: r["armed"] for r in rows if r["armed"]},
-            note=f"buckets recomputed per leverage group; their sum is "
-            f"{info['residual_share'] * 100:.0f} % off the full map",
+            candles=frame,
+            data_start=frame["date"].iloc[0],
         )
         feats.assign(date=frame["date"]).to_csv(out / "btc_features.csv", index=False)
         progress.update(task, 1)
@@ -681,23 +692,30 @@ def cmd_map(args: argparse.Namespace) -> int:
         buckets, info = (
             (None, None) if args.no_buckets else leverage_bucket_levels(frames, cfg, proxy=proxy)
         )
-        note = (
-            f"buckets recomputed per leverage group; their sum is "
-            f"{info['residual_share'] * 100:.0f} % off the full map"
-            if info
-            else ""
-        )
-        if proxy:
-            note = f"VOLUME-PROXY MODE (no open interest): {', '.join(proxy)}. " + note
+        first = frames[args.exchange[0]]
         png = plot_map(
             lmap,
             Path(args.out) / f"{fname}_{args.timeframe}_map.png",
             title=f"{pair} {args.timeframe} ({', '.join(frames)})",
             window_pct=args.range,
             buckets=buckets,
+            bucket_info=info,
             armed={r["side"]: r["armed"] for r in rows if r["armed"]},
-            note=note,
+            candles=first,
+            data_start=min(f["date"].iloc[0] for f in frames.values()),
         )
+        page = None
+        if args.html:
+            from liqsignal.plot_html import write_map_html
+
+            page = write_map_html(
+                lmap,
+                args.html,
+                title=f"{pair} {args.timeframe} ({', '.join(frames)})",
+                window_pct=args.range,
+                candles=first,
+                armed={r["side"]: r["armed"] for r in rows if r["armed"]},
+            )
         progress.update(task, 2)
     if empty:
         print(f"liqsignal map: warning: {empty}", file=sys.stderr)
@@ -714,6 +732,7 @@ def cmd_map(args: argparse.Namespace) -> int:
                     "volume_proxy": proxy,
                     "buckets": info,
                     "picture": str(png),
+                    "page": str(page) if page else None,
                     "warning": empty,
                 },
                 indent=2,
@@ -724,6 +743,8 @@ def cmd_map(args: argparse.Namespace) -> int:
             print(f"volume-proxy mode (no open interest stored) for: {', '.join(proxy)}")
         _print_table(rows, snap.price, f"{pair} {args.timeframe} at {snap.time}")
         print(f"picture: {png}")
+        if page:
+            print(f"interactive page: {page}")
     return 0
 
 
@@ -906,6 +927,7 @@ def build_parser() -> argparse.ArgumentParser:
         "user_data/data)",
     )
     m.add_argument("--out", default="out", help="folder for the PNG (default out/)")
+    m.add_argument("--html", help="also write an interactive page (plotly) to this file")
     m.add_argument("--limit", type=_positive_int, default=8, help="clusters per side (default 8)")
     m.add_argument("--config", help="JSON config with a liqsignal.engine section")
     m.add_argument("--json", action="store_true", help="print JSON instead of the table")

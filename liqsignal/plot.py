@@ -19,7 +19,14 @@ if TYPE_CHECKING:
     from liqsignal.config import MapConfig
     from liqsignal.engine import LiquidationMap
 
-__all__ = ["DEFAULT_BUCKETS", "leverage_bucket_levels", "plot_evaluation", "plot_map"]
+__all__ = [
+    "DEFAULT_BUCKETS",
+    "fmt_usd",
+    "leverage_bucket_levels",
+    "map_mode",
+    "plot_evaluation",
+    "plot_map",
+]
 
 #: Leverage buckets of the snapshot panel: name -> (lowest, highest) leverage included.
 DEFAULT_BUCKETS: dict[str, tuple[float, float]] = {
@@ -96,14 +103,109 @@ def _rebin(levels: pd.DataFrame, edges: np.ndarray, col: str) -> np.ndarray:
     return np.bincount(idx[ok], weights=levels[col].to_numpy()[ok], minlength=edges.size - 1)
 
 
-def _fmt_time_axis(ax: Any, ts: np.ndarray) -> None:
-    ticks = np.linspace(ts[0], ts[-1], 6)
-    ax.set_xticks(ticks)
-    ax.set_xticklabels(
-        [str(np.datetime64(int(v), "s"))[:13].replace("T", " ") for v in ticks],
-        rotation=20,
-        fontsize=8,
-    )
+def fmt_usd(v: float, _pos: Any = None) -> str:
+    """12.3M, 450k, 80: the unit a trader reads on an axis."""
+    a = abs(v)
+    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if a >= div:
+            x = v / div
+            return f"{x:.0f}{unit}" if abs(x) >= 10 or x == int(x) else f"{x:.1f}{unit}"
+    return f"{v:.0f}"
+
+
+def _fmt_price(v: float, _pos: Any = None) -> str:
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.4g}"
+
+
+def map_mode(lmap: LiquidationMap) -> str:
+    """'open interest', 'VOLUME-PROXY mode (no open interest)', or which exchange is which."""
+    proxy = [bool(p) for p in np.asarray(lmap.proxy)]
+    if not any(proxy):
+        return "open interest"
+    if all(proxy):
+        return "VOLUME-PROXY mode (no open interest)"
+    oi = [e for e, p in zip(lmap.exchanges, proxy, strict=True) if not p]
+    vp = [e for e, p in zip(lmap.exchanges, proxy, strict=True) if p]
+    return f"open interest: {', '.join(oi)}; VOLUME PROXY: {', '.join(vp)}"
+
+
+def _quote(lmap: LiquidationMap) -> str:
+    sym = str(getattr(lmap.config, "symbol", "") or "")
+    return sym.split("/")[1].split(":")[0] if "/" in sym else "USD"
+
+
+def _row_grid(hm: Any, lo: float, hi: float) -> tuple[np.ndarray, str, float]:
+    """Edges of one price grid with the heatmap's own row size over [lo, hi], its label, and
+    the row size (USD, or a ratio for log rows)."""
+    rows = hm.long_usd.shape[1]
+    if hm.log_rows:
+        step = float(np.log(hm.price_high[-1] / hm.price_low[-1]) / rows)
+        n = int(np.ceil(np.log(hi / lo) / step))
+        return lo * np.exp(step * np.arange(n + 1)), f"{step * 1e4:.1f} bp row", step
+    step = float((hm.price_high[-1] - hm.price_low[-1]) / rows)
+    g0 = np.floor(lo / step) * step
+    n = int(np.ceil((hi - g0) / step))
+    return g0 + step * np.arange(n + 1), f"{step:,.0f}-USD row", step
+
+
+def _heat_image(hm: Any, edges: np.ndarray, which: str = "both") -> np.ndarray:
+    """[grid rows, frames]: each frame's USD per row (long + short, or ``which`` side) put on
+    the common grid (rows of the same size: a row lands on the grid row holding its centre)."""
+    rows = hm.long_usd.shape[1]
+    img = np.zeros((edges.size - 1, len(hm.times)))
+    for f in range(len(hm.times)):
+        e = (
+            np.geomspace(hm.price_low[f], hm.price_high[f], rows + 1)
+            if hm.log_rows
+            else np.linspace(hm.price_low[f], hm.price_high[f], rows + 1)
+        )
+        centres = 0.5 * (e[:-1] + e[1:])
+        idx = np.searchsorted(edges, centres, side="right") - 1
+        ok = (idx >= 0) & (idx < img.shape[0])
+        usd = {"long": hm.long_usd[f], "short": hm.short_usd[f]}.get(which)
+        if usd is None:
+            usd = hm.long_usd[f] + hm.short_usd[f]
+        np.add.at(img[:, f], idx[ok], usd[ok])
+    return img
+
+
+def _candles_for(
+    candles: pd.DataFrame | None, hm: Any, max_candles: int = 320
+) -> tuple[pd.DataFrame, str]:
+    """OHLC to draw over the heatmap (from ``candles`` when given, else the frames' closes),
+    merged to at most ``max_candles`` so each keeps a visible body."""
+    if candles is not None and len(candles):
+        df = candles[["date", "open", "high", "low", "close"]].copy()
+        df["date"] = pd.to_datetime(df["date"], utc=True)
+        df = df[df["date"] >= hm.times[0]] if len(hm.times) else df
+    else:
+        c = pd.Series(hm.closes, index=hm.times)
+        df = pd.DataFrame(
+            {"date": hm.times, "open": c.shift(1).fillna(c).to_numpy(), "close": c.to_numpy()}
+        )
+        df["high"] = df[["open", "close"]].max(axis=1)
+        df["low"] = df[["open", "close"]].min(axis=1)
+    if len(df) < 2:
+        return df, "1 bar"
+    bar = pd.Timedelta(df["date"].diff().median())
+    k = max(1, int(np.ceil(len(df) / max_candles)))
+    if k > 1:
+        g = np.arange(len(df)) // k
+        df = (
+            df.groupby(g)
+            .agg(
+                date=("date", "first"),
+                open=("open", "first"),
+                high=("high", "max"),
+                low=("low", "min"),
+                close=("close", "last"),
+            )
+            .reset_index(drop=True)
+        )
+    span = bar * k
+    hours = span / pd.Timedelta(hours=1)
+    label = f"{hours:g}h" if hours < 48 else f"{hours / 24:g}d"
+    return df, label
 
 
 def plot_map(
@@ -113,234 +215,442 @@ def plot_map(
     title: str = "",
     window_pct: float = 12.0,
     buckets: Mapping[str, pd.DataFrame] | None = None,
+    bucket_info: Mapping[str, float] | None = None,
     armed: Mapping[str, bool] | None = None,
     note: str = "",
+    candles: pd.DataFrame | None = None,
+    data_start: pd.Timestamp | None = None,
+    dpi: int = 110,
 ) -> Path:
-    """Write a PNG: the map through time (left) and the current levels by side (right).
+    """Write a PNG a trader reads like a liquidation heatmap.
 
-    Left: each heatmap frame is a column (time on x, price on y, colour = USD of long + short
-    levels on a log scale), with the reference close drawn over it. Right: long levels below
-    price and short levels above in rows of 0.25 % of price, stacked by leverage bucket when
-    ``buckets`` is given (from ``leverage_bucket_levels``), clusters shaded (red edge when the
-    side is armed), and the cumulative USD from price outward.
+    Left: the map through time (one column per heatmap frame, colour = USD of long + short
+    levels per price row, log scale, k/M ticks), candles over it (from ``candles``, merged so
+    each stays visible; else the frames' closes), the last price. Right, on the same price axis
+    and the same row size: the levels standing now, long below price and short above, with the
+    cumulative USD from price outward, clusters shaded and the nearest on each side labelled
+    with USD and distance. The title says the mode (open interest or volume proxy) and the span
+    of the data; when the map's frame cap cut the history, it says from when the data starts
+    (``data_start``). ``buckets`` (from ``leverage_bucket_levels``) split the current levels by
+    leverage only when ``bucket_info`` shows the split is exact (``residual_share`` < 1e-9);
+    otherwise the split is not drawn and the picture says why.
     """
     plt = _pyplot()
+    import matplotlib.dates as mdates
     from matplotlib.colors import LogNorm
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FuncFormatter
 
     hm = lmap.heatmap()
     snap = lmap.snapshot(scan_range_pct=window_pct)
     ref = snap.price
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(15, 7.5), gridspec_kw={"width_ratios": [2.6, 1]})
-    if len(hm.times):
-        lo_p = float(np.nanmin(hm.closes)) * (1 - window_pct / 100)
-        hi_p = float(np.nanmax(hm.closes)) * (1 + window_pct / 100)
-        rows = hm.long_usd.shape[1]
-        grid = np.linspace(lo_p, hi_p, 500)
-        img = np.zeros((grid.size, len(hm.times)))
-        for f in range(len(hm.times)):
-            edges = (
-                np.geomspace(hm.price_low[f], hm.price_high[f], rows + 1)
-                if hm.log_rows
-                else np.linspace(hm.price_low[f], hm.price_high[f], rows + 1)
-            )
-            centres = 0.5 * (edges[:-1] + edges[1:])
-            total = hm.long_usd[f] + hm.short_usd[f]
-            img[:, f] = np.interp(grid, centres, total, left=0.0, right=0.0)
-        t = hm.times.tz_convert(None).to_numpy()
-        ts = t.astype("datetime64[s]").astype(np.int64).astype(float)
-        x1 = ts[-1] if len(ts) > 1 else ts[0] + 3600.0
+    quote = _quote(lmap)
+    mode = map_mode(lmap)
+    fig = plt.figure(figsize=(16, 8.6))
+    gs = fig.add_gridspec(1, 4, width_ratios=[2.7, 0.06, 0.22, 1.05], wspace=0.04)
+    ax = fig.add_subplot(gs[0, 0])
+    cax = fig.add_subplot(gs[0, 1])
+    ax2 = fig.add_subplot(gs[0, 3], sharey=ax)
+    handles: list[Any] = []
+
+    have_hm = len(hm.times) > 0
+    cdl, cdl_label = _candles_for(candles, hm) if have_hm else (pd.DataFrame(), "")
+    if have_hm:
+        lows = cdl["low"].to_numpy() if len(cdl) else hm.closes
+        highs = cdl["high"].to_numpy() if len(cdl) else hm.closes
+        lo_p = float(np.nanmin(np.append(lows, ref))) * (1 - window_pct / 100)
+        hi_p = float(np.nanmax(np.append(highs, ref))) * (1 + window_pct / 100)
+    else:
+        lo_p, hi_p = ref * (1 - window_pct / 100), ref * (1 + window_pct / 100)
+    if have_hm:
+        edges, row_label, _ = _row_grid(hm, lo_p, hi_p)
+    else:
+        step = float(lmap.config.step or ref * 1e-3) * float(lmap.config.heatmap_bins_per_row)
+        edges = np.arange(lo_p, hi_p + step, step)
+        row_label = f"{step:,.0f}-USD row"
+    row_label = row_label.replace("USD row", f"{quote} row")
+    centres = 0.5 * (edges[:-1] + edges[1:])
+
+    # -- left: heatmap, candles, price
+    if have_hm:
+        img = _heat_image(hm, edges)
+        t = mdates.date2num(hm.times.tz_convert(None).to_pydatetime())
+        dt = float(np.median(np.diff(t))) if t.size > 1 else 1 / 24
         pos = img[img > 0]
         vmax = float(np.percentile(pos, 99.5)) if pos.size else 1.0
         vmin = max(vmax / 300.0, 1.0)
-        shown = np.where(img > vmin, img, np.nan)
-        cmap = plt.get_cmap("magma").copy()
-        cmap.set_bad("#0b0b1a")
+        cmap = plt.get_cmap("viridis").copy()
+        cmap.set_bad("#0a0a16")
         im = ax.imshow(
-            shown,
+            np.where(img > vmin, img, np.nan),
             aspect="auto",
             origin="lower",
-            extent=(ts[0], x1, lo_p, hi_p),
+            extent=(t[0], t[-1] + dt, edges[0], edges[-1]),
             cmap=cmap,
             norm=LogNorm(vmin=vmin, vmax=vmax),
             interpolation="nearest",
         )
-        ax.plot(ts, hm.closes, color="#33e0ff", lw=1.2, label="close")
-        _fmt_time_axis(ax, ts)
-        ax.set_ylim(lo_p, hi_p)
-        cb = fig.colorbar(im, ax=ax, pad=0.01, fraction=0.03)
-        cb.set_label("USD per row (long + short levels)", fontsize=8)
-        ax.legend(loc="upper left", fontsize=8)
-    ax.set_ylabel("price")
-    ax.set_title(title or "liquidation map through time", fontsize=11)
+        cb = fig.colorbar(im, cax=cax)
+        cb.ax.yaxis.set_major_formatter(FuncFormatter(fmt_usd))
+        cb.ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, p: ""))
+        cb.ax.set_title(f"{quote} per\n{row_label}", fontsize=8, loc="left")
+        cb.ax.tick_params(labelsize=8)
+        if len(cdl):
+            from matplotlib.collections import PolyCollection
 
-    s_lo, s_hi = ref * (1 - window_pct / 100), ref * (1 + window_pct / 100)
-    edges = np.arange(s_lo, s_hi + ref * 0.0025, ref * 0.0025)
-    centres = 0.5 * (edges[:-1] + edges[1:])
-    height = float(edges[1] - edges[0]) * 0.95
+            x = mdates.date2num(cdl["date"].dt.tz_convert(None).dt.to_pydatetime())
+            w = float(np.median(np.diff(x))) * 0.7 if x.size > 1 else dt * 0.7
+            o, h, lo_, c = (cdl[k].to_numpy(dtype=float) for k in ("open", "high", "low", "close"))
+            up = c >= o
+            bot, top = (
+                np.minimum(o, c),
+                np.maximum(np.maximum(o, c), np.minimum(o, c) + (hi_p - lo_p) * 1e-3),
+            )
+            for mask, colour in ((up, "#e8f6ff"), (~up, "#ff3b3b")):
+                ax.vlines(x[mask] + w / 2, lo_[mask], h[mask], color=colour, lw=0.8, zorder=3)
+                xs = x[mask]
+                boxes = [
+                    [(a, b), (a + w, b), (a + w, t_), (a, t_)]
+                    for a, b, t_ in zip(xs, bot[mask], top[mask], strict=True)
+                ]
+                ax.add_collection(
+                    PolyCollection(
+                        boxes, facecolors=colour, edgecolors="black", linewidths=0.3, zorder=4
+                    )
+                )
+            handles.append(
+                Patch(
+                    facecolor="#e8f6ff",
+                    edgecolor="black",
+                    label=f"price, {cdl_label} candles (white up, red down)",
+                )
+            )
+        loc = mdates.AutoDateLocator(minticks=5, maxticks=9)
+        ax.xaxis.set_major_locator(loc)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc))
+        ax.set_xlim(t[0], t[-1] + dt)
+    else:
+        cax.set_axis_off()
+        ax.text(0.5, 0.5, "no heatmap frames yet", ha="center", transform=ax.transAxes)
+    ax.axhline(ref, xmin=0.9, color="#33ccff", lw=1.2, ls="--", zorder=5)
+    ax2.axhline(ref, color="#33ccff", lw=1.0, ls="--")
+    handles.append(plt.Line2D([], [], color="#33ccff", ls="--", label=f"last price {ref:,.0f}"))
+    ax.set_ylim(edges[0], edges[-1])
+    ax.yaxis.set_major_formatter(FuncFormatter(_fmt_price))
+    ax.set_ylabel(f"price ({quote}), {row_label}s")
+    ax.set_xlabel("time (UTC)")
+    ax.set_title("liquidation levels through time", fontsize=10)
+
+    # -- right: the levels now, on the same rows
     below = centres < ref
     above = ~below
-    parts = dict(buckets) if buckets else {"all leverages": lmap.levels(nonzero=False)}
-    reds = plt.get_cmap("Reds")(np.linspace(0.45, 0.9, len(parts)))
-    greens = plt.get_cmap("Greens")(np.linspace(0.45, 0.9, len(parts)))
+    full = lmap.levels(nonzero=False)
+    exact = bool(buckets) and bucket_info is not None and bucket_info["residual_share"] < 1e-9
+    parts = dict(buckets) if exact and buckets else {"": full}
+    reds = plt.get_cmap("Reds")(np.linspace(0.5, 0.9, len(parts)))
+    greens = plt.get_cmap("Greens")(np.linspace(0.5, 0.9, len(parts)))
     left_l = np.zeros(centres.size)
     left_s = np.zeros(centres.size)
     for k, (name, lv) in enumerate(parts.items()):
-        long_b = _rebin(lv, edges, "long_usd") / 1e6
-        short_b = _rebin(lv, edges, "short_usd") / 1e6
-        ax2.barh(
-            centres[below],
-            long_b[below],
-            left=left_l[below],
-            height=height,
+        long_b = np.where(below, _rebin(lv, edges, "long_usd"), 0.0)
+        short_b = np.where(above, _rebin(lv, edges, "short_usd"), 0.0)
+        suffix = f" {name}" if name else ""
+        ax2.stairs(
+            left_l + long_b,
+            edges,
+            baseline=left_l,
+            orientation="horizontal",
+            fill=True,
             color=reds[k],
-            label=f"long {name}",
+            label=f"long levels{suffix} (longs liquidated if price falls)",
         )
-        ax2.barh(
-            centres[above],
-            short_b[above],
-            left=left_s[above],
-            height=height,
+        ax2.stairs(
+            left_s + short_b,
+            edges,
+            baseline=left_s,
+            orientation="horizontal",
+            fill=True,
             color=greens[k],
-            label=f"short {name}",
+            label=f"short levels{suffix} (shorts liquidated if price rises)",
         )
         left_l += long_b
         left_s += short_b
+    right_handles, _ = ax2.get_legend_handles_labels()
+    handles += right_handles
+    total_now = float(full["long_usd"].sum() + full["short_usd"].sum()) if len(full) else 0.0
+    xmax = float(max(left_l.max(initial=0.0), left_s.max(initial=0.0)))
+    ax2.set_xlim(0, xmax * 1.55 if xmax > 0 else 1.0)
+    near = {s: snap.clusters_on(s)[0] for s in ("long", "short") if snap.clusters_on(s)}
     for c in snap.clusters:
-        is_armed = bool(armed and armed.get(c.side)) and c is snap.clusters_on(c.side)[0]
+        is_near = near.get(c.side) is c
+        is_armed = is_near and bool(armed and armed.get(c.side))
         ax2.axhspan(
             c.low,
             c.high,
             facecolor="gold",
-            alpha=0.25,
+            alpha=0.35 if is_near else 0.18,
             edgecolor="red" if is_armed else "none",
-            lw=1.5,
+            lw=1.6,
         )
-    full = lmap.levels(nonzero=False)
-    cum_l = np.cumsum(_rebin(full, edges, "long_usd")[below][::-1])[::-1] / 1e6
-    cum_s = np.cumsum(_rebin(full, edges, "short_usd")[above]) / 1e6
-    ax3 = ax2.twiny()
-    ax3.plot(cum_l, centres[below], color="darkred", lw=1.2, ls="--", label="cumulative long")
-    ax3.plot(cum_s, centres[above], color="darkgreen", lw=1.2, ls="--", label="cumulative short")
-    ax3.set_xlabel("cumulative from price outward (M USD, dashed)", fontsize=8)
-    ax3.tick_params(labelsize=7)
-    ax2.axhline(ref, color="#0099bb", lw=1.2)
+    handles.append(Patch(facecolor="gold", alpha=0.35, label="clusters (dense pockets)"))
+    if any(armed.values() if armed else []):
+        handles.append(Patch(facecolor="gold", edgecolor="red", lw=1.6, label="armed cluster"))
+    for side, c in near.items():
+        ax2.annotate(
+            f"nearest {side}: {c.low:,.0f}-{c.high:,.0f}\n{fmt_usd(c.usd)} {quote}, "
+            f"{'+' if side == 'short' else '-'}{abs(c.distance_pct):.1f} %"
+            + (" ARMED" if armed and armed.get(side) else ""),
+            xy=(xmax * 1.02 if xmax > 0 else 0.5, (c.low + c.high) / 2),
+            xytext=(0, 14 if side == "short" else -14),
+            textcoords="offset points",
+            va="bottom" if side == "short" else "top",
+            ha="left",
+            fontsize=8.5,
+            color="darkgreen" if side == "short" else "darkred",
+            bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": "0.7", "alpha": 0.9},
+        )
+        ax.annotate(
+            "",
+            xy=(1.0, (c.low + c.high) / 2),
+            xycoords=("axes fraction", "data"),
+            xytext=(1.0 - 0.02, (c.low + c.high) / 2),
+            arrowprops={"arrowstyle": "-|>", "color": "gold", "lw": 1.5},
+        )
     ax2.text(
-        0.98,
+        1.0,
         ref,
         f" {ref:,.0f}",
         transform=ax2.get_yaxis_transform(),
-        va="bottom",
-        ha="right",
-        fontsize=8,
+        va="center",
+        ha="left",
+        fontsize=8.5,
         color="#0099bb",
+        clip_on=False,
     )
-    ax2.set_ylim(s_lo, s_hi)
-    ax2.set_xlabel("M USD per 0.25 % row (long below, short above)", fontsize=8)
-    ax2.tick_params(labelsize=7)
-    ax2.legend(loc="lower right", fontsize=7, ncol=1, framealpha=0.85)
-    when = f" at {snap.time:%Y-%m-%d %H:%M} UTC" if snap.time is not None else ""
-    ax2.set_title(f"levels now{when}, by leverage", fontsize=10, pad=28)
+    if total_now > 0:
+        ax3 = ax2.twiny()
+        cum_l = np.cumsum(_rebin(full, edges, "long_usd")[below][::-1])[::-1]
+        cum_s = np.cumsum(_rebin(full, edges, "short_usd")[above])
+        ax3.plot(cum_l, centres[below], color="darkred", lw=1.1, ls=":")
+        ax3.plot(cum_s, centres[above], color="darkgreen", lw=1.1, ls=":")
+        ax3.xaxis.set_major_formatter(FuncFormatter(fmt_usd))
+        ax3.set_xlabel(f"cumulative {quote} from price outward (dotted)", fontsize=8.5)
+        ax3.tick_params(labelsize=7.5)
+        ax3.set_xlim(0, max(cum_l.max(initial=0), cum_s.max(initial=0)) * 1.55 or 1.0)
+        handles.append(plt.Line2D([], [], color="0.3", ls=":", label="cumulative from price"))
+    else:
+        ax2.text(
+            0.5,
+            0.5,
+            "no standing levels at the last bar",
+            ha="center",
+            va="center",
+            transform=ax2.transAxes,
+            fontsize=10,
+            color="0.3",
+        )
+    ax2.xaxis.set_major_formatter(FuncFormatter(fmt_usd))
+    ax2.set_xlabel(f"{quote} per {row_label} (long below price, short above)", fontsize=9)
+    ax2.tick_params(labelleft=False, labelsize=8)
+    when = f" {snap.time:%Y-%m-%d %H:%M} UTC" if snap.time is not None else ""
+    ax2.set_title(
+        f"levels now{when}" + (", by leverage" if exact else ""),
+        fontsize=10,
+        pad=30 if total_now > 0 else 6,
+    )
+    if buckets and not exact:
+        off = f" ({bucket_info['residual_share'] * 100:.1f} % off)" if bucket_info else ""
+        note = (note + "; " if note else "") + (
+            "levels not split by leverage: the engine keeps one array per side, and the "
+            f"split recomputed per leverage group is not exact{off}"
+        )
+
+    # -- title, span, legend outside the data
+    start = hm.times[0] if have_hm else None
+    end = snap.time
+    span = (
+        f"{start:%Y-%m-%d %H:%M} -> {end:%Y-%m-%d %H:%M} UTC" if start is not None and end else ""
+    )
+    cut = ""
+    total_frames = int(lmap.g[nb_frames_index()]) if have_hm else 0
+    if have_hm and total_frames > len(hm.times):
+        since = f" (data from {pd.Timestamp(data_start):%Y-%m-%d %H:%M})" if data_start else ""
+        cut = f"; history shows the last {len(hm.times)} frames the map keeps{since}"
+    fig.suptitle(
+        f"{title or 'liquidation map'}  |  {mode}\n{span}{cut}",
+        fontsize=12,
+        color="darkred" if "PROXY" in mode else "black",
+    )
+    fig.legend(
+        handles=handles,
+        loc="lower center",
+        ncol=4,
+        fontsize=8.5,
+        frameon=False,
+        bbox_to_anchor=(0.5, 0.0),
+    )
     if note:
-        fig.text(0.01, 0.005, note, fontsize=8, color="dimgrey", va="bottom")
-    fig.tight_layout(rect=(0, 0.025 if note else 0, 1, 1))
+        fig.text(0.01, 0.055, note, fontsize=8, color="dimgrey", va="bottom")
+    fig.subplots_adjust(left=0.06, right=0.9, top=0.86, bottom=0.17)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    fig.savefig(out, dpi=dpi)
     plt.close(fig)
     return out
 
 
-def plot_evaluation(report: Mapping[str, Any], path: str | Path) -> Path:
-    """Write a PNG of the evaluation: each figure beside its baseline.
+def nb_frames_index() -> int:
+    """Index of the total heatmap frame count in the engine's global state."""
+    from liqsignal import nb
 
-    ``report`` holds ``bars`` (list of ``BarEvaluation``), and optionally ``touches`` (list of
-    ``TouchEvaluation``), ``armed`` (list of ``ArmedEvaluation``), ``events`` (list of
-    ``EventBandEvaluation``).
+    return int(nb.G_FRAMES)
+
+
+def _g(obj: Any, name: str, default: Any = None) -> Any:
+    """A field of a result object or of its dict form (``to_dict()`` / JSON)."""
+    if isinstance(obj, Mapping):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def _caption(ax: Any, text: str) -> None:
+    import textwrap
+
+    ax.text(
+        0.0,
+        -0.2,
+        "\n".join(textwrap.wrap(text, 95)),
+        transform=ax.transAxes,
+        fontsize=7.8,
+        color="0.25",
+        va="top",
+        ha="left",
+    )
+
+
+def plot_evaluation(
+    report: Mapping[str, Any], path: str | Path, *, span: str | None = None
+) -> Path:
+    """Write a PNG of the evaluation: each figure beside its baseline, a caption under each
+    panel saying what it shows and what "no effect" looks like, and the data span in the title.
+
+    ``report`` holds ``bars`` (per-side results with ``side``, ``model_spearman``,
+    ``baseline_spearman``, ``partial_given_baseline``), and optionally ``touches``, ``armed``,
+    ``events`` and ``span``; each entry may be the result object or its dict form.
     """
     plt = _pyplot()
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
-    a = axes[0, 0]
-    bars = report.get("bars") or []
-    x = np.arange(len(bars))
-    a.bar(x - 0.27, [b.model_spearman for b in bars], 0.27, label="map", color="tab:blue")
-    a.bar(x, [b.baseline_spearman for b in bars], 0.27, label="move+OI baseline", color="grey")
-    a.bar(
-        x + 0.27,
-        [b.partial_given_baseline for b in bars],
-        0.27,
-        label="partial | baseline",
-        color="tab:orange",
+    fig, axes = plt.subplots(2, 2, figsize=(14, 10.5))
+    span = span or report.get("span")
+    fig.suptitle(
+        "Does the map know more than price and open interest?" + (f"\n{span}" if span else ""),
+        fontsize=12,
     )
-    for k, b in enumerate(bars):
-        for dx, v in (
-            (-0.27, b.model_spearman),
-            (0.0, b.baseline_spearman),
-            (0.27, b.partial_given_baseline),
-        ):
-            a.text(k + dx, v + 0.01, f"{v:.2f}", ha="center", fontsize=8)
+    a = axes[0, 0]
+    bars = list(report.get("bars") or [])
+    x = np.arange(len(bars))
+    series = (
+        ("model_spearman", "map", "tab:blue", -0.27),
+        ("baseline_spearman", "move + OI baseline", "grey", 0.0),
+        ("partial_given_baseline", "map given baseline (partial)", "tab:orange", 0.27),
+    )
+    for key, label, colour, dx in series:
+        vals = [float(_g(b, key, np.nan)) for b in bars]
+        a.bar(x + dx, vals, 0.27, label=label, color=colour)
+        for k, v in enumerate(vals):
+            if np.isfinite(v):
+                a.text(k + dx, v + 0.01, f"{v:.2f}", ha="center", fontsize=8)
     a.set_xticks(x)
-    a.set_xticklabels([b.side for b in bars])
+    a.set_xticklabels([f"{_g(b, 'side')} liquidations" for b in bars])
     a.set_ylim(0, 1)
-    a.set_title("per-bar Spearman with realized liquidations", fontsize=10)
-    a.legend(fontsize=8)
+    a.set_ylabel("Spearman rank correlation per bar")
+    a.set_title("predicted vs realized liquidations, bar by bar", fontsize=10)
+    a.legend(fontsize=8, loc="upper right")
+    _caption(
+        a,
+        "Rank correlation between the map's predicted and the realized liquidations of "
+        "each bar, beside a baseline that knows only the bar's move and the previous open "
+        "interest. No effect: the blue bar no higher than the grey one and the orange "
+        "partial correlation near 0.",
+    )
 
     a = axes[0, 1]
-    events = report.get("events") or []
+    events = list(report.get("events") or [])
     if events:
         for k, e in enumerate(events):
-            r = np.asarray(e.random_shares)
+            r = np.asarray(_g(e, "random_shares", []) or [], dtype=float)
             if r.size:
                 parts = a.violinplot([r], positions=[k], showextrema=False, widths=0.7)
                 for body in parts["bodies"]:
                     body.set_facecolor("lightgrey")
                     body.set_alpha(0.9)
-            a.plot([k - 0.3, k + 0.3], [e.model_share] * 2, color="tab:blue", lw=2.5)
-            a.plot([k - 0.3, k + 0.3], [e.random_share_mean] * 2, color="grey", lw=1.5, ls=":")
+            a.plot([k - 0.3, k + 0.3], [_g(e, "model_share")] * 2, color="tab:blue", lw=2.5)
+            a.plot(
+                [k - 0.3, k + 0.3], [_g(e, "random_share_mean")] * 2, color="grey", lw=1.5, ls=":"
+            )
         a.set_xticks(range(len(events)))
-        a.set_xticklabels([f"{e.market}\n{e.events} ev" for e in events], fontsize=8)
-        a.plot([], [], color="tab:blue", lw=2.5, label="predicted bands")
-        a.plot([], [], color="grey", lw=1.5, ls=":", label="random bands (mean; grey: spread)")
-        a.legend(fontsize=8)
+        a.set_xticklabels(
+            [f"{_g(e, 'market')}\n{_g(e, 'events')} events" for e in events], fontsize=8
+        )
+        a.plot([], [], color="tab:blue", lw=2.5, label="inside the map's dense bands")
+        a.plot([], [], color="grey", lw=1.5, ls=":", label="inside random bands (mean)")
+        a.fill_between([], [], color="lightgrey", label="random bands (spread)")
+        a.legend(fontsize=8, loc="upper right")
     else:
         a.text(0.5, 0.5, "no event list", ha="center", transform=a.transAxes)
-    a.set_ylabel("share of event USD inside bands")
-    a.set_title("realized events inside predicted dense bands", fontsize=10)
+    a.set_ylabel("share of liquidated USD")
+    a.set_title("realized liquidation events inside predicted dense bands", fontsize=10)
+    _caption(
+        a,
+        "Share of the USD of real liquidation events (Hyperliquid) that fell inside the "
+        "bands the map called dense just before, against bands of the same width placed "
+        "at random. No effect: the blue line inside the grey spread, near the dotted mean.",
+    )
 
     a = axes[1, 0]
-    for tch, color in zip(report.get("touches") or [], ("tab:red", "tab:green"), strict=False):
+    touches = list(report.get("touches") or [])
+    for tch, color in zip(touches, ("tab:red", "tab:green"), strict=False):
+        side = _g(tch, "side")
         a.plot(
-            tch.curve_distance_pct,
-            tch.curve_random_share,
+            _g(tch, "curve_distance_pct", []),
+            _g(tch, "curve_random_share", []),
             color=color,
             lw=1,
-            label=f"{tch.side}: any level at that distance",
+            label=f"{side}: any level at that distance",
         )
-        d = np.asarray(tch.distances_pct)
-        h = np.asarray(tch.touched, dtype=float)
+        d = np.asarray(_g(tch, "distances_pct", []) or [], dtype=float)
+        hit = np.asarray(_g(tch, "touched", []) or [], dtype=float)
         if d.size:
             qs = np.unique(np.quantile(d, np.linspace(0, 1, 6)))
             idx = np.clip(np.searchsorted(qs, d, side="right") - 1, 0, max(qs.size - 2, 0))
             xs = [float(d[idx == i].mean()) for i in range(qs.size - 1) if (idx == i).any()]
-            ys = [float(h[idx == i].mean()) for i in range(qs.size - 1) if (idx == i).any()]
-            a.plot(xs, ys, "o", color=color, label=f"{tch.side}: top-{tch.top_k} clusters")
-        a.set_title(f"clusters reached within {tch.horizon_bars} bars", fontsize=10)
+            ys = [float(hit[idx == i].mean()) for i in range(qs.size - 1) if (idx == i).any()]
+            a.plot(xs, ys, "o", color=color, label=f"{side}: top-{_g(tch, 'top_k')} clusters")
+    h = _g(touches[0], "horizon_bars") if touches else None
+    a.set_title(f"clusters reached within {h} bars" if h else "clusters reached", fontsize=10)
     a.set_xlabel("distance of the cluster's near edge from price (%)")
     a.set_ylabel("share reached")
-    a.legend(fontsize=8)
+    if touches:
+        a.legend(fontsize=8)
+    _caption(
+        a,
+        "How often price reached the map's clusters (dots, by distance) against any "
+        "price level at the same distance (line). No effect: the dots on the line; a map "
+        "that finds magnets puts them above it.",
+    )
 
     a = axes[1, 1]
-    armed = [r for r in (report.get("armed") or []) if r.flags > 0]
+    armed = [r for r in (report.get("armed") or []) if (_g(r, "flags", 0) or 0) > 0]
     if armed:
         labels = []
         for k, r in enumerate(armed):
             for j, (val, rnd, nm) in enumerate(
                 (
-                    (r.precision, r.random_precisions, "precision"),
-                    (r.recall, r.random_recalls, "recall"),
+                    (_g(r, "precision"), _g(r, "random_precisions", []), "precision"),
+                    (_g(r, "recall"), _g(r, "random_recalls", []), "recall"),
                 )
             ):
                 pos = 2 * k + j
-                rr = np.asarray(rnd)
+                rr = np.asarray(rnd or [], dtype=float)
                 rr = rr[np.isfinite(rr)]
                 if rr.size:
                     parts = a.violinplot([rr], positions=[pos], showextrema=False, widths=0.7)
@@ -348,17 +658,26 @@ def plot_evaluation(report: Mapping[str, Any], path: str | Path) -> Path:
                         body.set_facecolor("lightgrey")
                         body.set_alpha(0.9)
                 a.plot([pos - 0.3, pos + 0.3], [val] * 2, color="tab:blue", lw=2.5)
-                labels.append(f"{r.side}\n{nm}")
+                labels.append(f"{_g(r, 'side')}\n{nm}")
         a.set_xticks(range(len(labels)))
         a.set_xticklabels(labels, fontsize=8)
         a.plot([], [], color="tab:blue", lw=2.5, label="armed flags")
         a.plot([], [], color="lightgrey", lw=6, label="random flags, same rate")
         a.legend(fontsize=8)
-        h = armed[0].horizon_bars
-        a.set_title(f"armed flags vs cascades within {h} bars", fontsize=10)
+        a.set_title(
+            f"armed flags vs cascades within {_g(armed[0], 'horizon_bars')} bars", fontsize=10
+        )
     else:
-        a.text(0.5, 0.5, "no armed flags", ha="center", transform=a.transAxes)
-    fig.tight_layout()
+        a.text(0.5, 0.5, "no armed flags on this data", ha="center", transform=a.transAxes)
+        a.set_title("armed flags vs cascades", fontsize=10)
+    a.set_ylabel("precision / recall")
+    _caption(
+        a,
+        "Of the bars flagged armed, the share followed by a liquidation cascade "
+        "(precision), and of the cascades, the share flagged before (recall), against "
+        "random flags at the same rate. No effect: the blue lines inside the grey spread.",
+    )
+    fig.subplots_adjust(left=0.06, right=0.98, top=0.9, bottom=0.1, hspace=0.62, wspace=0.2)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)

@@ -578,18 +578,21 @@ def _seed_claims(
     vol_claim["outcome"] = f"mean (high-low)/close over the next {horizon} bars"
     flush = features["liq_flush"].to_numpy(dtype=np.float64)
     fl = np.nan_to_num(flush) != 0
-    # signed so that a long flush (price forced down) followed by a rebound is positive
-    sign = np.where(flush < 0, -1.0, 1.0)
-    signed_ret = fwd_ret * np.where(fl, sign, 1.0)
-    adverse = np.where(flush < 0, up, down)  # drawdown against a position opened into the reset
-    adverse = np.where(fl, adverse, np.maximum(down, up))
+    # direction of the forced move: +1 a long flush (price forced down), -1 a short flush; a bar
+    # without a flush takes its own move's direction, so both groups are measured alike
+    own = np.where(c < pc, 1.0, -1.0)
+    direction = np.where(fl, np.where(flush > 0, 1.0, -1.0), own)
+    signed_ret = fwd_ret * direction  # > 0: a rebound against the forced move
+    adverse = np.where(direction > 0, down, up)  # drawdown of a position opened into the rebound
     flush_claim = {
         "forward_return_signed": _matched_effect(fl, signed_ret, strata, ok, n_perm, seed),
         "forward_range": _matched_effect(fl, fwd_range, strata, ok, n_perm, seed),
         "adverse_excursion": _matched_effect(fl, adverse, strata, ok, n_perm, seed),
         "note": (
             f"matched on prior volatility and the bar's move quintiles; horizon {horizon} bars; "
-            "signed return > 0 means a rebound against the flush"
+            "signed return > 0 means a rebound against the forced move (bars without a flush: "
+            "against their own move); adverse excursion is the move against a position opened "
+            "into that rebound"
         ),
     }
     return {"pocket_break_volatility": vol_claim, "post_flush": flush_claim}
