@@ -108,12 +108,12 @@ class DownloadSummary:
 
     def table(self) -> str:
         lines = [
-            f"{'exchange':<12}{'market':<16}{'tf':<5}{'type':<15}{'status':<9}"
+            f"{'exchange':<12}{'market':<16}{'tf':<5}{'type':<19}{'status':<9}"
             f"{'added':>8}{'total':>9}  message"
         ]
         for r in self.results:
             lines.append(
-                f"{r.exchange:<12}{(r.symbol or r.market):<16}{r.timeframe:<5}{r.candle_type:<15}"
+                f"{r.exchange:<12}{(r.symbol or r.market):<16}{r.timeframe:<5}{r.candle_type:<19}"
                 f"{r.status:<9}{r.rows_added:>8}{r.rows_total:>9}  {r.message}"
             )
         lines.append(
