@@ -342,7 +342,7 @@ class MapConfig:
         _fraction("churn_volume_share", self.churn_volume_share)
         _fraction("intrabar_share", self.intrabar_share)
         if not isinstance(self.auto_grid, bool):
-            raise ConfigError(f"engine.auto_grid must be true or false, got {self.auto_grid!r}")
+            raise ConfigError(f"{_ENGINE}.auto_grid must be true or false, got {self.auto_grid!r}")
         if not isinstance(self.close_relative, bool):
             raise ConfigError(
                 f"{_ENGINE}.close_relative must be true or false, got {self.close_relative!r}"

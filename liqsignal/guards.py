@@ -80,7 +80,7 @@ def _num(name: str, value: Any, *, lo: float, hi: float = math.inf, lo_open: boo
     ok = ok and (value > lo if lo_open else value >= lo) and value <= hi
     if not ok:
         rng = f"{'(' if lo_open else '['}{lo}, {hi}]"
-        raise ConfigError(f"guards.{name} must be a number in {rng}, got {value!r}")
+        raise ConfigError(f"liqsignal.guards.{name} must be a number in {rng}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -146,30 +146,31 @@ class GuardConfig:
         ):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(
-                    f"guards.{name} must be true or false, got {getattr(self, name)!r}"
+                    f"liqsignal.guards.{name} must be true or false, got {getattr(self, name)!r}"
                 )
         _num("entry_distance_pct", self.entry_distance_pct, lo=0.0, hi=100.0)
-        _num("entry_min_usd", self.entry_min_usd, lo=0.0)
+        _num("entry_min_usd", self.entry_min_usd, lo=0.0, hi=1e15)
         _num("leverage_buffer_pct", self.leverage_buffer_pct, lo=0.0, hi=100.0)
         _num("min_leverage", self.min_leverage, lo=1.0, hi=1000.0)
         if self.position_notional is not None:
-            _num("position_notional", self.position_notional, lo=0.0, lo_open=True)
+            _num("position_notional", self.position_notional, lo=0.0, hi=1e12, lo_open=True)
         if self.entry_max_prob is not None:
             _num("entry_max_prob", self.entry_max_prob, lo=0.0, hi=1.0)
         if self.leverage_prob_budget is not None:
-            _num("leverage_prob_budget", self.leverage_prob_budget, lo=0.0, lo_open=True)
-        _num("stop_min_score", self.stop_min_score, lo=0.0)
+            _num("leverage_prob_budget", self.leverage_prob_budget, lo=0.0, hi=1000.0, lo_open=True)
+        _num("stop_min_score", self.stop_min_score, lo=0.0, hi=1e6)
         if self.stop_mode not in _STOP_MODES:
             raise ConfigError(
-                f"guards.stop_mode must be one of {list(_STOP_MODES)}, got {self.stop_mode!r}"
+                f"liqsignal.guards.stop_mode must be one of {list(_STOP_MODES)}, "
+                f"got {self.stop_mode!r}"
             )
         _num("stop_buffer_pct", self.stop_buffer_pct, lo=0.0, hi=50.0)
         _num("stop_min_distance_pct", self.stop_min_distance_pct, lo=0.0, hi=50.0, lo_open=True)
         _num("stop_no_pocket_pct", self.stop_no_pocket_pct, lo=0.0, hi=50.0, lo_open=True)
-        _num("max_age_candles", self.max_age_candles, lo=0.0, lo_open=True)
+        _num("max_age_candles", self.max_age_candles, lo=0.0, hi=1e6, lo_open=True)
         if self.on_stale not in _FAIL:
             raise ConfigError(
-                f"guards.on_stale must be one of {list(_FAIL)}, got {self.on_stale!r}"
+                f"liqsignal.guards.on_stale must be one of {list(_FAIL)}, got {self.on_stale!r}"
             )
 
     @property
@@ -186,7 +187,7 @@ class GuardConfig:
         """Build from the ``liqsignal.guards`` mapping; unknown keys fail, naming them."""
         if data is None:
             return cls()
-        kwargs = section_kwargs(cls, data, "guards")
+        kwargs = section_kwargs(cls, data, "liqsignal.guards")
         for key in ("entry_distance_pct", "entry_min_usd", "leverage_buffer_pct", "min_leverage"):
             if isinstance(kwargs.get(key), int) and not isinstance(kwargs.get(key), bool):
                 kwargs[key] = float(kwargs[key])

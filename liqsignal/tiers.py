@@ -62,6 +62,8 @@ class Tier:
 
 def formula_of(exchange: str) -> str:
     """The formula family used for an exchange id."""
+    if not isinstance(exchange, str) or not exchange.strip():
+        raise ConfigError(f"liqsignal.engine.exchange must be an exchange id, got {exchange!r}")
     ex = _ALIASES.get(exchange.lower(), exchange.lower())
     return ex if ex in FORMULAS else "binance"
 

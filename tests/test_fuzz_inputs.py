@@ -205,9 +205,13 @@ def test_venues_in_different_units_are_refused_naming_both():
 
 
 def test_a_step_far_too_small_for_the_price_is_refused_not_allocated():
+    """Without auto_grid, 50 USD bins at a price of 1e10 would be 220 million bins (3.5 GB)."""
     df = make_frame(np.random.default_rng(6), 5, 1e10, 0.0)
     with pytest.raises(InputError, match=r"needs [\d,]+ bins"):
-        compute_features(df, MapConfig(step=50.0))
+        compute_features(df, MapConfig(step=50.0, auto_grid=False))
+    # with auto_grid (the default) the market gets a relative grid of bounded size instead
+    res, lmap = compute_features(df, MapConfig(step=50.0), return_map=True)
+    assert lmap.n_bins <= 1_000_000 and np.isfinite(res["liq_opened_usd"]).all()
 
 
 def test_spread_is_bounded_by_the_grid_and_conserves_mass():

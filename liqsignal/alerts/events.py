@@ -26,6 +26,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from liqsignal.exceptions import ConfigError
 
@@ -65,27 +66,37 @@ class EventRules:
     track_s: float = 24 * 3600.0
 
     def __post_init__(self) -> None:
-        for name in ("cooldown_s", "track_s", "min_usd", "consumed_min_usd"):
+        for name, hi in (("cooldown_s", 3.2e7), ("track_s", 3.2e7), ("min_usd", 1e15)):
             v = getattr(self, name)
-            if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
-                raise ConfigError(f"alerts.{name} must be a number >= 0, got {v!r}")
-        if not (math.isfinite(self.band_pct) and self.band_pct > 0):
-            raise ConfigError(f"alerts.band_pct must be > 0, got {self.band_pct!r}")
-        if not (math.isfinite(self.escalate_usd_ratio) and self.escalate_usd_ratio > 1):
+            if not (_number(v) and 0 <= v <= hi):
+                raise ConfigError(f"alerts.{name} must be a number in [0, {hi:g}], got {v!r}")
+        if not (_number(self.consumed_min_usd) and 0 <= self.consumed_min_usd <= 1e15):
             raise ConfigError(
-                f"alerts.escalate_usd_ratio must be > 1, got {self.escalate_usd_ratio!r}"
+                f"alerts.consumed_min_usd must be a number in [0, 1e+15], got "
+                f"{self.consumed_min_usd!r}"
             )
-        if not isinstance(self.escalate_depth_step, int) or self.escalate_depth_step < 1:
+        if not (_number(self.band_pct) and 0 < self.band_pct <= 100):
+            raise ConfigError(f"alerts.band_pct must be in (0, 100], got {self.band_pct!r}")
+        if not (_number(self.escalate_usd_ratio) and 1 < self.escalate_usd_ratio <= 1e6):
             raise ConfigError(
-                f"alerts.escalate_depth_step must be an integer >= 1, got "
-                f"{self.escalate_depth_step!r}"
+                f"alerts.escalate_usd_ratio must be in (1, 1e6], got {self.escalate_usd_ratio!r}"
+            )
+        step = self.escalate_depth_step
+        if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= 1000:
+            raise ConfigError(
+                f"alerts.escalate_depth_step must be an integer in [1, 1000], got {step!r}"
             )
         if self.max_distance_pct is not None and not (
-            math.isfinite(self.max_distance_pct) and self.max_distance_pct > 0
+            _number(self.max_distance_pct) and 0 < self.max_distance_pct <= 100
         ):
             raise ConfigError(
-                f"alerts.max_distance_pct must be > 0 or null, got {self.max_distance_pct!r}"
+                f"alerts.max_distance_pct must be in (0, 100] or null, got "
+                f"{self.max_distance_pct!r}"
             )
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ import io
 import json
 import logging
 import math
+import re
 import signal
 import threading
 import time
@@ -139,20 +140,30 @@ class AlertConfig:
                     f"liqsignal.alerts.chat_ids: each must be an integer or an @channel, got {c!r}"
                 )
             chats.append(c)
-        for name in ("interval_s", "stale_after_bars"):
+        for name, (lo, lo_open, hi) in _ALERT_RANGES.items():
             v = getattr(self, name)
-            if not (math.isfinite(v) and v > 0):
-                raise ConfigError(f"liqsignal.alerts.{name} must be > 0, got {v!r}")
-        for name in ("misfire_grace_s", "cooldown_minutes"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v >= 0):
-                raise ConfigError(f"liqsignal.alerts.{name} must be >= 0, got {v!r}")
-        for name in ("picture_bars", "history_bars"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"liqsignal.alerts.{name} must be >= 1")
-        if self.max_age_s is not None and not self.max_age_s > 0:
+            if v is None and name == "max_age_s":
+                continue
+            ok = math.isfinite(v) and (v > lo if lo_open else v >= lo) and v <= hi
+            if not ok:
+                rng = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
+                raise ConfigError(f"liqsignal.alerts.{name} must be in {rng}, got {v!r}")
+        if self.ccxt_config is not None and not (
+            isinstance(self.ccxt_config, Mapping)
+            and all(isinstance(v, Mapping) for v in self.ccxt_config.values())
+        ):
+            # values may hold API keys: name the key, never show the value
             raise ConfigError(
-                f"liqsignal.alerts.max_age_s must be > 0 or null, got {self.max_age_s}"
+                "liqsignal.alerts.ccxt_config must map exchange ids to ccxt settings "
+                '(e.g. {"binance": {"urls": {...}}}), got a '
+                f"{type(self.ccxt_config).__name__}"
+            )
+        if not _ENV_NAME.fullmatch(self.token_env):
+            # never echo it: a token pasted here instead of a variable name is a secret
+            raise ConfigError(
+                "liqsignal.alerts.token_env must be the name of an environment variable "
+                "(letters, digits and _, e.g. LIQSIGNAL_TELEGRAM_TOKEN), not a value; put the "
+                "token itself in that variable"
             )
         if not self.outbox.strip():
             raise ConfigError("liqsignal.alerts.outbox must be a file path")
@@ -197,6 +208,20 @@ class AlertConfig:
         )
 
 
+#: Sane ranges of the numeric keys: (lowest, lowest excluded?, highest).
+_ALERT_RANGES: dict[str, tuple[float, bool, float]] = {
+    "interval_s": (0.0, True, 86_400.0),
+    "stale_after_bars": (0.0, True, 10_000.0),
+    "misfire_grace_s": (0.0, False, 86_400.0),
+    "cooldown_minutes": (0.0, False, 525_600.0),
+    "picture_bars": (1, False, 10_000),
+    "history_bars": (1, False, 100_000),
+    "max_age_s": (0.0, True, 30 * 86_400.0),
+}
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+#: Keys whose values are never shown in an error message.
+_SECRET_KEYS = frozenset({"token"})
+
 _TYPES: dict[str, tuple[type, ...]] = {
     "bool": (bool,),
     "int": (int,),
@@ -215,10 +240,11 @@ def _check_types(cfg: AlertConfig) -> None:
         if base in _TYPES:
             ok = isinstance(v, _TYPES[base]) and not (base != "bool" and isinstance(v, bool))
             if not ok:
+                got = f"a {type(v).__name__}" if f.name in _SECRET_KEYS else repr(v)
                 raise ConfigError(
                     f"liqsignal.alerts.{f.name} must be {base}"
                     + (" or null" if "None" in t else "")
-                    + f", got {v!r}"
+                    + f", got {got}"
                 )
         elif base.startswith("tuple[str") and not all(isinstance(x, str) for x in v):
             raise ConfigError(f"liqsignal.alerts.{f.name} must be a list of strings, got {v!r}")
@@ -263,6 +289,11 @@ def load_settings(config: Mapping[str, Any] | str | Path) -> ServiceSettings:
         raise ConfigError("liqsignal: expected a mapping")
     alerts = AlertConfig.from_dict(section.get("alerts"))
     exchange = config.get("exchange") or {}
+    if not isinstance(exchange, Mapping):
+        raise ConfigError(
+            'exchange must be a mapping (Freqtrade\'s section, e.g. {"name": "binance"}), got '
+            f"{type(exchange).__name__}; list the venues under liqsignal.exchanges"
+        )
     exchanges = section.get("exchanges")
     if exchanges is None:
         exchanges = [exchange.get("name")] if exchange.get("name") else ["binance"]

@@ -281,9 +281,14 @@ def _resolve_token(token: str | None, token_env: str) -> str:
         return token
     value = os.environ.get(token_env, "").strip()
     if not value:
+        # a token pasted in place of the variable's name is a secret: never echo it
+        shown = token_env if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", token_env) else None
         raise ConfigError(
-            f"no Telegram bot token: set the environment variable {token_env} "
+            f"no Telegram bot token: set the environment variable {shown} "
             "or pass token= in the alert config"
+            if shown
+            else "no Telegram bot token: token_env must name an environment variable "
+            "(letters, digits and _), not hold the token"
         )
     return value
 
