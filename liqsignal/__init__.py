@@ -7,19 +7,21 @@ live in ``liqsignal.freqtrade`` (imported on demand: it imports Freqtrade), the 
 
 from __future__ import annotations
 
-from liqsignal.config import MapConfig
+from liqsignal.config import ForecastConfig, MapConfig
 from liqsignal.engine import Cluster, HeatmapHistory, LiquidationMap, MapSnapshot
 from liqsignal.evaluate import evaluate_bars, load_coinglass
 from liqsignal.exceptions import (
     ConfigError,
     CorruptFileError,
     DataError,
+    ForecastError,
     InputError,
     LiqsignalError,
     PermanentDataError,
     TemporaryDataError,
 )
 from liqsignal.features import FEATURE_COLUMNS, compute_features, compute_features_multi
+from liqsignal.forecast import add_forecast_columns, forecast_report, format_forecast_report
 from liqsignal.guards import GuardConfig
 from liqsignal.tiers import liquidation_price
 
@@ -29,6 +31,8 @@ __all__ = [
     "ConfigError",
     "CorruptFileError",
     "DataError",
+    "ForecastConfig",
+    "ForecastError",
     "GuardConfig",
     "HeatmapHistory",
     "InputError",
@@ -38,9 +42,12 @@ __all__ = [
     "MapSnapshot",
     "PermanentDataError",
     "TemporaryDataError",
+    "add_forecast_columns",
     "compute_features",
     "compute_features_multi",
     "evaluate_bars",
+    "forecast_report",
+    "format_forecast_report",
     "liquidation_price",
     "load_coinglass",
 ]

@@ -5,6 +5,8 @@
     LiqsignalError                 base: catch this to catch everything liqsignal raises
     ├── ConfigError (ValueError)   a setting is wrong: fix the config; names the key
     ├── InputError (ValueError)    bad input data: fix the data; names the column and first bad row
+    ├── ForecastError (ValueError) the cascade forecast's model cannot be fitted or used: names the
+    │                              file or the reason; the forecast columns fall back to NaN
     └── DataError                  data could not be fetched, read or stored
         ├── TemporaryDataError     worth retrying later (timeout, rate limit, 5xx)
         ├── PermanentDataError     will not succeed on retry (unknown market, delisted, 4xx)
@@ -17,6 +19,7 @@ __all__ = [
     "ConfigError",
     "CorruptFileError",
     "DataError",
+    "ForecastError",
     "InputError",
     "LiqsignalError",
     "PermanentDataError",
@@ -34,6 +37,12 @@ class ConfigError(LiqsignalError, ValueError):
 
 class InputError(LiqsignalError, ValueError):
     """Input data is invalid. The message names the column and the first bad row."""
+
+
+class ForecastError(LiqsignalError, ValueError):
+    """The forecast cannot be fitted or applied: a missing or corrupt model file, a model fitted
+    on other features or another horizon, too little history. The message names the file or the
+    reason; ``liqsignal.forecast.apply_forecast`` turns it into NaN columns and a warning."""
 
 
 class DataError(LiqsignalError):

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from liqsignal.config import MapConfig
-from liqsignal.exceptions import InputError, LiqsignalError
+from liqsignal.exceptions import ForecastError, InputError, LiqsignalError
 
 __all__ = [
     "BUNDLED_MODEL",
@@ -138,12 +138,6 @@ _MAP_INPUTS = (
 )
 _STANDING = "liq_pred_standing_{s}_usd"
 _FRAME_COLS = ("date", "open", "high", "low", "close", "volume")
-
-
-class ForecastError(LiqsignalError, ValueError):
-    """The forecast cannot be fitted or applied: a missing or corrupt model file, a model
-    fitted on other features or another horizon, too little history. The message names the
-    file or the reason; :func:`apply_forecast` turns it into NaN columns and a warning."""
 
 
 # ------------------------------------------------------------------------------------------
