@@ -34,6 +34,11 @@ def add_yardstick_arguments(e: argparse.ArgumentParser) -> None:
     e.add_argument(
         "--no-structure", action="store_true", help="skip touches, armed flags and the claims"
     )
+    e.add_argument(
+        "--no-fine",
+        action="store_true",
+        help="build each map from its own bars, not from the finer candles a dataset carries",
+    )
     e.add_argument("--symbol", help="with --data: the file's market (default BTC/USDT:USDT)")
 
 
@@ -67,6 +72,7 @@ def run_yardstick(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
         boot=args.boot,
         structure=not args.no_structure,
         n_shift=min(args.n_random, 300),
+        fine=not args.no_fine,
     )
     verdict = gate(report)
     return {
