@@ -371,3 +371,29 @@ def test_backoff_grows_with_jitter_and_cap() -> None:
         assert max(ds) - min(ds) > cap * 0.3  # jittered, not one fixed value
     with pytest.raises(ValueError, match="read_timeout"):
         StreamConfig(read_timeout=1.0, keep_alive=2.0)
+
+
+async def test_binance_throttle_sends_only_the_latest_per_symbol_per_window(
+    real_events: list[LiqEvent],
+) -> None:
+    """The replay can apply Binance's rule (at most the latest liquidation per symbol per
+    window): the stream then sees fewer events than happened, a lower bound."""
+    with LiquidationStreamServer("binance", ["BTC", "ETH"], throttle_ms=400) as srv:
+        streams = LiquidationStreams(
+            ["binance"],
+            ["BTC", "ETH"],
+            datadir=None,
+            ccxt_config={"binance": srv.ccxt_config()},
+            config=FAST,
+        )
+        task = asyncio.ensure_future(streams.run())
+        assert await subscribed(srv)
+        btc = [replace(e, market="BTC") for e in fresh(real_events, 5)]
+        eth = replace(fresh(real_events, 1, start=5)[0], market="ETH")
+        await publish(srv, [*btc, eth])  # within one window: BTC 1st now, 5th at its end
+        assert await until(lambda: len(streams.received) == 3, 3)
+        await asyncio.sleep(0.6)
+        streams.stop()
+        await task
+    assert got_keys(streams.received) == [key(btc[0]), key(eth), key(btc[4])]
+    assert srv.throttled["BTC"] == 3 and srv.throttled["ETH"] == 0

@@ -26,9 +26,10 @@ units); :meth:`LiquidationStreamServer.publish` sends them now, :meth:`play` on 
 scale. Faults for tests: :meth:`disconnect` (drop every connection, or after ``n`` more events),
 :meth:`stall` (connections stay open, nothing is sent, pings are not answered), :meth:`malformed`
 (a frame that is not valid JSON, or JSON of the wrong shape); duplicates and out-of-order events
-are scripts (:func:`with_duplicates`, :func:`out_of_order`). ``server.sent`` counts events per
-symbol actually written to a socket, ``server.dropped`` the ones a stalled or closing connection
-did not get.
+are scripts (:func:`with_duplicates`, :func:`out_of_order`). ``throttle_ms=1000`` on Binance
+sends, as Binance does, only the latest liquidation per symbol per second. ``server.sent``
+counts events per symbol actually written to a socket, ``server.dropped`` the ones a stalled
+or closing connection did not get.
 
 Command line (serves a file of events, for ``liqsignal watch`` offline)::
 
@@ -490,9 +491,18 @@ class LiquidationStreamServer:
         port: int = 0,
         host: str = "127.0.0.1",
         record_sends: bool = False,
+        throttle_ms: int = 0,
     ) -> None:
         if venue not in VENUES:
             raise ConfigError(f"unknown stream venue {venue!r}; known: {', '.join(VENUES)}")
+        if throttle_ms < 0 or (throttle_ms and venue != "binance"):
+            raise ConfigError(f"throttle_ms: Binance only, >= 0; got {throttle_ms} for {venue}")
+        #: Binance: at most the latest liquidation per symbol per this many ms (0: every event)
+        self.throttle_ms = int(throttle_ms)
+        self._held: dict[str, LiqEvent] = {}
+        self._last_push: dict[str, float] = {}
+        self.throttled: Counter[str] = Counter()  # events replaced by a later one in a window
+        self._tasks: set[asyncio.Task[None]] = set()
         self.venue = venue
         self.markets = [m.upper() for m in markets]
         self.host = host
@@ -822,28 +832,57 @@ class LiquidationStreamServer:
 
     async def _send_events(self, events: Sequence[LiqEvent]) -> None:
         for ev in events:
-            sym = venue_symbol(self.venue, ev.market)
-            text = json.dumps(encode_event(self.venue, ev), separators=(",", ":"))
-            if self.sent_at is not None:
-                self.sent_at[send_key(ev.market, ev.ts_ms, ev.side, ev.price, ev.amount)] = (
-                    time.perf_counter()
-                )
-            for conn in list(self._conns):
-                if not self._wants(conn, sym):
-                    continue
-                if conn.stalled:
-                    self.dropped[ev.market] += 1
-                    continue
-                try:
-                    await conn.ws.send(text)
-                    self.sent[ev.market] += 1
-                except ConnectionClosed:
-                    self.dropped[ev.market] += 1
-            if self._disconnect_after is not None:
-                self._disconnect_after -= 1
-                if self._disconnect_after <= 0:
-                    self._disconnect_after = None
-                    self._abort_all()
+            if not self.throttle_ms or self._throttle(ev):
+                await self._push(ev)
+
+    def _throttle(self, ev: LiqEvent) -> bool:
+        """Binance's rule: per symbol, at most the latest liquidation per ``throttle_ms``; an
+        event inside the window waits for its end, replacing (dropping) one already waiting.
+        True: send it now."""
+        now = time.monotonic()
+        last = self._last_push.get(ev.market)
+        window = self.throttle_ms / 1000.0
+        if last is None or now - last >= window:
+            self._last_push[ev.market] = now
+            return True
+        if ev.market in self._held:
+            self.throttled[ev.market] += 1
+        else:
+            asyncio.get_running_loop().call_later(last + window - now, self._release, ev.market)
+        self._held[ev.market] = ev
+        return False
+
+    def _release(self, market: str) -> None:
+        ev = self._held.pop(market, None)
+        if ev is not None:
+            self._last_push[market] = time.monotonic()
+            task = asyncio.ensure_future(self._push(ev))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _push(self, ev: LiqEvent) -> None:
+        sym = venue_symbol(self.venue, ev.market)
+        text = json.dumps(encode_event(self.venue, ev), separators=(",", ":"))
+        if self.sent_at is not None:
+            self.sent_at[send_key(ev.market, ev.ts_ms, ev.side, ev.price, ev.amount)] = (
+                time.perf_counter()
+            )
+        for conn in list(self._conns):
+            if not self._wants(conn, sym):
+                continue
+            if conn.stalled:
+                self.dropped[ev.market] += 1
+                continue
+            try:
+                await conn.ws.send(text)
+                self.sent[ev.market] += 1
+            except ConnectionClosed:
+                self.dropped[ev.market] += 1
+        if self._disconnect_after is not None:
+            self._disconnect_after -= 1
+            if self._disconnect_after <= 0:
+                self._disconnect_after = None
+                self._abort_all()
 
     def _abort_all(self) -> None:
         for c in list(self._conns):
@@ -1018,6 +1057,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--disconnect-every", type=int, default=0, help="drop connections every n events"
     )
+    p.add_argument(
+        "--binance-throttle-ms",
+        type=int,
+        default=0,
+        help="Binance: send at most the latest event per symbol per this many ms (Binance: 1000)",
+    )
     p.add_argument("--overlay", default=None, help="also write the ccxt overlay JSON to this file")
     p.add_argument("-v", "--verbose", action="store_true")
     a = p.parse_args(argv)
@@ -1035,7 +1080,12 @@ def main(argv: list[str] | None = None) -> int:
         if a.duplicate_every:
             events = with_duplicates(events, a.duplicate_every)
         servers = [
-            LiquidationStreamServer(v, a.markets, port=a.port + i if a.port else 0).start()
+            LiquidationStreamServer(
+                v,
+                a.markets,
+                port=a.port + i if a.port else 0,
+                throttle_ms=a.binance_throttle_ms if v == "binance" else 0,
+            ).start()
             for i, v in enumerate(venues)
         ]
     except (ConfigError, OSError) as e:
@@ -1082,6 +1132,9 @@ def main(argv: list[str] | None = None) -> int:
             s.stop()
         sent = {s.venue: sum(s.sent.values()) for s in servers}
         print(f"sent events per venue: {sent}", file=sys.stderr)
+        held = {s.venue: sum(s.throttled.values()) for s in servers if s.throttle_ms}
+        if held:
+            print(f"withheld by the Binance throttle: {held}", file=sys.stderr)
     return 0
 
 
