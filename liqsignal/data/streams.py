@@ -583,6 +583,11 @@ class VenueStream:
                     await asyncio.wait_for(self._stop.wait(), delay)
         finally:
             self._covered(self.last_frame_ms)
+            if self.lost_since_ms is not None:  # stopped while reconnecting: the gap so far
+                gap = Gap(self.exchange, tuple(self.symbols), self.lost_since_ms, _now_ms())
+                self.gaps.append(gap)
+                self.lost_since_ms = None
+                self.on_gap(gap)
             await self._close_clients()
             with contextlib.suppress(Exception):
                 await self.api.close()

@@ -397,3 +397,27 @@ async def test_binance_throttle_sends_only_the_latest_per_symbol_per_window(
         await task
     assert got_keys(streams.received) == [key(btc[0]), key(eth), key(btc[4])]
     assert srv.throttled["BTC"] == 3 and srv.throttled["ETH"] == 0
+
+
+async def test_stopped_while_reconnecting_records_the_open_gap(
+    servers: dict, real_events: list[LiqEvent], tmp_path: Path
+) -> None:
+    srv = servers["okx"]
+    streams = LiquidationStreams(
+        ["okx"], ["BTC", "ETH"], datadir=tmp_path, ccxt_config=overlay(servers), config=FAST
+    )
+    task = asyncio.ensure_future(streams.run())
+    assert await subscribed(srv)
+    await publish(srv, fresh(real_events, 3))
+    assert await until(lambda: len(streams.received) == 3)
+    srv.stop()  # the venue goes away for good
+    v = streams.venues["okx"]
+    assert await until(lambda: v.state == "reconnecting", 3)
+    await asyncio.sleep(0.5)
+    stopped_at = int(time.time() * 1000)
+    streams.stop()
+    await task
+    assert len(v.gaps) == 1 and abs(v.gaps[0].end_ms - stopped_at) < 1000
+    spans = LiquidationStore(tmp_path).spans("okx", SYMBOL["BTC"])
+    assert list(spans["kind"]) == ["covered", "gap"]
+    assert spans["start"].iloc[1] >= spans["end"].iloc[0]
