@@ -92,6 +92,9 @@ class ExchangeSpec:
     #: request may ask (ms) and its page size; None when the venue serves none
     liq_window_ms: int | None = None
     liq_page: int = 0
+    #: funding history has no time filter, only pages of ``funding_page`` rows, newest first
+    #: (Bitget ``pageNo``): read pages until one reaches back past ``since``
+    funding_by_page: bool = False
 
 
 EXCHANGES: dict[str, ExchangeSpec] = {
@@ -142,6 +145,7 @@ EXCHANGES: dict[str, ExchangeSpec] = {
         funding_page=100,
         funding_window_h=None,
         options={"defaultType": "swap"},
+        funding_by_page=True,
     ),
     "gate": ExchangeSpec(
         "gate",
@@ -727,6 +731,8 @@ class ExchangeClient:
         )
         limit = self.spec.funding_page
         window_h = self.spec.funding_window_h
+        if self.spec.funding_by_page:
+            return await self._funding_by_page(symbol, since_ms, until_ms, limit)
 
         async def page(cursor: int, window_end: int) -> list[tuple[int, list[float]]]:
             params: dict[str, Any] = {"until": window_end}
@@ -809,11 +815,17 @@ class ExchangeClient:
         return _liq_bars_frame(rows)
 
     async def fetch_liquidations(
-        self, market: str, since: int | None = None, until: int | None = None
+        self,
+        market: str,
+        since: int | None = None,
+        until: int | None = None,
+        covered_from_start: bool = False,
     ) -> LiquidationHistory:
         """Public liquidation orders ``[since, until]`` (ms) as liqsignal events, walking the
         venue's longest window forward; a full page halves the window (the venue answers the
-        newest ``limit`` rows of a window), down to one second."""
+        newest ``limit`` rows of a window), down to one second. Windows count as covered from
+        the first one holding an event (the venue's history may begin later than ``since``),
+        or from ``since`` with ``covered_from_start`` (events were seen before)."""
         window = self.spec.liq_window_ms
         if window is None or not self.has("fetchLiquidations"):
             raise PermanentDataError(
@@ -828,7 +840,7 @@ class ExchangeClient:
         cursor = since_ms // 1000 * 1000  # the venue counts whole seconds
         last = until_ms // 1000 * 1000
         width = window
-        started = False
+        started = covered_from_start
         while cursor <= last:
             end = min(cursor + width - 1000, last)
 
@@ -866,6 +878,28 @@ class ExchangeClient:
         if frames:
             result.events = pd.concat(frames, ignore_index=True)
         return result
+
+    async def _funding_by_page(
+        self, symbol: str, since_ms: int, until_ms: int, size: int
+    ) -> pd.DataFrame:
+        """Funding rows ``[since, until]`` of an endpoint paged newest first (``pageNo`` 1, 2,
+        ...): pages are read until one holds a row older than ``since``, or is not full."""
+        what = f"{self.name} {symbol} funding"
+        rows: list[tuple[int, list[float]]] = []
+        page_no = 1
+        while True:
+
+            async def one(n: int = page_no) -> list[tuple[int, list[float]]]:
+                raw = await self.api.fetch_funding_rate_history(symbol, None, size, {"pageNo": n})
+                self._check_parsed(what)
+                return _parse_funding(raw, what)
+
+            got = await self._call("funding rate", symbol, one)
+            rows.extend(r for r in got if since_ms <= r[0] <= until_ms)
+            if len(got) < size or min(r[0] for r in got) < since_ms:
+                break
+            page_no += 1
+        return self._rows_to_frame(rows, "funding_rate")
 
     # -- leverage tiers -------------------------------------------------------------------------
     async def fetch_leverage_tiers(self, market: str) -> list[dict[str, Any]]:

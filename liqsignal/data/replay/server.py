@@ -53,6 +53,7 @@ VENUES: dict[str, str] = {
     "okx": "liqsignal.data.replay.okx",
     "gate": "liqsignal.data.replay.gate",
     "hyperliquid": "liqsignal.data.replay.hyperliquid",
+    "bitget": "liqsignal.data.replay.bitget",
 }
 
 _TF_UNITS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
