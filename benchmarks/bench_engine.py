@@ -83,6 +83,10 @@ def main() -> int:
         ReferenceMap(m.params, m.factors, m.weights, m.proxy, m.n_bins).run(ts[:nr], x[:nr])
 
     t_ref = best_of(run_ref, repeat=1)
+    # the first version's rules (absolute closes, 5 % turnover, scan-mean pockets), same run
+    first = cfg.replace(close_relative=False, churn_volume_share=0.05, contrast_window_pct=None)
+    LiquidationMap(first).update(ts[:2000], x[:2000])
+    t_first = best_of(lambda: LiquidationMap(first).update(ts, x))
     kernel_rate = N_BARS / t_kernel
     full_rate = N_BARS / t_full
     ref_rate = nr / t_ref
@@ -118,6 +122,10 @@ def main() -> int:
     print(f"compute_features (pandas):{t_full:8.3f} s  {full_rate:12,.0f} bars/s")
     print(f"numpy reference ({nr:,} bars):{t_ref:6.3f} s  {ref_rate:12,.0f} bars/s")
     print(f"ratio kernel / reference: {kernel_rate / ref_rate:10.1f}x")
+    print(
+        f"first version's rules:    {t_first:8.3f} s  {N_BARS / t_first:12,.0f} bars/s "
+        f"(defaults / first version time ratio {t_kernel / t_first:.3f})"
+    )
     print(
         f"incremental update, 1 bar: median {med_us:.2f} us, p99 {p99_us:.2f} us "
         f"(empty numpy call {empty_us:.2f} us)"

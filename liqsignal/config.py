@@ -44,7 +44,7 @@ DEFAULT_LEVERAGE_WEIGHTS: tuple[float, ...] = (
 )
 
 #: An absolute step within this range of basis points of the first price is kept as it is.
-AUTO_GRID_BPS: tuple[float, float] = (1.0, 25.0)
+AUTO_GRID_BPS: tuple[float, float] = (1.0, 50.0)
 #: The relative step (bps) that replaces an absolute step outside ``AUTO_GRID_BPS``.
 AUTO_GRID_STEP_BPS = 5.0
 
@@ -214,7 +214,7 @@ class MapConfig:
     step: float | None = 50.0
     #: Relative grid step in basis points (used when ``step`` is None).
     step_bps: float | None = None
-    #: An absolute ``step`` that is not within 1-25 bps of the market's first price (50 USD is
+    #: An absolute ``step`` that is not within 1-50 bps of the market's first price (50 USD is
     #: 5 bps of BTC; it would be 2 % of ETH) is replaced by a 5 bps relative grid. False: keep
     #: the step as given.
     auto_grid: bool = True

@@ -604,12 +604,9 @@ def _seed_claims(
 
 
 def market_config(cfg: MapConfig, symbol: str, price: float) -> MapConfig:
-    """``cfg`` for one market: its symbol, and a relative grid (5 bps) when an absolute step
-    is far from 5 bps of the market's price (the 50 USD default suits BTC only)."""
-    out = cfg.replace(symbol=symbol)
-    if out.step is not None and not 1.0 <= out.step / price * 1e4 <= 25.0:
-        out = out.replace(step=None, step_bps=5.0)
-    return out
+    """``cfg`` for one market: its symbol, and the grid ``MapConfig.auto_grid_for`` gives at its
+    price (a 5 bps relative grid when an absolute step does not suit the price)."""
+    return cfg.replace(symbol=symbol).auto_grid_for(price)
 
 
 def _features(ds: Dataset, cfg: MapConfig, fine: bool = True) -> pd.DataFrame:
