@@ -25,25 +25,49 @@ NEW row (an exchange's newer answer replaces an older one, e.g. a candle that wa
 it was first stored), then sorted by date. Writes are atomic (temporary file in the same folder,
 fsync, ``os.replace``). A file that cannot be read raises :class:`CorruptFileError` naming its
 path and is left untouched: it is never overwritten by a merge.
+
+Several writers: each merge reads, merges and writes under an exclusive lock (``fcntl.flock`` on
+the file's folder, so no lock file sits among Freqtrade's), so ``liqsignal download`` running
+while the provider or ``watch`` writes the same store loses no rows; readers take no lock (the
+file is replaced atomically). Temporary files left by a killed writer (``.<file>.<random>.tmp``) are
+removed by the next merge of that file, under the lock. A failed write (disk full, file-size
+limit, read-only folder) leaves the old file intact and raises :class:`StoreWriteError` (a
+``DataError``) naming the path and the cause.
+
+What is read is checked: ``date`` stored as datetimes, strictly increasing, within 1970-2100;
+values stored as floats; prices finite and > 0 where present, high >= low; volume and open
+interest not negative or infinite. A file that fails is a :class:`CorruptFileError` (left in
+place, never merged into). Every path component is checked: exchange and pair may not climb out
+of the data folder, the timeframe is Freqtrade's (``1m``, ``4h``, ``1d``, ``1w``, ``1M`` ...).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from liqsignal.exceptions import ConfigError, CorruptFileError, InputError
+from liqsignal.exceptions import ConfigError, CorruptFileError, DataError, InputError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no cross-process lock, atomic writes remain
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "CANDLE_COLUMNS",
     "CANDLE_TYPES",
     "FeatherStore",
     "MergeResult",
+    "StoreWriteError",
     "pair_to_filename",
 ]
 
@@ -65,6 +89,22 @@ CANDLE_TYPES = tuple(CANDLE_COLUMNS)
 #: Candle types that are liqsignal's own and kept out of Freqtrade's folder.
 EXTRA_TYPES = frozenset({"taker_buy"})
 EXTRA_FOLDER = "liqsignal"
+
+
+_EXCHANGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+_TIMEFRAME_RE = re.compile(r"[1-9][0-9]{0,3}(s|m|h|d|w|M|y)")
+_FILE_PAIR_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+#: Stored dates must lie in [DATE_MIN, DATE_MAX): outside it a date is a damaged file.
+DATE_MIN = pd.Timestamp("1970-01-01", tz="UTC")
+DATE_MAX = pd.Timestamp("2100-01-01", tz="UTC")
+_PRICES = ("open", "high", "low", "close")
+_AMOUNTS = ("volume", "open_interest_amount", "open_interest_value", "taker_buy_volume")
+
+
+class StoreWriteError(DataError, OSError):
+    """A store file could not be written (disk full, file-size limit, read-only folder). The
+    stored file is unchanged; the message names the path and the cause. An ``OSError`` too, so
+    callers that caught the raw error keep working."""
 
 
 def pair_to_filename(pair: str) -> str:
@@ -98,17 +138,20 @@ class FeatherStore:
     def path(self, exchange: str, pair: str, timeframe: str, candle_type: str) -> Path:
         """Where the file of this exchange, pair, timeframe and candle type lives."""
         _check_candle_type(candle_type)
-        if not exchange or "/" in exchange or exchange.startswith("."):
+        if not isinstance(exchange, str) or not _EXCHANGE_RE.fullmatch(exchange):
             raise ConfigError(
                 f"exchange: expected a plain folder name like 'binance', got {exchange!r}"
             )
-        if not timeframe:
-            raise ConfigError("timeframe: expected e.g. '1h', got an empty string")
+        if not isinstance(timeframe, str) or not _TIMEFRAME_RE.fullmatch(timeframe):
+            raise ConfigError(f"timeframe: expected e.g. '1h', '15m', '1d', got {timeframe!r}")
+        name = pair_to_filename(pair) if isinstance(pair, str) else ""
+        if not _FILE_PAIR_RE.fullmatch(name):
+            raise ConfigError(f"pair: expected e.g. 'BTC/USDT:USDT', got {pair!r}")
         folder = self.datadir / exchange / "futures"
         if candle_type in EXTRA_TYPES:
             folder = folder / EXTRA_FOLDER
         tf = timeframe.replace("M", "Mo")  # Freqtrade's timeframe_to_file
-        return folder / f"{pair_to_filename(pair)}-{tf}-{candle_type}.feather"
+        return folder / f"{name}-{tf}-{candle_type}.feather"
 
     # -- reading ------------------------------------------------------------------------------
     def read(self, exchange: str, pair: str, timeframe: str, candle_type: str) -> pd.DataFrame:
@@ -140,20 +183,102 @@ class FeatherStore:
         InputError if ``new`` lacks a column or has an unparseable date.
         """
         path = self.path(exchange, pair, timeframe, candle_type)
-        clean = normalize_frame(new, candle_type, what=f"new {candle_type} rows for {pair}")
-        old = read_file(path, candle_type)
+        what = f"new {candle_type} rows for {pair}"
+        clean = normalize_frame(new, candle_type, what=what)
+        problem = _implausible(clean, candle_type)
+        if problem:
+            raise InputError(f"{what}: {problem}")
         if clean.empty:
+            old = read_file(path, candle_type)
             return MergeResult(path, len(old), len(old), 0)
-        merged = pd.concat([old, clean], ignore_index=True) if len(old) else clean
-        merged = (
-            merged.drop_duplicates(subset="date", keep="last")
-            .sort_values("date", kind="stable")
-            .reset_index(drop=True)
-        )
-        if len(merged) < len(old):  # cannot happen with keep="last" on a union; guard anyway
-            raise CorruptFileError(f"{path}: merge would shrink {len(old)} rows to {len(merged)}")
-        write_atomic(merged, path)
+        with locked(path):
+            remove_orphans(path)
+            old = read_file(path, candle_type)
+            merged = pd.concat([old, clean], ignore_index=True) if len(old) else clean
+            merged = (
+                merged.drop_duplicates(subset="date", keep="last")
+                .sort_values("date", kind="stable")
+                .reset_index(drop=True)
+            )
+            if len(merged) < len(old):  # cannot happen with keep="last" on a union
+                raise CorruptFileError(
+                    f"{path}: merge would shrink {len(old)} rows to {len(merged)}"
+                )
+            write_atomic(merged, path)
         return MergeResult(path, len(old), len(merged), len(clean))
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive cross-process lock for writing ``path``: ``flock`` on its folder (no
+    lock file beside Freqtrade's files; writers of one folder take turns, readers never wait)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.parent, os.O_RDONLY)
+    except OSError as e:
+        raise StoreWriteError(
+            f"{path}: cannot open its folder for writing ({e.strerror or e})"
+        ) from e
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def remove_orphans(path: Path) -> int:
+    """Remove temporary files a killed writer left for ``path``; call under its lock."""
+    n = 0
+    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            n += 1
+    if n:
+        logger.info("%s: removed %d temporary file(s) left by an interrupted write", path, n)
+    return n
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def _implausible(df: pd.DataFrame, candle_type: str) -> str | None:
+    """Why rows cannot be right (a damaged file or bad input), or None."""
+    if df.empty:
+        return None
+    dates = df["date"]
+    bad = (dates < DATE_MIN) | (dates >= DATE_MAX)
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        return f"column 'date' is {dates.iloc[i]} at row {i}, outside 1970-2100"
+    for col in _PRICES:
+        if col in df.columns:
+            v = df[col].to_numpy()
+            bad_v = np.isinf(v) | (v <= 0)
+            if bad_v.any():
+                i = int(np.flatnonzero(bad_v)[0])
+                return f"column {col!r} is {v[i]!r} at row {i} (prices must be finite and > 0)"
+    if "high" in df.columns:
+        bad_v = df["high"].to_numpy() < df["low"].to_numpy()
+        if bad_v.any():
+            return f"'high' is below 'low' at row {int(np.flatnonzero(bad_v)[0])}"
+    for col in _AMOUNTS:
+        if col in df.columns:
+            v = df[col].to_numpy()
+            bad_v = np.isinf(v) | (v < 0)
+            if bad_v.any():
+                i = int(np.flatnonzero(bad_v)[0])
+                return f"column {col!r} is {v[i]!r} at row {i} (must be finite and >= 0)"
+    if "funding_rate" in df.columns:
+        v = df["funding_rate"].to_numpy()
+        bad_v = ~np.isnan(v) & ~(np.abs(v) < 1.0)
+        if bad_v.any():
+            i = int(np.flatnonzero(bad_v)[0])
+            return f"column 'funding_rate' is {v[i]!r} at row {i} (|rate| must be < 1)"
+    return None
 
 
 def _check_candle_type(candle_type: str) -> None:
@@ -225,15 +350,37 @@ def read_file(path: Path, candle_type: str) -> pd.DataFrame:
         df = normalize_frame(raw, candle_type, what=str(path))
     except InputError as e:
         raise CorruptFileError(f"{e}; file left in place") from e
-    if not df["date"].is_monotonic_increasing:
-        df = df.sort_values("date", kind="stable").reset_index(drop=True)
+    if "date" in raw.columns and not pd.api.types.is_datetime64_any_dtype(raw["date"]):
+        raise CorruptFileError(
+            f"{path}: column 'date' is stored as {raw['date'].dtype}, not as datetimes (a "
+            "damaged file or not one of ours); left in place"
+        )
+    for col in CANDLE_COLUMNS[candle_type][1:]:
+        if col in raw.columns and not pd.api.types.is_float_dtype(raw[col]):
+            raise CorruptFileError(
+                f"{path}: column {col!r} is stored as {raw[col].dtype}, not as floats; "
+                "left in place"
+            )
+    d = df["date"].to_numpy()
+    if len(d) > 1 and not (d[1:] > d[:-1]).all():
+        i = int(np.flatnonzero(~(d[1:] > d[:-1]))[0]) + 1
+        raise CorruptFileError(
+            f"{path}: column 'date' is not strictly increasing at row {i} ({df['date'].iloc[i]}); "
+            "a damaged file; left in place"
+        )
+    problem = _implausible(df, candle_type)
+    if problem:
+        raise CorruptFileError(f"{path}: {problem}; a damaged file; left in place")
     return df
 
 
 def write_atomic(df: pd.DataFrame, path: Path) -> None:
     """Write ``df`` as Freqtrade does (feather, lz4 level 9) through a temporary file + rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise StoreWriteError(f"{path}: cannot write ({e.strerror or e}); nothing changed") from e
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -241,6 +388,11 @@ def write_atomic(df: pd.DataFrame, path: Path) -> None:
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise StoreWriteError(
+            f"{path}: cannot write ({e.strerror or e}); the stored file is unchanged"
+        ) from e
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
