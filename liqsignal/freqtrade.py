@@ -909,6 +909,21 @@ class LiqGuardMixin:
             t = st["tally"] = tally(type(self).__name__, getattr(self, "config", None) or {})
         t.record(guard, pair, side, date, acted, **kw)
 
+    def liq_start_alerts(self, provider: Any = None) -> Any:
+        """From ``bot_start``: start the alert service (``liqsignal.alerts``; docs/alerts.md)
+        in a background thread in dry/live runs, sharing ``provider``. With the bot's own
+        Telegram on, alerts go out through ``self.dp.send_msg`` (needs
+        ``telegram.allow_custom_messages``) instead of a second bot. Returns the service (call
+        ``.stop()`` in ``bot_cleanup``) or None (other run modes, alerts disabled)."""
+        if _runmode(getattr(self, "dp", None)) not in ("dry_run", "live"):
+            return None
+        from liqsignal.alerts.botmsg import bot_sender_for
+        from liqsignal.alerts.service import start_in_background
+
+        config = getattr(self, "config", None) or {}
+        sender = bot_sender_for(config, getattr(self, "dp", None))
+        return start_in_background(config, provider=provider, sender=sender)
+
     # -- the three callbacks
 
     def liq_confirm_trade_entry(
