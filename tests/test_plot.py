@@ -41,3 +41,42 @@ def test_pictures_written(tmp_path, coinglass, btc_frame):
     rep = {"bars": evaluate_bars(coinglass, feats), "touches": evaluate_touches(coinglass)}
     q = plot_evaluation(rep, tmp_path / "e.png")
     assert q.read_bytes()[:8] == PNG and q.stat().st_size > 20_000
+
+
+def test_usd_ticks_read_like_a_trader_writes_them():
+    from liqsignal.plot import fmt_usd
+
+    assert [fmt_usd(v) for v in (80, 1_000, 4_500, 12_300, 2.5e6, 120e6, 3e9)] == [
+        "80",
+        "1k",
+        "4.5k",
+        "12k",
+        "2.5M",
+        "120M",
+        "3B",
+    ]
+
+
+def test_mode_is_named(btc_frame):
+    from liqsignal.engine import LiquidationMap
+    from liqsignal.plot import map_mode
+
+    assert map_mode(LiquidationMap(MapConfig())) == "open interest"
+    assert "VOLUME-PROXY" in map_mode(LiquidationMap(MapConfig(), proxy=True))
+    mixed = LiquidationMap(MapConfig(), exchanges=["binance", "okx"], proxy=[False, True])
+    assert map_mode(mixed) == "open interest: binance; VOLUME PROXY: okx"
+
+
+def test_pictures_take_plain_dicts(tmp_path, coinglass, btc_frame):
+    """The evaluation picture reads the results' dict form as well as the objects (the
+    evaluation's result types may change; their to_dict() output is what it needs)."""
+    feats, lmap = compute_features(btc_frame, return_map=True)
+    rep = {
+        "bars": [b.to_dict() for b in evaluate_bars(coinglass, feats)],
+        "touches": [t.to_dict() for t in evaluate_touches(coinglass)],
+        "span": "btc_1h: 2174 bars",
+    }
+    q = plot_evaluation(rep, tmp_path / "e.png")
+    assert q.read_bytes()[:8] == PNG and q.stat().st_size > 20_000
+    p = plot_map(lmap, tmp_path / "m.png", candles=btc_frame, data_start=btc_frame["date"][0])
+    assert p.read_bytes()[:8] == PNG and p.stat().st_size > 100_000
