@@ -561,10 +561,10 @@ def plot_evaluation(
                 a.text(k + dx, v + 0.01, f"{v:.2f}", ha="center", fontsize=8)
     a.set_xticks(x)
     a.set_xticklabels([f"{_g(b, 'side')} liquidations" for b in bars])
-    a.set_ylim(0, 1)
+    a.set_ylim(0, 1.15)
     a.set_ylabel("Spearman rank correlation per bar")
     a.set_title("predicted vs realized liquidations, bar by bar", fontsize=10)
-    a.legend(fontsize=8, loc="upper right")
+    a.legend(fontsize=8, loc="upper center", ncol=3, frameon=False)
     _caption(
         a,
         "Rank correlation between the map's predicted and the realized liquidations of "
@@ -677,7 +677,7 @@ def plot_evaluation(
         "(precision), and of the cascades, the share flagged before (recall), against "
         "random flags at the same rate. No effect: the blue lines inside the grey spread.",
     )
-    fig.subplots_adjust(left=0.06, right=0.98, top=0.9, bottom=0.1, hspace=0.62, wspace=0.2)
+    fig.subplots_adjust(left=0.06, right=0.98, top=0.9, bottom=0.12, hspace=0.62, wspace=0.2)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
