@@ -29,7 +29,8 @@ def add_replay_arguments(p: argparse.ArgumentParser) -> None:
         "--venue",
         default="binance",
         choices=sorted(VENUES),
-        help="API to speak: binance (USD-M), bybit (v5), okx (v5); default binance",
+        help="API to speak: binance (USD-M), bybit (v5), okx (v5), gate (v4), bitget (v2 mix), "
+        "hyperliquid (info); default binance",
     )
     p.add_argument(
         "--speed", type=float, default=None, help="replay seconds per wall second (omit: static)"
