@@ -519,6 +519,14 @@ def _empty_map_warning(feats: Any) -> str | None:
     )
 
 
+def _whole_history(cfg: Any, bars: int) -> Any:
+    """The config with a heatmap history long enough for ``bars`` (the picture then starts
+    where the data starts; the map's figures do not depend on it), within the engine's bound
+    of 5e6 frame cells."""
+    frames = min(max(int(cfg.heatmap_frames), bars + 1), 5_000_000 // int(cfg.heatmap_rows))
+    return cfg.replace(heatmap_frames=frames) if frames != cfg.heatmap_frames else cfg
+
+
 def _cluster_table(snap: Any, feats: Any, limit: int) -> list[dict[str, Any]]:
     rows = _cluster_rows(snap, limit=limit)
     last = feats.iloc[-1]
@@ -571,6 +579,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg = _load_engine_config(args.config)
     with _Progress(not args.json) as progress:
         task = progress.task("demo", 3)
+        cfg = _whole_history(cfg, len(frame))
         feats, lmap = compute_features(frame, cfg, return_map=True)
         snap = lmap.snapshot(scan_range_pct=args.range)
         rows = _cluster_table(snap, feats, 8)
@@ -682,6 +691,7 @@ def cmd_map(args: argparse.Namespace) -> int:
         cfg = cfg.replace(step=None, step_bps=5.0)  # the 50 USD step is for BTC
     with _Progress(not args.json) as progress:
         task = progress.task("map", 2)
+        cfg = _whole_history(cfg, max(len(f) for f in frames.values()))
         res = compute_features_multi(frames, cfg, proxy=proxy, return_map=True)
         assert isinstance(res, tuple)
         feats, lmap = res
