@@ -191,6 +191,10 @@ def _wait_port(port: int, proc: subprocess.Popen[str], timeout: float = 60) -> N
             raise AssertionError(f"server exited {proc.returncode}: {proc.stderr.read()}")  # type: ignore[union-attr]
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
+                time.sleep(0.5)  # the port may be another process's: ours must still run
+                if proc.poll() is not None:
+                    err = proc.stderr.read() if proc.stderr else ""
+                    raise AssertionError(f"server exited {proc.returncode} (port {port}): {err}")
                 return
         time.sleep(0.2)
     raise AssertionError(f"nothing listens on port {port} after {timeout} s")
