@@ -954,15 +954,16 @@ class LiqGuardMixin:
         **kwargs: Any,
     ) -> float:
         """``proposed_leverage`` capped so the position liquidates beyond the cascade."""
-        fallback = max(1.0, min(float(proposed_leverage), float(max_leverage)))
+        fallback = _leverage_fallback(proposed_leverage, max_leverage)
         try:
             cfg = self.liq_guard_config()
             if not cfg.enabled:
                 return fallback
             row, date, state = self._liq_row(pair, current_time, cfg, _columns(cfg))
             engine = self._liq_engine()
-            exchange = str((getattr(self, "config", None) or {}).get("exchange", {}).get(
-                "name", engine.exchange))  # fmt: skip
+            ex_section = (getattr(self, "config", None) or {}).get("exchange")
+            name = ex_section.get("name") if isinstance(ex_section, Mapping) else None
+            exchange = str(name or engine.exchange)
             d = leverage_decision(
                 row, _side(side), float(current_rate), proposed_leverage, max_leverage, cfg,
                 state=state, exchange=exchange, symbol=pair,
@@ -1007,21 +1008,32 @@ class LiqGuardMixin:
             if d.action == "keep":
                 return None
             lev = getattr(trade, "leverage", None) or 1.0
-            return d.stoploss_ratio(float(current_rate), side, float(lev))
+            ratio = d.stoploss_ratio(current_rate, side, lev)
+            return ratio if ratio is not None and -1000.0 <= ratio < 0.0 else None
         except Exception as e:  # never into the bot
             return self._liq_error("stop", pair, e, default=None)
 
     def _liq_fail_open(self) -> bool:
         try:
-            return self.liq_guard_config().fail_open
-        except LiqsignalError:  # the config itself is bad: fail open, the warning says why
+            return bool(self.liq_guard_config().fail_open)
+        except Exception:  # the config itself is bad: fail open, the warning says why
             return True
 
     def _liq_error(self, guard: str, pair: str, e: Exception, *, default: Any) -> Any:
-        _warn_once(("error", guard, pair, type(e).__name__),
-                   "liqsignal guard %s for %s failed (%s: %s); answering %r",
-                   guard, pair, type(e).__name__, e, default)  # fmt: skip
+        with contextlib.suppress(Exception):  # logging must not raise into the bot either
+            _warn_once(("error", guard, str(pair), type(e).__name__),
+                       "liqsignal guard %s for %s failed (%s: %s); answering %r",
+                       guard, pair, type(e).__name__, e, default)  # fmt: skip
         return default
+
+
+def _leverage_fallback(proposed: Any, max_leverage: Any) -> float:
+    """min(proposed, max) within [1, 1000]; 1.0 when either is not a usable number."""
+    try:
+        v = min(float(proposed), float(max_leverage))
+    except Exception:
+        return 1.0
+    return min(max(v, 1.0), 1000.0) if math.isfinite(v) else 1.0
 
 
 def _columns(cfg: GuardConfig) -> tuple[str, ...]:

@@ -28,7 +28,7 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from liqsignal.config import section_kwargs
@@ -228,24 +228,45 @@ class StopDecision:
         (``stop = rate * (1 - |value| / leverage)`` for a long), so the price distance is
         multiplied by ``leverage`` here.
         """
-        if self.stop_rate is None or not current_rate > 0:
+        rate = _pos(current_rate)
+        stop = _pos(self.stop_rate)
+        if math.isnan(rate) or math.isnan(stop):
             return None
         if side == "long":
-            dist = (current_rate - self.stop_rate) / current_rate
+            dist = (rate - stop) / rate
         else:
-            dist = (self.stop_rate - current_rate) / current_rate
-        lev = leverage if isinstance(leverage, int | float) and leverage >= 1.0 else 1.0
-        return -max(dist, 1e-6) * lev
+            dist = (stop - rate) / rate
+        lev = _pos(leverage)
+        lev = lev if lev >= 1.0 else 1.0  # NaN: 1
+        ratio = -max(dist, 1e-6) * min(lev, 1000.0)
+        return ratio if math.isfinite(ratio) else None
 
 
 def _f(row: Mapping[str, Any] | None, key: str) -> float:
+    """``row[key]`` as a float; NaN when absent, not a number or infinite (never raises)."""
     if row is None:
         return math.nan
     try:
         v = float(row[key])
-    except (KeyError, TypeError, ValueError, IndexError):
+    except Exception:  # KeyError, TypeError, ValueError, a row that is not a mapping ...
         return math.nan
-    return v
+    return v if math.isfinite(v) else math.nan
+
+
+def _pos(value: Any) -> float:
+    """``value`` as a finite float > 0, else NaN (never raises)."""
+    try:
+        v = float(value)
+    except Exception:
+        return math.nan
+    return v if math.isfinite(v) and v > 0 else math.nan
+
+
+def _utc(when: Any) -> datetime | None:
+    """An aware datetime (naive read as UTC), or None for None / NaT / not a datetime."""
+    if not isinstance(when, datetime) or when != when:  # NaT is a datetime unequal to itself
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def _check_side(side: str) -> str:
@@ -268,19 +289,26 @@ def data_state(
     when ``now`` is more than ``max_age_candles`` candles after that close. ``required``: the
     columns the caller needs (all guard columns by default); the two map totals always count.
     """
-    if row is None or candle_date is None:
+    date = _utc(candle_date)
+    if row is None or date is None:  # no row, or a candle dated None / NaT / not a date
         return "missing"
     for key in required:
         try:
             row[key]
-        except (KeyError, IndexError):
+        except Exception:  # KeyError, IndexError, a row that is not a mapping
             return "missing"
     if math.isnan(_f(row, "liq_long_total_usd")) or math.isnan(_f(row, "liq_short_total_usd")):
         return "missing"
-    if now is not None and timeframe_seconds > 0:
-        close = candle_date + timedelta(seconds=timeframe_seconds)
-        age = (now - close).total_seconds()
-        if age > config.max_age_candles * timeframe_seconds:
+    tf = _pos(timeframe_seconds)
+    if now is not None and not math.isnan(tf):
+        when = _utc(now)
+        if when is None:
+            return "stale"  # a "now" that is not a time: the age is unknown
+        try:
+            age = (when - (date + timedelta(seconds=tf))).total_seconds()
+        except (OverflowError, ValueError):
+            return "stale"
+        if not age <= config.max_age_candles * tf:
             return "stale"
     return "ok"
 
@@ -297,7 +325,8 @@ def entry_decision(
     _check_side(side)
     if not (config.enabled and config.entry_enabled):
         return EntryDecision(True, "guard off")
-    if state != "ok" or not (isinstance(rate, int | float) and rate > 0):
+    rate = _pos(rate)
+    if state != "ok" or math.isnan(rate):
         what = state if state != "ok" else "no rate"
         if config.fail_open:
             return EntryDecision(True, f"{what} data, fail-open")
@@ -417,8 +446,10 @@ def leverage_decision(
         cap = 1.0
     if not (config.enabled and config.leverage_enabled):
         return LeverageDecision(cap, "guard off")
+    cap = min(cap, 1000.0)
     floor = min(config.min_leverage, cap) if cap >= 1.0 else 1.0
-    if state != "ok" or not (isinstance(rate, int | float) and rate > 0):
+    rate = _pos(rate)
+    if state != "ok" or math.isnan(rate):
         what = state if state != "ok" else "no rate"
         if config.fail_open:
             return LeverageDecision(cap, f"{what} data, fail-open")
@@ -483,7 +514,8 @@ def stop_decision(
     _check_side(side)
     if not (config.enabled and config.stop_enabled):
         return StopDecision("keep", "guard off")
-    if state != "ok" or not (isinstance(current_rate, int | float) and current_rate > 0):
+    current_rate = _pos(current_rate)
+    if state != "ok" or math.isnan(current_rate):
         what = state if state != "ok" else "no rate"
         return StopDecision("keep", f"{what} data: strategy's own stop kept")
     armed = _f(row, f"liq_{side}_armed")
