@@ -150,7 +150,7 @@ async def _events_job(
         for a, b in hist.covered:
             store.record_coverage(client.name, symbol, a, b + 1)
         for a, b in hist.incomplete:
-            store.record_gap(client.name, symbol, a, b + 1)
+            store.record_gap(client.name, symbol, a, b)  # closed: the second's last ms
             res.gaps.append((a, b))
             incomplete += 1
         chunk = chunk_end + 1

@@ -40,9 +40,10 @@ Event frames (:data:`EVENT_COLUMNS`, one row per forced order)::
 
 **What a bar says.** ``bars()`` answers ``date, long_liquidated_usd, short_liquidated_usd,
 events`` on a regular grid. A bar built from events is a number (0 when nothing was liquidated)
-only when the bar ``[date, date + tf)`` lies entirely inside a recorded *covered* span and
-touches no *gap*; otherwise it is NaN ("unknown", never 0). So a stream must call
-``record_coverage(exchange, symbols, connected_at, now)`` as it runs (e.g. once a second with the
+only when the bar ``[date, date + tf)`` lies entirely inside a recorded *covered* span
+``[start, end)`` and meets no *gap* ``[start, end]`` (closed: a gap ending exactly at a bar's
+start, or a zero-length one, still marks that bar); otherwise it is NaN ("unknown", never 0).
+So a stream must call ``record_coverage(exchange, symbols, connected_at, now)`` as it runs (e.g. once a second with the
 same ``connected_at``; spans are merged) and ``record_gap(...)`` for the time it was
 disconnected; a history download records the window it fetched. Bars from per-bar sources
 (``write_bars``: Gate's contract_stats, an imported CoinGlass file) are taken as they are
@@ -606,7 +607,7 @@ class LiquidationStore:
                 f"{path}: column 'kind' must be covered or gap at row "
                 f"{int(bad.to_numpy().argmax())}; file left in place"
             )
-        return out
+        return _merge_spans(out)
 
     def record_coverage(
         self, exchange: str, symbol: str | Iterable[str], start: Any, end: Any
@@ -616,7 +617,8 @@ class LiquidationStore:
         self._add_span(exchange, symbol, "covered", start, end)
 
     def record_gap(self, exchange: str, symbol: str | Iterable[str], start: Any, end: Any) -> None:
-        """The source may have missed liquidations in ``[start, end)``: those bars read NaN."""
+        """The source may have missed liquidations in ``[start, end]`` (closed): every bar that
+        meets it reads NaN."""
         self._add_span(exchange, symbol, "gap", start, end)
 
     def _add_span(
@@ -782,19 +784,27 @@ class LiquidationStore:
 
 
 def _inside(bar_start: np.ndarray, bar_end: np.ndarray, spans: pd.DataFrame) -> np.ndarray:
-    """Bars lying entirely inside one (merged) span."""
-    out = np.zeros(len(bar_start), dtype=bool)
-    for s, e in zip(_span_ms(spans, "start"), _span_ms(spans, "end"), strict=True):
-        out |= (bar_start >= s) & (bar_end <= e)
-    return out
+    """Bars lying entirely inside one span (spans merged: sorted, disjoint)."""
+    starts, ends = _span_ms(spans, "start"), _span_ms(spans, "end")
+    if len(starts) == 0:
+        return np.zeros(len(bar_start), dtype=bool)
+    idx = np.searchsorted(starts, bar_start, side="right") - 1  # last span starting at or before
+    ok = idx >= 0
+    safe = np.clip(idx, 0, None)
+    return ok & (bar_end <= ends[safe])
 
 
 def _touches(bar_start: np.ndarray, bar_end: np.ndarray, spans: pd.DataFrame) -> np.ndarray:
-    """Bars overlapping a span (a zero-length gap inside a bar counts)."""
-    out = np.zeros(len(bar_start), dtype=bool)
-    for s, e in zip(_span_ms(spans, "start"), _span_ms(spans, "end"), strict=True):
-        out |= (bar_start <= e) & (bar_end > s) & ~((bar_start == e) & (s < e))
-    return out
+    """Bars ``[start, end)`` meeting a gap ``[s, e]`` (closed: a gap ending exactly at a bar's
+    start, or of zero length, still marks that bar). Spans merged (sorted, disjoint), so only
+    the last one starting before a bar's end can reach it."""
+    starts, ends = _span_ms(spans, "start"), _span_ms(spans, "end")
+    if len(starts) == 0:
+        return np.zeros(len(bar_start), dtype=bool)
+    idx = np.searchsorted(starts, bar_end, side="left") - 1  # last span with s < bar end
+    ok = idx >= 0
+    safe = np.clip(idx, 0, None)
+    return ok & (ends[safe] >= bar_start)
 
 
 def _span_ms(spans: pd.DataFrame, col: str) -> np.ndarray:

@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 from freqtrade.data.history.datahandlers.featherdatahandler import FeatherDataHandler
 from freqtrade.enums import TradingMode
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from liqsignal.data.liquidations import (
     BAR_COLUMNS,
@@ -295,3 +297,49 @@ def test_two_processes_append_at_once_nothing_lost(tmp_path: Path) -> None:
     again = got.drop(columns=["exchange"])
     assert store.append_events("hyperliquid", again) == 0
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def _slow_inside(bs: np.ndarray, be: np.ndarray, spans: pd.DataFrame) -> np.ndarray:
+    out = np.zeros(len(bs), dtype=bool)
+    for s, e in zip(spans["start"], spans["end"], strict=True):
+        s, e = s.value // 1_000_000, e.value // 1_000_000
+        out |= (bs >= s) & (be <= e)
+    return out
+
+
+def _slow_touches(bs: np.ndarray, be: np.ndarray, spans: pd.DataFrame) -> np.ndarray:
+    out = np.zeros(len(bs), dtype=bool)
+    for s, e in zip(spans["start"], spans["end"], strict=True):
+        s, e = s.value // 1_000_000, e.value // 1_000_000
+        out |= (s < be) & (e >= bs)  # gaps are closed intervals
+    return out
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 40), st.integers(0, 6), st.sampled_from(["covered", "gap"])),
+        max_size=12,
+    )
+)
+@settings(max_examples=150, deadline=None)
+def test_span_lookups_match_a_slow_reference(raw: list[tuple[int, int, str]]) -> None:
+    """Bars of 4 units against random, overlapping, touching and zero-length spans."""
+    from liqsignal.data.liquidations import _inside, _merge_spans, _touches
+
+    unit = 60_000
+    spans = pd.DataFrame(
+        {
+            "kind": [k for _, _, k in raw],
+            "start": pd.to_datetime([a * unit for a, _, _ in raw], unit="ms", utc=True),
+            "end": pd.to_datetime([(a + w) * unit for a, w, _ in raw], unit="ms", utc=True),
+        }
+    )
+    merged = _merge_spans(spans) if len(spans) else spans
+    bs = np.arange(0, 48, 4, dtype=np.int64) * unit
+    be = bs + 4 * unit
+    for kind in ("covered", "gap"):
+        part = merged[merged["kind"] == kind] if len(merged) else merged
+        raw_part = spans[spans["kind"] == kind] if len(spans) else spans
+        np.testing.assert_array_equal(_inside(bs, be, part), _slow_inside(bs, be, part))
+        # touching a merged span == touching any of the raw spans it came from
+        np.testing.assert_array_equal(_touches(bs, be, part), _slow_touches(bs, be, raw_part))
