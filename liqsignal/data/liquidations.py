@@ -38,18 +38,17 @@ Event frames (:data:`EVENT_COLUMNS`, one row per forced order)::
 ``symbol`` in the store methods may be a list of symbols for ``record_coverage`` / ``record_gap``
 (one stream connection serves many). Times are anything ``pd.Timestamp`` reads, or epoch ms.
 
-**What a bar says.** ``bars()`` answers ``date, long_liquidated_usd, short_liquidated_usd,
-events`` on a regular grid. A bar built from events is a number (0 when nothing was liquidated)
-only when the bar ``[date, date + tf)`` lies entirely inside a recorded *covered* span
-``[start, end)`` and meets no *gap* ``[start, end]`` (closed: a gap ending exactly at a bar's
-start, or a zero-length one, still marks that bar); otherwise it is NaN ("unknown", never 0).
-So a stream must call ``record_coverage(exchange, symbols, connected_at, now)`` as it runs (e.g. once a second with the
-same ``connected_at``; spans are merged) and ``record_gap(...)`` for the time it was
-disconnected; a history download records the window it fetched. Bars from per-bar sources
-(``write_bars``: Gate's contract_stats, an imported CoinGlass file) are taken as they are
-(``events`` NaN: unknown count) and win over bars built from events on the same date, except
-inside a gap. Binance's stream sends at most one liquidation per symbol per 1000 ms: its bars
-are a lower bound.
+**What a bar says.** ``bars()`` answers ``date, long_liquidated_usd, short_liquidated_usd, events``
+on a regular grid. A bar built from events is a number (0 when nothing was liquidated) only when
+the bar ``[date, date + tf)`` lies entirely inside a recorded *covered* span ``[start, end)`` and
+meets no *gap* ``[start, end]`` (closed: a gap ending exactly at a bar's start, or a zero-length
+one, still marks that bar); otherwise it is NaN ("unknown", never 0). So a stream must call
+``record_coverage(exchange, symbols, connected_at, now)`` as it runs (e.g. once a second with the
+same ``connected_at``; spans are merged) and ``record_gap(...)`` for the time it was disconnected;
+a history download records the window it fetched. Bars from per-bar sources (``write_bars``: Gate's
+contract_stats, an imported CoinGlass file) are taken as they are (``events`` NaN: unknown count)
+and win over bars built from events on the same date, except inside a gap. Binance's stream sends
+at most one liquidation per symbol per 1000 ms: its bars are a lower bound.
 
 Layout (in the sub-folder Freqtrade does not scan, as for taker buy volume: a file named
 ``<PAIR>-1h-liquidations.feather`` directly in ``futures/`` makes ``freqtrade list-data`` and
