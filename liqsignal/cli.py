@@ -386,7 +386,9 @@ def _armed_bars(df: Any, cfg: Any, warmup: int) -> dict[str, int]:
     from liqsignal.features import compute_features
 
     frame = df.drop(columns=[c for c in df.columns if c.startswith("realized_")])
-    feats = compute_features(frame, cfg).iloc[max(warmup, 0) :]
+    out = compute_features(frame, cfg)
+    assert not isinstance(out, tuple)
+    feats = out.iloc[max(warmup, 0) :]
     return {side: int((feats[f"liq_{side}_armed"] > 0).sum()) for side in ("long", "short")}
 
 
