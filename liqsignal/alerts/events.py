@@ -232,11 +232,54 @@ class EventDetector:
 
     # -- restart -------------------------------------------------------------------------
 
-    def restore(self, keys: Iterable[str], usd: Mapping[str, float] | None = None) -> int:
+    def tracked_state(self, market: str, side: str) -> dict[str, Any] | None:
+        """The pocket ``side`` of ``market`` tracks since its "armed" event, as plain data for
+        :meth:`restore` (None: nothing tracked)."""
+        t = self._tracked.get((market, side))
+        if t is None:
+            return None
+        pocket = {f: getattr(t.pocket, f) for f in Pocket.__dataclass_fields__}
+        pocket["shares"] = dict(t.pocket.shares)
+        return {
+            "market": market,
+            "side": side,
+            "band": t.band,
+            "price_at_arm": t.price_at_arm,
+            "armed_at": _iso(t.armed_at),
+            "pocket": pocket,
+        }
+
+    def _restore_tracked(self, states: Iterable[Mapping[str, Any]], consumed: list) -> None:
+        for st in states:
+            try:
+                market, side = str(st["market"]), str(st["side"])
+                armed_at = datetime.strptime(str(st["armed_at"]), "%Y-%m-%dT%H:%M:%SZ").replace(
+                    tzinfo=UTC
+                )
+                pocket = Pocket(**dict(st["pocket"]))
+                tracked = _Tracked(pocket, int(st["band"]), float(st["price_at_arm"]), armed_at)
+            except (KeyError, TypeError, ValueError):
+                continue
+            if side not in SIDES:
+                continue
+            # a "consumed" stored after the arming already ended the tracking
+            if any(m == market and s == side and t >= armed_at for m, s, t in consumed):
+                continue
+            self._tracked[(market, side)] = tracked
+
+    def restore(
+        self,
+        keys: Iterable[str],
+        usd: Mapping[str, float] | None = None,
+        tracked: Iterable[Mapping[str, Any]] = (),
+    ) -> int:
         """Re-arm cooldowns and stale states from alert keys already in the outbox (any
-        state: a pending alert will still be sent). Returns how many keys were understood."""
+        state: a pending alert will still be sent), and the pockets each side was tracking
+        (``tracked``: :meth:`tracked_state` records), so a restart between "armed" and
+        "consumed" neither loses nor repeats an alert. Returns how many keys were understood."""
         n = 0
         stale_events: list[tuple[datetime, str, str, str]] = []
+        consumed: list[tuple[str, str, datetime]] = []
         for key in keys:
             parsed = parse_event_key(key)
             if parsed is None:
@@ -250,6 +293,7 @@ class EventDetector:
                     self._marks[mk] = _Mark(t, (usd or {}).get(key, 0.0), 0)
             elif kind == "consumed" and band is not None:
                 self._consumed[(market, where, band)] = t
+                consumed.append((market, where, t))
             elif kind in ("stale", "recovered"):
                 stale_events.append((t, kind, market, where))
         for t, kind, market, exchange in sorted(stale_events):
@@ -257,6 +301,7 @@ class EventDetector:
                 self._stale[(market, exchange)] = t
             else:
                 self._stale.pop((market, exchange), None)
+        self._restore_tracked(tracked, consumed)
         return n
 
     # -- bars ----------------------------------------------------------------------------

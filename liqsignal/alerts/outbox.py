@@ -13,12 +13,26 @@ was not confirmed. The one unavoidable window is a crash between Telegram's repl
 ``record_delivery`` write: that part is sent again (at-least-once).
 
 One connection, guarded by a lock: safe for one process with an asyncio loop and threads (each
-call is a few short SQLite statements). WAL mode and a busy timeout let a second process read.
+call is a few short SQLite statements; the sender runs them in a worker thread, never on the
+event loop). WAL mode lets a second process read.
+
+Faults, each told apart (never "corrupt" for a file that is only busy):
+
+- busy (another process holds a write transaction): a call waits at most ``busy_timeout_s``
+  (default 2 s) and then raises :class:`OutboxBusyError` (a ``TemporaryDataError``: retry later);
+- not an outbox (not SQLite, another program's database, a newer schema): refused with
+  :class:`CorruptFileError` *before anything in it is changed* (no WAL switch, no tables);
+- an outbox that is damaged (``PRAGMA quick_check`` fails on open, or a statement later reports
+  a malformed database): the file is moved aside to ``<name>.damaged-<UTC time>`` (kept, never
+  deleted), an ERROR is logged naming both paths, and a fresh outbox takes its place, so new
+  alerts are not written into the damaged file and the queue is not stuck.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -27,14 +41,35 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from liqsignal.alerts.message import Alert
-from liqsignal.exceptions import ConfigError, CorruptFileError
+from liqsignal.exceptions import ConfigError, CorruptFileError, TemporaryDataError
 
-__all__ = ["DEFAULT_OUTBOX_PATH", "SCHEMA_VERSION", "Outbox", "OutboxEntry"]
+__all__ = ["DEFAULT_OUTBOX_PATH", "SCHEMA_VERSION", "Outbox", "OutboxBusyError", "OutboxEntry"]
+
+logger = logging.getLogger(__name__)
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_OUR_TABLES = frozenset({"alerts", "deliveries", "tracked", "sqlite_sequence"})
+
+
+class OutboxBusyError(TemporaryDataError):
+    """Another process holds a write transaction on the outbox: nothing was changed, retry."""
+
+
+def _damaged(e: BaseException) -> bool:
+    text = str(e).lower()
+    return any(w in text for w in ("malformed", "not a database", "quick_check", "corrupt"))
+
+
+def _busy(e: BaseException) -> bool:
+    text = str(e).lower()
+    return isinstance(e, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
 
 DEFAULT_OUTBOX_PATH = Path("user_data/liqsignal_alerts.sqlite")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -65,6 +100,17 @@ CREATE TABLE IF NOT EXISTS deliveries (
     PRIMARY KEY (alert_id, chat_id, part)
 );
 """
+#: Version 2: the pocket each side of a market is tracking since its "armed" alert (so a
+#: restart between "armed" and "consumed" keeps the link to the pocket).
+_SCHEMA_V2 = """
+CREATE TABLE IF NOT EXISTS tracked (
+    market     TEXT NOT NULL,
+    side       TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (market, side)
+);
+"""
 
 
 @dataclass(frozen=True)
@@ -89,36 +135,141 @@ def _ts(value: float | None) -> datetime | None:
 class Outbox:
     """SQLite outbox of alerts. ``Outbox(path)`` creates the file (and folder) if missing."""
 
-    def __init__(self, path: str | Path = DEFAULT_OUTBOX_PATH) -> None:
+    def __init__(
+        self, path: str | Path = DEFAULT_OUTBOX_PATH, *, busy_timeout_s: float = 2.0
+    ) -> None:
         self.path = Path(path)
+        self.busy_timeout_s = float(busy_timeout_s)
         self._lock = threading.RLock()
+        #: Where a damaged outbox was moved (None: never happened in this process).
+        self.moved_damaged_to: Path | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ConfigError(f"outbox path {str(self.path)!r}: cannot create folder: {e}") from e
+        self._check_ours()
+        self._conn = self._open()
         try:
-            self._conn = sqlite3.connect(
-                str(self.path), timeout=10.0, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as e:
-            raise ConfigError(f"outbox path {str(self.path)!r}: cannot open: {e}") from e
-        try:
-            self._conn.execute("PRAGMA busy_timeout = 10000")
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = NORMAL")
-            self._conn.execute("PRAGMA foreign_keys = ON")
-            self._migrate()
+            self._setup()
         except sqlite3.DatabaseError as e:
             self._conn.close()
+            if _busy(e):
+                raise self._busy_error(e) from e
+            if not _damaged(e):
+                raise ConfigError(f"outbox path {str(self.path)!r}: cannot use: {e}") from e
+            self._conn = self._replace_damaged(e)
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                str(self.path),
+                timeout=self.busy_timeout_s,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+        except sqlite3.Error as e:
+            raise ConfigError(f"outbox path {str(self.path)!r}: cannot open: {e}") from e
+        return conn
+
+    def _setup(self) -> None:
+        row = self._conn.execute("PRAGMA quick_check").fetchone()
+        if row is None or row[0] != "ok":
+            raise sqlite3.DatabaseError(f"quick_check: {row[0] if row else 'no answer'}")
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA synchronous = NORMAL")
+        self._conn.execute("PRAGMA foreign_keys = ON")
+        self._migrate()
+
+    def _check_ours(self) -> None:
+        """Refuse a file that is not an outbox before changing anything in it."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            raise ConfigError(f"outbox path {str(self.path)!r}: cannot read: {e}") from e
+        if size == 0:
+            return
+        with open(self.path, "rb") as fh:
+            head = fh.read(len(_SQLITE_HEADER))
+        if head != _SQLITE_HEADER:
             raise CorruptFileError(
-                f"outbox file {str(self.path)!r} is not a readable SQLite database ({e}); "
-                "left in place: move it away to start a new outbox"
-            ) from e
+                f"outbox file {str(self.path)!r} is not a SQLite database (another file at that "
+                "path?); left in place unchanged: set liqsignal.alerts.outbox to another path"
+            )
+        try:
+            probe = sqlite3.connect(
+                f"file:{self.path}?mode=ro", uri=True, timeout=self.busy_timeout_s
+            )
+        except sqlite3.Error as e:  # pragma: no cover - unreadable header page
+            raise ConfigError(f"outbox path {str(self.path)!r}: cannot open: {e}") from e
+        try:
+            version = probe.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in probe.execute("SELECT name FROM sqlite_master")}
+        except sqlite3.DatabaseError as e:
+            if _busy(e):
+                raise self._busy_error(e) from e
+            return  # damaged: handled (moved aside) when opened for writing
+        finally:
+            probe.close()
+        if version > SCHEMA_VERSION:
+            raise CorruptFileError(
+                f"outbox file {str(self.path)!r} has schema version {version}, newer than "
+                f"this liqsignal understands ({SCHEMA_VERSION}); upgrade liqsignal"
+            )
+        tables = {t for t in tables if not t.startswith(("sqlite_autoindex", "alerts_status"))}
+        if (version == 0 and tables) or (tables and not tables <= _OUR_TABLES):
+            raise CorruptFileError(
+                f"outbox file {str(self.path)!r} is another program's SQLite database (tables "
+                f"{sorted(tables)}); left in place unchanged: set liqsignal.alerts.outbox to "
+                "another path"
+            )
+
+    def _busy_error(self, e: BaseException) -> OutboxBusyError:
+        return OutboxBusyError(
+            f"outbox {str(self.path)!r} is busy: another process holds a write transaction "
+            f"(waited {self.busy_timeout_s:g} s; {e}); nothing was changed, retry later"
+        )
+
+    def _replace_damaged(self, e: BaseException) -> sqlite3.Connection:
+        """Move a damaged outbox aside (kept) and start a fresh one in its place."""
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        aside = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{self.path}{suffix}")
+            if src.exists():
+                src.replace(Path(f"{aside}{suffix}"))
+        self.moved_damaged_to = aside
+        logger.error(
+            "Outbox %s is damaged (%s): moved to %s (kept for inspection; its unsent alerts are "
+            "not resent) and a fresh outbox started in its place",
+            self.path,
+            e,
+            aside,
+        )
+        conn = self._open()
+        self._conn = conn
+        self._setup()
+        return conn
+
+    def _guard(self, e: sqlite3.DatabaseError) -> None:
+        """Translate a failed statement: busy -> OutboxBusyError; damaged -> fresh file."""
+        if _busy(e):
+            raise self._busy_error(e) from e
+        if isinstance(e, sqlite3.ProgrammingError):  # closed connection: a caller bug
+            raise e
+        if not _damaged(e):  # disk full, read-only file, I/O error: not the file's fault
+            raise TemporaryDataError(f"outbox {str(self.path)!r}: {e}; retry later") from e
+        with self._lock:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._replace_damaged(e)
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def _migrate(self) -> None:
-        with self._tx() as c:
+        with self._raw_tx() as c:
             version = c.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise CorruptFileError(
@@ -126,8 +277,9 @@ class Outbox:
                     f"this liqsignal understands ({SCHEMA_VERSION}); upgrade liqsignal"
                 )
             if version < SCHEMA_VERSION:
-                # version 0 is a new file; future versions add steps here
-                for stmt in _SCHEMA.split(";"):
+                # version 0 is a new file, 1 lacks the tracked pockets; later versions add steps
+                steps = (_SCHEMA if version < 1 else "") + _SCHEMA_V2
+                for stmt in steps.split(";"):
                     if stmt.strip():
                         c.execute(stmt)
                 c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -147,16 +299,39 @@ class Outbox:
         return f"Outbox({str(self.path)!r})"
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _raw_tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
                 raise
             else:
                 self._conn.execute("COMMIT")
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction; busy -> OutboxBusyError, damaged -> moved aside and raised as
+        OutboxBusyError too (the caller retries on the fresh file)."""
+        try:
+            with self._raw_tx() as c:
+                yield c
+        except sqlite3.DatabaseError as e:
+            self._guard(e)
+            raise OutboxBusyError(
+                f"outbox {str(self.path)!r} was damaged ({e}) and replaced by a fresh one; retry"
+            ) from e
+
+    def _read(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        """Rows of one query; a damaged file is replaced once and the query asked again."""
+        with self._lock:
+            try:
+                return list(self._conn.execute(sql, params).fetchall())
+            except sqlite3.DatabaseError as e:
+                self._guard(e)
+                return list(self._conn.execute(sql, params).fetchall())
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -234,6 +409,28 @@ class Outbox:
         with self._tx() as c:
             c.execute("UPDATE alerts SET last_attempt_at = ? WHERE id = ?", (time.time(), alert_id))
 
+    def save_tracked(self, market: str, side: str, state: dict[str, object] | None) -> None:
+        """Remember (or, with None, forget) the pocket ``side`` of ``market`` is tracking."""
+        with self._tx() as c:
+            if state is None:
+                c.execute("DELETE FROM tracked WHERE market = ? AND side = ?", (market, side))
+            else:
+                c.execute(
+                    "INSERT OR REPLACE INTO tracked (market, side, state, updated_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (market, side, json.dumps(state, sort_keys=True), time.time()),
+                )
+
+    def tracked(self) -> list[dict[str, object]]:
+        """The tracked pockets saved by :meth:`save_tracked` (unreadable rows skipped)."""
+        out = []
+        for (text,) in self._read("SELECT state FROM tracked ORDER BY market, side"):
+            with contextlib.suppress(ValueError, TypeError):
+                state = json.loads(str(text))
+                if isinstance(state, dict):
+                    out.append(state)
+        return out
+
     # -- reads -----------------------------------------------------------------------------
 
     @staticmethod
@@ -248,19 +445,12 @@ class Outbox:
 
     def delivered_parts(self, alert_id: int) -> set[tuple[str, int]]:
         """``{(chat_id, part), ...}`` already confirmed for an alert."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT chat_id, part FROM deliveries WHERE alert_id = ?", (alert_id,)
-            ).fetchall()
-        return {(str(chat), int(part)) for chat, part in rows}
+        rows = self._read("SELECT chat_id, part FROM deliveries WHERE alert_id = ?", (alert_id,))
+        return {(str(chat), int(part)) for chat, part in rows}  # type: ignore[call-overload]
 
     def has_key(self, key: str) -> bool:
         """True if an alert with this dedupe key was ever enqueued."""
-        with self._lock:
-            return (
-                self._conn.execute("SELECT 1 FROM alerts WHERE key = ?", (key,)).fetchone()
-                is not None
-            )
+        return bool(self._read("SELECT 1 FROM alerts WHERE key = ?", (key,)))
 
     def pending(self, limit: int | None = None) -> list[OutboxEntry]:
         """Pending alerts, oldest first (enqueue order)."""
@@ -281,10 +471,9 @@ class Outbox:
 
     def counts(self) -> dict[str, int]:
         """Number of alerts per status."""
-        with self._lock:
-            rows = self._conn.execute("SELECT status, COUNT(*) FROM alerts GROUP BY status")
-            out = {"pending": 0, "sent": 0, "failed": 0}
-            out.update({str(s): int(n) for s, n in rows})
+        rows = self._read("SELECT status, COUNT(*) FROM alerts GROUP BY status")
+        out = {"pending": 0, "sent": 0, "failed": 0}
+        out.update({str(s): int(n) for s, n in rows})  # type: ignore[call-overload]
         return out
 
     def _select(self, where: str, limit: int | None) -> list[OutboxEntry]:
@@ -296,8 +485,7 @@ class Outbox:
         if limit is not None:
             sql += " LIMIT ?"
             params = (int(limit),)
-        with self._lock:
-            rows = self._conn.execute(sql, params).fetchall()
+        rows: list[Any] = self._read(sql, params)
         out = []
         for r in rows:
             alert = Alert(

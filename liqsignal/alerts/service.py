@@ -745,6 +745,8 @@ class AlertService:
         self._stop_event: asyncio.Event | None = None
         self._ready = threading.Event()
         self.scheduler: Any = None
+        #: What the outbox holds of the detector's tracked pockets, per (market, side).
+        self._saved_tracked: dict[tuple[str, str], Any] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -779,8 +781,14 @@ class AlertService:
             self.outbox = getattr(self.sender, "outbox", None)
         if self.outbox is not None:
             keys = [e.alert.key for e in self.outbox.entries()]
-            n = self.detector.restore(keys)
-            logger.info("Alert state restored from %d stored alert(s)", n)
+            tracked = self.outbox.tracked() if hasattr(self.outbox, "tracked") else []
+            n = self.detector.restore(keys, tracked=tracked)
+            self._saved_tracked = {(str(t["market"]), str(t["side"])): t for t in tracked}
+            logger.info(
+                "Alert state restored from %d stored alert(s), %d tracked pocket(s)",
+                n,
+                len(tracked),
+            )
         self._register_commands()
         await self.sender.start()
         if self.outbox is not None and self.outbox.counts().get("pending", 0):
@@ -882,14 +890,20 @@ class AlertService:
                 if png is not None:
                     result.alerts[i] = dataclasses.replace(result.alerts[i], photo=png)
         if not result.alerts and (self.outbox is None or not self.outbox.counts()["pending"]):
+            await self._save_tracked()
             return
         if self.outbox is not None:
+            hold = getattr(self.sender, "hold", None)
             for alert in result.alerts:
+                if hold is not None:
+                    hold(alert)  # the sender stores it first, and sends only what is stored
+                    continue
                 try:
-                    self.outbox.enqueue(alert)
+                    await asyncio.to_thread(self.outbox.enqueue, alert)
                 except Exception as exc:
                     logger.error("Could not store alert %r: %s", alert.key, exc)
             res = await self.sender.flush()
+            await self._save_tracked()
         else:
             res = None
             for alert in result.alerts:
@@ -905,6 +919,23 @@ class AlertService:
             )
         for ev in result.events:
             logger.info("Alert event %s", ev.key)
+
+    async def _save_tracked(self) -> None:
+        """Keep the outbox's copy of the pockets each side tracks in step with the detector."""
+        outbox = self.outbox
+        if outbox is None or not hasattr(outbox, "save_tracked"):
+            return
+        for market in self.markets:
+            for side in ("long", "short"):
+                state = self.detector.tracked_state(market, side)
+                if self._saved_tracked.get((market, side)) == state:
+                    continue
+                try:
+                    await asyncio.to_thread(outbox.save_tracked, market, side, state)
+                except Exception as exc:  # retried next round (the copy is left unchanged)
+                    logger.warning("Could not save the tracked %s %s pocket: %s", market, side, exc)
+                    continue
+                self._saved_tracked[(market, side)] = state
 
     def _market_events(self, market: str, now: datetime) -> tuple[list[Event], Any, pd.DataFrame]:
         events: list[Event] = []

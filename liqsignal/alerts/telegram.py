@@ -384,6 +384,29 @@ class TelegramSender:
         self.muted_until: float = 0.0
         self.polling_refused: str | None = None
         self._polling_task: asyncio.Task[None] | None = None
+        #: Alerts whose enqueue failed (outbox busy): stored before anything else is sent.
+        self._unstored: dict[str, Alert] = {}
+
+    async def _ob(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run one outbox call in a worker thread: SQLite never blocks the event loop."""
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    def hold(self, alert: Alert) -> None:
+        """Queue ``alert`` to be stored in the outbox by the next :meth:`flush`, before anything
+        is sent (an alert the outbox refuses now, busy, is kept and stored later)."""
+        self._unstored.setdefault(alert.key, alert)
+
+    async def _store_unstored(self) -> str | None:
+        """Enqueue the alerts a busy outbox refused earlier, in order; the reason if it still
+        refuses (then nothing is sent: an alert is only ever sent from the outbox)."""
+        assert self.outbox is not None
+        for key in list(self._unstored):
+            try:
+                await self._ob(self.outbox.enqueue, self._unstored[key])
+            except Exception as exc:
+                return _error_text(exc)
+            del self._unstored[key]
+        return None
 
     def _build_bot(self) -> telegram.Bot:
         r = self.retry
@@ -561,7 +584,9 @@ class TelegramSender:
         self, alert: Alert, outbox_id: int | None, result: FlushResult
     ) -> AlertResult:
         """Send every part of ``alert`` to every live chat; raise _Temporary to stop a flush."""
-        done = self.outbox.delivered_parts(outbox_id) if (self.outbox and outbox_id) else set()
+        done: set[tuple[str, int]] = set()
+        if self.outbox is not None and outbox_id is not None:
+            done = await self._ob(self.outbox.delivered_parts, outbox_id)
         plan = self._plan(alert)
         ids: dict[str, list[int]] = {}
         delivered_somewhere = False
@@ -577,7 +602,9 @@ class TelegramSender:
                     ids.setdefault(str(chat), []).append(int(msg.message_id))
                     delivered_somewhere = True
                     if self.outbox is not None and outbox_id is not None:
-                        self.outbox.record_delivery(outbox_id, chat, part, msg.message_id)
+                        await self._ob(
+                            self.outbox.record_delivery, outbox_id, chat, part, msg.message_id
+                        )
             except _ChatDead as exc:
                 self._report_dead(chat, str(exc), result)
         if not delivered_somewhere:
@@ -618,14 +645,15 @@ class TelegramSender:
             raise _Temporary(f"cannot reach Telegram: {reason}")
 
     async def notify(self, alert: Alert) -> FlushResult:
-        """Enqueue ``alert`` (idempotent on its key) and flush the outbox. Never raises."""
+        """Enqueue ``alert`` (idempotent on its key) and flush the outbox. Never raises.
+
+        An alert is sent only once it is stored: when the outbox is busy (another process holds
+        a write transaction) the alert is kept in memory, reported pending, and stored by the
+        next ``notify`` or ``flush`` before anything is sent, so it is neither lost nor sent
+        twice."""
         if self.outbox is None:
             return await self.send_alert(alert)
-        try:
-            self.outbox.enqueue(alert)
-        except Exception as exc:
-            logger.error("Could not store alert %r in the outbox: %s", alert.key, exc)
-            return await self.send_alert(alert)
+        self._unstored.setdefault(alert.key, alert)
         return await self.flush()
 
     async def flush(self) -> FlushResult:
@@ -641,19 +669,27 @@ class TelegramSender:
         async with self._flush_lock:
             t0 = time.monotonic()
             self._wait_budget_used = 0.0
-            try:
-                await self._flush(result)
-            except Exception as exc:  # never into the caller
-                result.stopped_early = _error_text(exc)
-                logger.error("Telegram flush stopped: %s", result.stopped_early)
+            why = await self._store_unstored()
+            if why is not None:
+                result.stopped_early = f"outbox busy, nothing sent: {why}"
+                for key in self._unstored:
+                    result.pending.append(AlertResult(key, "pending", error=why))
+                logger.warning("Alerts not sent yet (stored first): %s", why)
+            else:
+                try:
+                    await self._flush(result)
+                except Exception as exc:  # never into the caller
+                    result.stopped_early = _error_text(exc)
+                    logger.error("Telegram flush stopped: %s", result.stopped_early)
             result.waited_s = time.monotonic() - t0
             with contextlib.suppress(Exception):
-                result.remaining = self.outbox.counts()["pending"]
+                counts = await self._ob(self.outbox.counts)
+                result.remaining = counts["pending"] + len(self._unstored)
         return result
 
     async def _flush(self, result: FlushResult) -> None:
         assert self.outbox is not None
-        entries = self.outbox.pending()
+        entries = await self._ob(self.outbox.pending)
         if not entries:
             return
         muted = time.time() < self.muted_until
@@ -675,23 +711,24 @@ class TelegramSender:
                 why = (
                     "muted by /mute" if muted else f"expired: {age:.0f} s old, max_age {max_age:g}"
                 )
-                self.outbox.mark_failed(entry.id, why, permanent=True)
+                await self._ob(self.outbox.mark_failed, entry.id, why, permanent=True)
                 result.failed.append(
                     AlertResult(alert.key, "failed", error=why, outbox_id=entry.id)
                 )
                 continue
-            self.outbox.note_attempt(entry.id)
+            await self._ob(self.outbox.note_attempt, entry.id)
             try:
                 res = await self._deliver(alert, entry.id, result)
             except _Permanent as exc:
-                self.outbox.mark_failed(entry.id, str(exc), permanent=True)
+                await self._ob(self.outbox.mark_failed, entry.id, str(exc), permanent=True)
                 logger.warning("Alert %r dropped: %s", alert.key, exc)
                 result.failed.append(
                     AlertResult(alert.key, "failed", error=str(exc), outbox_id=entry.id)
                 )
                 continue
             except _Temporary as exc:
-                status = self.outbox.mark_failed(
+                status = await self._ob(
+                    self.outbox.mark_failed,
                     entry.id,
                     str(exc),
                     permanent=False,
@@ -706,7 +743,7 @@ class TelegramSender:
                 result.stopped_early = str(exc)
                 logger.warning("Telegram flush paused, will retry later: %s", exc)
                 return
-            self.outbox.mark_sent(entry.id)
+            await self._ob(self.outbox.mark_sent, entry.id)
             result.sent.append(res)
 
     # -- commands ------------------------------------------------------------------------
