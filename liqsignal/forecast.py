@@ -1243,9 +1243,8 @@ def plot_forecast(report: Mapping[str, Any], path: str | Path) -> Path:
                 for x, y, n in zip(xs, ys, ns, strict=True):
                     ax.annotate(str(n), (x, y), fontsize=6, color=color,
                                 xytext=(2, 2), textcoords="offset points")  # fmt: skip
-        top = 0.6
-        ax.set_xlim(0, top)
-        ax.set_ylim(0, top)
+        ax.set_xlim(0, 0.6)
+        ax.set_ylim(0, 1.02)  # a sparse top bin can sit at 0 or 1: keep it on the chart
         ax.set_title(f"{s} cascade within {report['horizon_bars']} bars: reliability")
         ax.set_xlabel("forecast probability (bin mean)")
         ax.set_ylabel("observed rate")

@@ -16,7 +16,7 @@ import pytest
 from ft_replay_helpers import BUNDLED, FREQTRADE, ROOT, ft_env
 
 from liqsignal.data.replay import ReplayExchange
-from liqsignal.freqtrade import LIQ_COLUMNS
+from liqsignal.freqtrade import LIQ_COLUMNS, LIQ_FORECAST_COLUMNS
 
 pytestmark = pytest.mark.slow
 
@@ -119,7 +119,7 @@ def test_recursive_analysis_liq_columns_stable_at_the_documented_startup(tmp_pat
     assert any(pct(v["50"]) > 0 for v in liq.values())
     # ... and at the documented startup every column the strategy gets is stable
     for name, cells in liq.items():
-        assert name in LIQ_COLUMNS, name
+        assert name in (*LIQ_COLUMNS, *LIQ_FORECAST_COLUMNS), name  # forecast on by default
         assert pct(cells[header[-1]]) < 0.01, (name, cells)
     docs = (ROOT / "docs" / "freqtrade.md").read_text()
     assert f"startup_candle_count = {STARTUP}" in docs
