@@ -51,6 +51,9 @@ NOT_RUN: dict[str, str] = {
     "with its default --out out",
 }
 
+#: servers that run until stopped, even when a doc shows them without ``&``
+SERVER = re.compile(r"^(liqsignal replay|python -m liqsignal\.data\.replay(\.ws)?)\s.*--port\s")
+
 #: blocks (by their first command) that take long: run, but marked slow
 SLOW = re.compile(r"freqtrade |liqsignal (evaluate|calibrate|demo|fit|map)|scripts/")
 
@@ -69,7 +72,9 @@ class Command:
 
     @property
     def background(self) -> bool:
-        return self.key.endswith("&")
+        """Started in the background: written with ``&``, or a replay server the docs tell to
+        start "in one terminal" (it serves until stopped)."""
+        return self.key.endswith("&") or bool(SERVER.search(self.key))
 
     def reason(self) -> str | None:
         return next((why for pat, why in NOT_RUN.items() if re.search(pat, self.key)), None)
@@ -240,7 +245,7 @@ def test_block(block: Block, repo_copy: Path) -> None:
                 port = re.search(r"--port\s+(\d+)", cmd.key)
                 assert port, f"{where}: a background command needs --port to be waited for"
                 proc = subprocess.Popen(
-                    ["bash", "-c", f"exec {cmd.key[:-1].strip()}"],
+                    ["bash", "-c", f"exec {cmd.key.removesuffix('&').strip()}"],
                     cwd=repo_copy, env=env, text=True, start_new_session=True,
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                 )  # fmt: skip
