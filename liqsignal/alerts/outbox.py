@@ -269,6 +269,8 @@ class Outbox:
     # -- lifecycle -------------------------------------------------------------------------
 
     def _migrate(self) -> None:
+        if self._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+            return  # current: no write lock needed (opens while another process writes)
         with self._raw_tx() as c:
             version = c.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
