@@ -496,27 +496,37 @@ class ForecastConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
-            raise ConfigError(f"forecast.enabled must be true or false, got {self.enabled!r}")
+            raise ConfigError(
+                f"liqsignal.forecast.enabled must be true or false, got {self.enabled!r}"
+            )
         if self.model is not None and not (isinstance(self.model, str) and self.model):
-            raise ConfigError(f"forecast.model must be a file path or null, got {self.model!r}")
+            raise ConfigError(
+                f"liqsignal.forecast.model must be a file path or null, got {self.model!r}"
+            )
         h = self.horizon_bars
         if isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= 1000:
-            raise ConfigError(f"forecast.horizon_bars must be an integer in [1, 1000], got {h!r}")
+            raise ConfigError(
+                f"liqsignal.forecast.horizon_bars must be an integer in [1, 1000], got {h!r}"
+            )
         a = self.armed_prob
         if a is not None and not (
             isinstance(a, int | float) and not isinstance(a, bool) and 0.0 < a <= 1.0
         ):
-            raise ConfigError(f"forecast.armed_prob must be a number in (0, 1] or null, got {a!r}")
+            raise ConfigError(
+                f"liqsignal.forecast.armed_prob must be a number in (0, 1] or null, got {a!r}"
+            )
         t = self.target_precision
         if not (isinstance(t, int | float) and not isinstance(t, bool) and 0.0 < t <= 1.0):
-            raise ConfigError(f"forecast.target_precision must be a number in (0, 1], got {t!r}")
+            raise ConfigError(
+                f"liqsignal.forecast.target_precision must be a number in (0, 1], got {t!r}"
+            )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> ForecastConfig:
         """Build from the ``liqsignal.forecast`` mapping; unknown keys fail, naming them."""
         if data is None:
             return cls()
-        return cls(**section_kwargs(cls, data, "forecast"))
+        return cls(**section_kwargs(cls, data, "liqsignal.forecast"))
 
     def replace(self, **changes: Any) -> ForecastConfig:
         """A copy with some fields changed (validated again)."""

@@ -200,9 +200,9 @@ def test_config_validation_names_the_key_path():
                      ({"armed_prob": 1.5}, "armed_prob"), ({"armed_prob": True}, "armed_prob"),
                      ({"target_precision": 0}, "target_precision"), ({"enabled": "yes"}, "enabled"),
                      ({"model": ""}, "model")):  # fmt: skip
-        with pytest.raises(ConfigError, match=rf"forecast\.{key}"):
+        with pytest.raises(ConfigError, match=rf"liqsignal\.forecast\.{key}"):
             ForecastConfig.from_dict(bad)
-    with pytest.raises(ConfigError, match=r"forecast: unknown key\(s\) \['horizon'\]"):
+    with pytest.raises(ConfigError, match=r"liqsignal\.forecast: unknown key\(s\) \[.horizon.\]"):
         ForecastConfig.from_dict({"horizon": 6})
     with pytest.raises(ConfigError, match=r"guards\.entry_max_prob"):
         GuardConfig.from_dict({"entry_max_prob": 2.0})
