@@ -897,7 +897,10 @@ def apply_forecast(
                        "liqsignal forecast%s: too little history (%d bars, the forecast needs "
                        "%d): probabilities are NaN until then", context, len(frame),
                        HISTORY_BARS + 1)  # fmt: skip
-        return add_forecast_columns(frame, features, model, armed_prob=cfg.armed_prob)
+        out = add_forecast_columns(frame, features, model, armed_prob=cfg.armed_prob)
+        if len(frame) > HISTORY_BARS:
+            _explain_last_nan(frame, features, model, out, context)
+        return out
     except LiqsignalError as e:
         _warn_once(("error", str(e)), "liqsignal forecast%s: %s; cascade probabilities are NaN "
                    "(guards follow on_stale)", context, e)  # fmt: skip
@@ -906,6 +909,28 @@ def apply_forecast(
             for c in (f"liq_{s}_cascade_prob", f"liq_{s}_armed", f"liq_{s}_armed_score"):
                 out[c] = np.nan
         return out
+
+
+def _explain_last_nan(
+    frame: pd.DataFrame,
+    features: pd.DataFrame,
+    model: ForecastModel,
+    out: pd.DataFrame,
+    context: str,
+) -> None:
+    """Warn (once per reason) when the last bar has no probability although the history is
+    long enough: which of the model's inputs are missing there (e.g. no open interest)."""
+    for s in SIDES:
+        if math.isfinite(float(out[f"liq_{s}_cascade_prob"].iloc[-1])):
+            continue
+        x = forecast_features(frame.iloc[-HISTORY_BARS - 1 :],
+                              features.iloc[-HISTORY_BARS - 1 :] if model.map_features else None,
+                              s)  # fmt: skip
+        bad = [f for f in model.sides[s].features if not math.isfinite(float(x[f].iloc[-1]))]
+        _warn_once(("lastnan", context, s, tuple(bad)),
+                   "liqsignal forecast%s: no %s cascade probability on the last bar: input(s) %s "
+                   "missing there (open interest, volume or the map); the column is NaN",
+                   context, s, bad)  # fmt: skip
 
 
 def forecast_on_frame(feat: pd.DataFrame, config: Any = None) -> pd.DataFrame:

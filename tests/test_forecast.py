@@ -182,6 +182,13 @@ def test_model_on_other_features_and_fallback_to_nan_with_a_warning(btc4h, model
     assert out["liq_long_cascade_prob"].isna().all()
     assert any("too little history" in r.getMessage() for r in caplog.records)
     assert fc.apply_forecast(frame, feats, {"enabled": False}) is feats
+    # no open interest: no share of OI, so no probability, and the warning names the inputs
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="liqsignal.forecast"):
+        out = fc.apply_forecast(frame.drop(columns=["open_interest_value"]), feats, None)
+    assert out["liq_long_cascade_prob"].isna().all()
+    assert any("no long cascade probability on the last bar" in r.getMessage()
+               and "map_standing_oi" in r.getMessage() for r in caplog.records)  # fmt: skip
 
 
 def test_too_little_history_to_fit(btc4h):
