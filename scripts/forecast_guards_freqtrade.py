@@ -179,7 +179,7 @@ def run(max_prob: float) -> dict[str, Any]:
                                               "forecast": {"model": str(mpath)}}}  # fmt: skip
 
             off = _backtest(tmp, cfg({"enabled": False}), "LiqTrendStrategy", "off")
-            prob_guards = {"enabled": True, "entry_enabled": True, "entry_min_usd": 1e18,
+            prob_guards = {"enabled": True, "entry_enabled": True, "entry_min_usd": 1e15,
                            "entry_max_prob": max_prob, "leverage_enabled": False,
                            "stop_enabled": False, "log_backtest_decisions": True}  # fmt: skip
             prob = _backtest(tmp, cfg(prob_guards), "LiqTrendStrategy", "prob")
