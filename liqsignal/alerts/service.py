@@ -32,6 +32,7 @@ import logging
 import math
 import re
 import signal
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -130,6 +131,14 @@ class AlertConfig:
     max_age_s: float | None = 3600.0
     disable_notification: bool = False
     ccxt_config: Mapping[str, Any] | None = None
+    #: Longest wait for one venue's answer per round (None: half of ``interval_s``): a slow
+    #: venue goes stale for the round instead of delaying every market.
+    venue_timeout_s: float | None = None
+    #: Per-market engine settings over ``liqsignal.engine``, e.g.
+    #: ``{"ETH/USDT:USDT": {"step_bps": 5, "step": null}}``. Without them each market still
+    #: gets a grid that suits its price (``engine.auto_grid``: a 5 bps relative grid when the
+    #: absolute step does not suit it).
+    market_engines: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -142,7 +151,7 @@ class AlertConfig:
             chats.append(c)
         for name, (lo, lo_open, hi) in _ALERT_RANGES.items():
             v = getattr(self, name)
-            if v is None and name == "max_age_s":
+            if v is None and name in ("max_age_s", "venue_timeout_s"):
                 continue
             ok = math.isfinite(v) and (v > lo if lo_open else v >= lo) and v <= hi
             if not ok:
@@ -157,6 +166,15 @@ class AlertConfig:
                 "liqsignal.alerts.ccxt_config must map exchange ids to ccxt settings "
                 '(e.g. {"binance": {"urls": {...}}}), got a '
                 f"{type(self.ccxt_config).__name__}"
+            )
+        if self.market_engines is not None and not (
+            isinstance(self.market_engines, Mapping)
+            and all(isinstance(v, Mapping) for v in self.market_engines.values())
+        ):
+            raise ConfigError(
+                "liqsignal.alerts.market_engines must map markets to engine settings "
+                '(e.g. {"ETH/USDT:USDT": {"step": null, "step_bps": 5}}), got '
+                f"{self.market_engines!r}"
             )
         if not _ENV_NAME.fullmatch(self.token_env):
             # never echo it: a token pasted here instead of a variable name is a secret
@@ -217,6 +235,7 @@ _ALERT_RANGES: dict[str, tuple[float, bool, float]] = {
     "picture_bars": (1, False, 10_000),
     "history_bars": (1, False, 100_000),
     "max_age_s": (0.0, True, 30 * 86_400.0),
+    "venue_timeout_s": (0.0, True, 86_400.0),
 }
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 #: Keys whose values are never shown in an error message.
@@ -268,6 +287,8 @@ class ServiceSettings:
     engine: MapConfig
     freqtrade_config: Mapping[str, Any] = field(default_factory=dict)
     ccxt_config: Mapping[str, Any] | None = None
+    #: Engine settings per market (``engine`` with ``market_engines`` over it).
+    engines: Mapping[str, MapConfig] = field(default_factory=dict)
 
 
 def load_settings(config: Mapping[str, Any] | str | Path) -> ServiceSettings:
@@ -312,6 +333,22 @@ def load_settings(config: Mapping[str, Any] | str | Path) -> ServiceSettings:
         )
     timeframe = alerts.timeframe or str(config.get("timeframe") or "1h")
     engine = MapConfig.from_dict(section.get("engine"))
+    engines: dict[str, MapConfig] = {}
+    per = dict(alerts.market_engines or {})
+    unknown = sorted(set(per) - set(markets))
+    if unknown:
+        raise ConfigError(
+            f"liqsignal.alerts.market_engines: {unknown} not among the markets {list(markets)}"
+        )
+    base = dict(section.get("engine") or {})
+    for m in markets:
+        if m in per:
+            try:
+                engines[m] = MapConfig.from_dict({**base, **dict(per[m])})
+            except ConfigError as e:
+                raise ConfigError(f"liqsignal.alerts.market_engines[{m!r}]: {e}") from None
+        else:
+            engines[m] = engine
     ccxt = alerts.ccxt_config
     return ServiceSettings(
         alerts,
@@ -319,6 +356,7 @@ def load_settings(config: Mapping[str, Any] | str | Path) -> ServiceSettings:
         engine,
         config,
         ccxt if isinstance(ccxt, Mapping) else None,
+        engines,
     )
 
 
@@ -626,6 +664,13 @@ def _stale_note(stale: Sequence[str]) -> str | None:
     return f"data stale on {', '.join(stale)}: map built without it" if stale else None
 
 
+def _signed_distance(side: str, distance_pct: float) -> float:
+    """Distance from price with the sign of the direction, as the alerts write it: a long
+    pocket (below price) negative, a short pocket (above) positive."""
+    d = abs(float(distance_pct))
+    return -d if side == "long" else d
+
+
 def alert_for(event: Event, *, now: datetime | None = None, stale: Sequence[str] = ()) -> Alert:
     """The Telegram text (no picture) for one event, keyed for the outbox."""
     ctx = event.context or {}
@@ -747,6 +792,8 @@ class AlertService:
         self.scheduler: Any = None
         #: What the outbox holds of the detector's tracked pockets, per (market, side).
         self._saved_tracked: dict[tuple[str, str], Any] = {}
+        self._empty_warned: set[str] = set()
+        self._job_task: asyncio.Task[Any] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -920,6 +967,23 @@ class AlertService:
         for ev in result.events:
             logger.info("Alert event %s", ev.key)
 
+    def _warn_if_empty(self, market: str, snap: Any, price: float) -> None:
+        """Warn once per market while its map holds no levels (it can then never alert)."""
+        levels = getattr(snap, "levels", None)
+        empty = levels is None or len(levels) == 0
+        if empty and market not in self._empty_warned:
+            self._empty_warned.add(market)
+            logger.warning(
+                "%s: the liquidation map holds no levels at price %s, so it cannot alert; check "
+                "the grid (liqsignal.engine step / step_bps, or liqsignal.alerts.market_engines) "
+                "and that open interest arrives for it",
+                market,
+                fmt_price(price) if math.isfinite(price) and price > 0 else price,
+            )
+        elif not empty and market in self._empty_warned:
+            self._empty_warned.discard(market)
+            logger.info("%s: the map holds levels again", market)
+
     async def _save_tracked(self) -> None:
         """Keep the outbox's copy of the pockets each side tracks in step with the detector."""
         outbox = self.outbox
@@ -959,6 +1023,7 @@ class AlertService:
         feat = forecast_on_frame(feat, section.get("forecast"))
         snap = self.provider.snapshot(market)
         price = float(getattr(snap, "price", 0.0) or self.provider.price(market))
+        self._warn_if_empty(market, snap, price)
         view = bar_view(market, snap, feat, price)
         if view is not None:
             events += self.detector.observe(view)
@@ -986,7 +1051,7 @@ class AlertService:
                 shares = " ".join(f"{escape(k)} {v * 100:.0f}%" for k, v in c.shares.items())
                 lines.append(
                     f"  {fmt_price_range(c.low, c.high)} · {fmt_usd(c.usd)} · "
-                    f"{fmt_pct(c.distance_pct)} · depth {c.depth}"
+                    f"{fmt_pct(_signed_distance(side, c.distance_pct))} · depth {c.depth}"
                     + (f" · {shares}" if shares else "")
                 )
         stale = self.detector.stale_exchanges(market)
@@ -1048,7 +1113,15 @@ class AlertService:
     # -- scheduling ----------------------------------------------------------------------
 
     async def _job(self) -> None:
-        await self.tick()
+        self._job_task = asyncio.current_task()
+        try:
+            await self.tick()
+        except asyncio.CancelledError:
+            # shutdown during a round (say a Telegram flood wait): unsent alerts stay in the
+            # outbox for the next start; not re-raised, so the scheduler logs no ERROR traceback
+            logger.info("liqsignal alerts: the running round was stopped by shutdown")
+        finally:
+            self._job_task = None
 
     async def run(self, stop: asyncio.Event | None = None, *, install_signals: bool = True) -> None:
         """Run until ``stop`` is set (or SIGINT/SIGTERM, when ``install_signals`` and on the
@@ -1096,7 +1169,12 @@ class AlertService:
                 scheduler.shutdown(wait=False)
             for sig in installed:
                 loop.remove_signal_handler(sig)
-            async with self._tick_lock:  # let a running round finish
+            job = self._job_task
+            if job is not None and not job.done():
+                job.cancel()  # a round waiting (flood control, a slow venue) ends now
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(asyncio.shield(job), 10.0)
+            async with self._tick_lock:  # a round started outside the scheduler
                 pass
             await self.aclose()
 
@@ -1156,11 +1234,12 @@ def _provider_from_settings(settings: ServiceSettings) -> Any:
     specs = [MarketSpec(m.market, m.exchanges, m.timeframe) for m in settings.markets]
     return MapProvider(
         specs,
-        config=settings.engine,
+        config=dict(settings.engines) or settings.engine,
         datadir=a.datadir,
         ccxt_config=dict(settings.ccxt_config) if settings.ccxt_config else None,
         stale_after_bars=a.stale_after_bars,
         history_bars=a.history_bars,
+        feed_timeout_s=a.venue_timeout_s or a.interval_s / 2.0,
     )
 
 
@@ -1216,10 +1295,31 @@ def add_alerts_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--once", action="store_true", help="one refresh and evaluation, then exit")
     parser.add_argument("--interval", type=float, help="seconds between rounds (overrides config)")
     parser.add_argument("--datadir", help="Freqtrade data folder (overrides config)")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level of the messages on stderr (default INFO)",
+    )
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Log to stderr with times, unless the application already set up logging (Freqtrade)."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(
+            level=getattr(logging, level, logging.INFO),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            datefmt="%Y-%m-%dT%H:%M:%S%z",
+        )
+    # one line per HTTP request and per scheduler run is noise at INFO
+    for name in ("httpx", "httpcore", "apscheduler", "telegram", "aiohttp.access"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 
 
 def run_alerts(args: argparse.Namespace) -> int:
     """``liqsignal alerts``: run until SIGINT/SIGTERM (or one round with ``--once``)."""
+    setup_logging(str(getattr(args, "log_level", "INFO") or "INFO"))
     settings = load_settings(args.config)
     changes: dict[str, Any] = {}
     if getattr(args, "interval", None):
@@ -1246,12 +1346,21 @@ def run_alerts(args: argparse.Namespace) -> int:
         try:
             if getattr(args, "once", False):
                 res = await service.tick()
+                reached = bool(getattr(service.sender, "_started", True))
                 print(
                     f"liqsignal alerts: {len(res.events)} event(s), {res.sent} sent, "
                     f"{res.pending} pending, {res.failed} failed"
                     + (f"; refresh failed: {res.refresh_error}" if res.refresh_error else "")
+                    + ("" if reached else "; Telegram could not be reached")
                 )
-                return 0 if res.refresh_error is None else 1
+                if not reached:
+                    print(
+                        "liqsignal alerts: error: Telegram could not be reached (see the log); "
+                        "unsent alerts stay in the outbox",
+                        file=sys.stderr,
+                    )
+                ok = res.refresh_error is None and reached and not res.pending and not res.failed
+                return 0 if ok else 1
             await service.run()
             return 0
         finally:

@@ -386,6 +386,7 @@ class TelegramSender:
         self._polling_task: asyncio.Task[None] | None = None
         #: Alerts whose enqueue failed (outbox busy): stored before anything else is sent.
         self._unstored: dict[str, Alert] = {}
+        self._poll_failures = 0
 
     async def _ob(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run one outbox call in a worker thread: SQLite never blocks the event loop."""
@@ -813,8 +814,18 @@ class TelegramSender:
             logger.warning("Telegram command polling stopped: %s", self.polling_refused)
             return 0
         except Exception as exc:
-            logger.warning("Telegram getUpdates failed: %s", _error_text(exc))
+            self._poll_failures += 1
+            n = self._poll_failures
+            if n & (n - 1) == 0:  # 1st, 2nd, 4th, 8th ... failure in a row: not one per second
+                logger.warning(
+                    "Telegram getUpdates failed (%d in a row; retrying with backoff): %s",
+                    n,
+                    _error_text(exc),
+                )
             return 0
+        if self._poll_failures:
+            logger.info("Telegram getUpdates works again after %d failure(s)", self._poll_failures)
+            self._poll_failures = 0
         allowed = {str(c) for c in self.chat_ids}
         answered = 0
         for update in updates:
@@ -847,6 +858,14 @@ class TelegramSender:
                 logger.warning("Could not answer /%s: %s", cmd, exc)
         return answered
 
+    def poll_backoff_s(self, interval: float = 1.0) -> float:
+        """Wait before the next getUpdates after ``_poll_failures`` failures in a row:
+        doubling from ``interval`` up to 5 minutes, with
+        jitter, so an outage costs a handful of requests and log lines, not one a second."""
+        cap = max(interval, 300.0)
+        base = min(cap, interval * 2.0 ** min(self._poll_failures, 30))
+        return base * (0.5 + random.random() / 2.0)
+
     def start_polling(
         self,
         freqtrade_config: Mapping[str, Any] | None = None,
@@ -870,7 +889,9 @@ class TelegramSender:
                 await self._bot.delete_webhook(drop_pending_updates=False)
             while self.polling_refused is None:
                 n = await self.poll_once(timeout=long_poll)
-                if n == 0:
+                if self._poll_failures:
+                    await asyncio.sleep(self.poll_backoff_s(interval))
+                elif n == 0:
                     await asyncio.sleep(interval)
 
         self._polling_task = asyncio.get_running_loop().create_task(loop())

@@ -431,9 +431,19 @@ class MapProvider:
         clock: Callable[[], pd.Timestamp] | None = None,
         retry: RetryPolicy | None = None,
         history_limits: bool = True,
+        feed_timeout_s: float | None = None,
     ) -> None:
         if not markets:
             raise ConfigError("MapProvider: no markets given")
+        if feed_timeout_s is not None and not (
+            isinstance(feed_timeout_s, int | float) and 0 < feed_timeout_s <= 86_400
+        ):
+            raise ConfigError(
+                f"feed_timeout_s: expected seconds in (0, 86400], got {feed_timeout_s!r}"
+            )
+        #: One (market, exchange) fetch may take at most this long per refresh (None: no limit);
+        #: a slower venue is marked stale for the round instead of delaying every market.
+        self.feed_timeout_s = feed_timeout_s
         names = [m.market for m in markets]
         if len(set(names)) != len(names):
             raise ConfigError(f"MapProvider: a market is listed twice in {names}")
@@ -501,7 +511,7 @@ class MapProvider:
         errors: dict[tuple[str, str], str] = {}
         store_s = [0.0]
         jobs = [
-            self._fetch_feed(m, feed, now, new_bars, errors, store_s)
+            self._fetch_feed_bounded(m, feed, now, new_bars, errors, store_s)
             for m in self._markets.values()
             for feed in m.feeds.values()
         ]
@@ -540,6 +550,30 @@ class MapProvider:
             rebuilt=rebuilt,
             store_s=store_s[0],
         )
+
+    async def _fetch_feed_bounded(
+        self,
+        m: _Market,
+        feed: _Feed,
+        now: pd.Timestamp,
+        new_bars: dict[tuple[str, str], int],
+        errors: dict[tuple[str, str], str],
+        store_s: list[float],
+    ) -> None:
+        """``_fetch_feed`` within ``feed_timeout_s``: a venue that does not answer in time is an
+        error for this round (the feed goes stale as usual), the others are not held up."""
+        coro = self._fetch_feed(m, feed, now, new_bars, errors, store_s)
+        if self.feed_timeout_s is None:
+            await coro
+            return
+        try:
+            await asyncio.wait_for(coro, self.feed_timeout_s)
+        except TimeoutError:
+            key = (m.spec.market, feed.exchange)
+            errors[key] = (
+                f"{feed.exchange} {m.spec.market}: no answer within {self.feed_timeout_s:g} s "
+                "(feed_timeout_s); the other venues went on"
+            )
 
     async def _fetch_feed(
         self,
