@@ -213,3 +213,23 @@ def test_download_from_the_replay_gets_past_open_interest(tmp_path, capsys):
     assert jobs["open_interest"]["rows_added"] >= 24 and jobs["futures"]["rows_added"] == 25
     assert not loopback_config({"urls": {"api": {"a": "https://fapi.binance.com/fapi/v1"}}})
     assert not loopback_config({})
+
+
+def test_a_config_that_never_arms_is_said_loudly(capsys):
+    """calibrate and evaluate print one warning line when the config arms on no bar (the stop
+    guard and armed alerts would then never act); a config that arms says nothing."""
+    from liqsignal.cli import _armed_bars, _warn_never_arms
+    from liqsignal.config import MapConfig
+    from liqsignal.evaluate import load_coinglass
+
+    df = load_coinglass()
+    never = _armed_bars(df, MapConfig(armed_size_ratio=1e5), 200)
+    assert never == {"long": 0, "short": 0}
+    _warn_never_arms("calibrate", never, "out/calibrated.json")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("liqsignal calibrate: warning: the config")
+    assert "never arms" in err[0] and "stop guard never tightens" in err[0]
+    arms = _armed_bars(df, MapConfig(armed_size_ratio=1e-6, armed_oi_ratio=1e-6), 200)
+    assert arms["long"] + arms["short"] > 0
+    _warn_never_arms("evaluate", arms, None)
+    assert capsys.readouterr().err == ""
