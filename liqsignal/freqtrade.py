@@ -377,9 +377,21 @@ def _with_realized(
 def _with_forecast(
     frame: pd.DataFrame, feats: pd.DataFrame, settings: LiqSettings, engine: MapConfig, pair: str
 ) -> pd.DataFrame:
-    """``feats`` with the forecast columns (NaN and a warning when the model cannot be used)."""
-    out = apply_forecast(frame, feats, settings.forecast, engine=engine, context=f" {pair}")
-    return out
+    """``feats`` with the forecast columns (NaN and a warning when the model cannot be used).
+
+    Never raises into ``populate_indicators``: an unexpected failure also leaves the map's
+    columns in place with NaN probabilities, armed and scores (logged once)."""
+    try:
+        return apply_forecast(frame, feats, settings.forecast, engine=engine, context=f" {pair}")
+    except Exception as e:  # the map's columns must survive a forecast bug
+        _warn_once(("forecast", pair, type(e).__name__),
+                   "liqsignal forecast %s failed (%s: %s): cascade probabilities are NaN",
+                   pair, type(e).__name__, e)  # fmt: skip
+        out = feats.copy()
+        for side in ("long", "short"):
+            for c in (f"liq_{side}_cascade_prob", f"liq_{side}_armed", f"liq_{side}_armed_score"):
+                out[c] = math.nan
+        return out
 
 
 def _config_timeframe(config: Any, dataframe: pd.DataFrame) -> str:

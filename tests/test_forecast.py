@@ -302,3 +302,28 @@ def test_alerts_carry_probability_side_horizon_and_precision(btc4h, model):
     msg = alert_for(ev).text
     assert f"{p.loc[when] * 100:.0f}%</b> that short liquidations cascade within 6 bars" in msg
     assert f"measured precision {model.sides['short'].test_precision * 100:.0f}%" in msg
+
+
+def test_add_liq_columns_carries_the_forecast_and_survives_a_failing_one(monkeypatch, caplog):
+    import liqsignal.freqtrade as lf
+
+    frame = (
+        load_dataset("btc_1h")
+        .frame.iloc[:600]
+        .drop(columns=["realized_long_usd", "realized_short_usd"])
+    )
+    out = lf.add_liq_columns(frame, {"pair": "BTC/USDT:USDT"}, None, {"timeframe": "1h"})
+    p = out["liq_short_cascade_prob"]
+    assert p.iloc[:40].isna().all() and p.iloc[100:].notna().all()
+    assert ((out["liq_short_armed"].iloc[100:] > 0) == (p.iloc[100:] >= fc.load_model().sides[
+        "short"].threshold)).all()  # fmt: skip
+
+    def boom(*a, **k):
+        raise RuntimeError("unexpected")
+
+    monkeypatch.setattr(lf, "apply_forecast", boom)
+    with caplog.at_level(logging.WARNING, logger="liqsignal.freqtrade"):
+        bad = lf.add_liq_columns(frame, {"pair": "BTC/USDT:USDT"}, None, {"timeframe": "1h"})
+    assert bad["liq_short_cascade_prob"].isna().all() and bad["liq_long_armed"].isna().all()
+    assert bad["liq_long_total_usd"].equals(out["liq_long_total_usd"])  # the map survives
+    assert any("failed (RuntimeError: unexpected)" in r.getMessage() for r in caplog.records)
