@@ -295,7 +295,10 @@ def plot_map(
         cb.ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, p: ""))
         cb.ax.set_title(f"{quote} per\n{row_label}", fontsize=8, loc="left")
         cb.ax.tick_params(labelsize=8)
-        if len(cdl):
+        if candles is None:  # no OHLC given: the frames' closes as a line, not fake candles
+            ax.plot(t + dt / 2, hm.closes, color="#e8f6ff", lw=1.0, zorder=3)
+            handles.append(plt.Line2D([], [], color="#e8f6ff", label="close (heatmap frames)"))
+        elif len(cdl):
             from matplotlib.collections import PolyCollection
 
             x = mdates.date2num(cdl["date"].dt.tz_convert(None).dt.to_pydatetime())
