@@ -904,11 +904,16 @@ def apply_forecast(
     except LiqsignalError as e:
         _warn_once(("error", str(e)), "liqsignal forecast%s: %s; cascade probabilities are NaN "
                    "(guards follow on_stale)", context, e)  # fmt: skip
-        out = features.copy()
-        for s in SIDES:
-            for c in (f"liq_{s}_cascade_prob", f"liq_{s}_armed", f"liq_{s}_armed_score"):
-                out[c] = np.nan
-        return out
+        return _nan_forecast(features)
+
+
+def _nan_forecast(features: pd.DataFrame) -> pd.DataFrame:
+    """``features`` with the probability, armed and score columns NaN (no forecast)."""
+    out = features.copy()
+    for s in SIDES:
+        for c in (f"liq_{s}_cascade_prob", f"liq_{s}_armed", f"liq_{s}_armed_score"):
+            out[c] = np.nan
+    return out
 
 
 def _explain_last_nan(
@@ -949,7 +954,12 @@ def forecast_on_frame(feat: pd.DataFrame, config: Any = None) -> pd.DataFrame:
         _warn_once(("config", str(e)), "liqsignal forecast: %s; no forecast", e)
         return feat
     frame = feat if "date" in feat.columns else feat.assign(date=feat.index)
-    return apply_forecast(frame, feat, cfg)
+    try:
+        return apply_forecast(frame, feat, cfg)
+    except Exception as e:  # the alert service keeps running on the map's columns
+        _warn_once(("onframe", type(e).__name__), "liqsignal forecast failed (%s: %s); "
+                   "cascade probabilities are NaN", type(e).__name__, e)  # fmt: skip
+        return _nan_forecast(feat)
 
 
 def _warn_once(key: tuple[Any, ...], msg: str, *args: Any) -> None:
