@@ -285,3 +285,200 @@ def test_version_1_outbox_is_upgraded_in_place_keeping_its_alerts(tmp_path):
     box.save_tracked(M, "long", None)
     assert box.tracked() == []
     box.close()
+
+
+async def test_shutdown_during_a_flood_wait_is_prompt_and_logs_no_error(
+    make_sender, tmp_path, api, caplog
+):
+    from liqsignal.alerts.telegram import RetryPolicy
+
+    from .fake_botapi import Fault
+
+    provider = FakeProvider()
+    box = Outbox(tmp_path / "flood.sqlite")
+    slow = RetryPolicy(attempts=3, backoff_base=0.01, max_retry_after_total=120.0)
+    sender = make_sender(chat_ids=[CHAT_A], outbox=box, retry=slow, sleep=asyncio.sleep)
+    svc = AlertService(
+        provider, _config(chat_ids=(CHAT_A,), pictures=False), markets=[M], sender=sender
+    )
+    api.fail("sendMessage", Fault.retry_after(60), times=5)
+    provider.add_bar(armed=_cluster())
+    stop = asyncio.Event()
+    task = asyncio.create_task(svc.run(stop, install_signals=False))
+    for _ in range(200):  # until Telegram has asked to wait 60 s
+        await asyncio.sleep(0.02)
+        if api.attempts_of("sendMessage"):
+            break
+    await asyncio.sleep(0.1)
+    t0 = time.monotonic()
+    stop.set()  # what SIGTERM does
+    await asyncio.wait_for(task, 15)
+    assert time.monotonic() - t0 < 12
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]
+    assert "CancelledError" not in caplog.text
+    reopened = Outbox(tmp_path / "flood.sqlite")
+    assert reopened.counts()["pending"] == 1  # kept for the next start
+    reopened.close()
+
+
+async def test_getupdates_outage_backs_off(make_sender, api, caplog):
+    from .fake_botapi import Fault
+
+    sender = make_sender(chat_ids=[CHAT_A])
+    await sender.start()
+    api.fail("getUpdates", Fault.status(502), times=10_000)
+    assert sender.start_polling(None, interval=0.02, long_poll=0) is None
+    await asyncio.sleep(1.5)
+    await sender.stop_polling()
+    tries = len(api.attempts_of("getUpdates"))
+    # without backoff: one try per 0.02 s (about 75); doubling waits: about log2(75)
+    assert 3 <= tries <= 12, tries
+    warnings = [r for r in caplog.records if "getUpdates failed" in r.getMessage()]
+    assert len(warnings) <= 4
+    assert sender.poll_backoff_s(1.0) <= 300.0
+
+
+def test_clusters_text_signs_distances_as_the_alerts_do():
+    from liqsignal.engine import Cluster, MapSnapshot
+
+    class P(FakeProvider):
+        def snapshot(self, market, scan_range_pct=None):
+            snap = super().snapshot(market)
+            below = Cluster("long", 83_300.0, 83_200.0, 83_400.0, 4e6, 4.2, 2, 7e6, {})
+            above = Cluster("short", 88_700.0, 88_600.0, 88_800.0, 3e6, 1.9, 1, 3e6, {})
+            return MapSnapshot(snap.time, snap.price, snap.levels, [below, above])
+
+    svc = AlertService(P(), _config(chat_ids=(CHAT_A,)), markets=[M], sender=object())
+    text = svc.clusters_text(M)
+    assert "\u22124.2%" in text and "+4.2" not in text  # a typographic minus, as in alerts
+    assert "+1.9" in text
+
+
+async def test_a_market_whose_map_is_empty_is_warned_about_once(make_sender, outbox, caplog):
+    class Empty(FakeProvider):
+        def snapshot(self, market, scan_range_pct=None):
+            snap = super().snapshot(market)
+            return type(snap)(snap.time, snap.price, snap.levels.iloc[0:0], [])
+
+    provider = Empty()
+    svc = AlertService(
+        provider,
+        _config(chat_ids=(CHAT_A,), pictures=False),
+        markets=[M],
+        sender=make_sender(chat_ids=[CHAT_A], outbox=outbox),
+    )
+    for _ in range(3):
+        provider.add_bar()
+        await svc.tick()
+    lines = [r for r in caplog.records if "holds no levels" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelno == logging.WARNING
+    assert M in lines[0].getMessage()
+    await svc.aclose()
+
+
+def test_each_market_gets_its_engine_and_a_grid_that_suits_its_price():
+    import numpy as np
+
+    from liqsignal.alerts.service import load_settings
+    from liqsignal.engine import LiquidationMap
+
+    cfg = {
+        "exchange": {"name": "binance"},
+        "liqsignal": {
+            "engine": {},
+            "alerts": {
+                "markets": ["BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT"],
+                "market_engines": {"SOL/USDT:USDT": {"step": None, "step_bps": 10}},
+            },
+        },
+    }
+    s = load_settings(cfg)
+    assert s.engines["BTC/USDT:USDT"].step == 50.0
+    assert s.engines["SOL/USDT:USDT"].step_bps == 10
+    # ETH at about 2,300 USD with the default 50 USD step: the map uses a relative grid
+    eth = LiquidationMap(s.engines["ETH/USDT:USDT"])
+    x = np.full((3, 1, 8), np.nan)
+    x[:, 0, :6] = [2300.0, 2310.0, 2290.0, 2305.0, 1e4, 1e6]
+    eth.update(np.array([0.0, 3600.0, 7200.0]) + 1.7e9, x)
+    assert eth.config.step is None and eth.config.step_bps is not None
+    bad = {**cfg, "liqsignal": {"alerts": {"markets": ["BTC/USDT:USDT"]}}}
+    bad["liqsignal"]["alerts"]["market_engines"] = {"DOGE/USDT:USDT": {}}
+    with pytest.raises(Exception, match=r"liqsignal.alerts.market_engines"):
+        load_settings(bad)
+    bad["liqsignal"]["alerts"]["market_engines"] = {"BTC/USDT:USDT": {"n_bins": 10**9}}
+    with pytest.raises(Exception, match=r"market_engines\['BTC/USDT:USDT'\].*n_bins"):
+        load_settings(bad)
+
+
+async def test_one_slow_venue_does_not_delay_the_round(tmp_path):
+    from liqsignal.data.provider import MapProvider, MarketSpec
+
+    prov = MapProvider(
+        [MarketSpec("BTC/USDT:USDT", ("binance", "bybit"), "1h")],
+        datadir=tmp_path,
+        feed_timeout_s=0.5,
+    )
+
+    async def slow(market):
+        await asyncio.sleep(30)  # a venue answering in 30 s
+
+    async def fails(market):
+        from liqsignal.exceptions import TemporaryDataError
+
+        raise TemporaryDataError("binance: connection refused")
+
+    prov._clients["bybit"].symbol = slow  # type: ignore[method-assign]
+    prov._clients["binance"].symbol = fails  # type: ignore[method-assign]
+    t0 = time.monotonic()
+    report = await prov.refresh()
+    took = time.monotonic() - t0
+    await prov.aclose()
+    assert took < 3.0
+    assert "no answer within 0.5 s" in report.errors[("BTC/USDT:USDT", "bybit")]
+    assert "connection refused" in report.errors[("BTC/USDT:USDT", "binance")]
+    assert ("BTC/USDT:USDT", "bybit") in report.became_stale
+
+
+def test_once_exits_1_when_telegram_cannot_be_reached(tmp_path):
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from .conftest import TOKEN
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = {
+        "exchange": {"name": "binance"},
+        "liqsignal": {
+            "alerts": {
+                "markets": ["BTC/USDT:USDT"],
+                "chat_ids": [CHAT_A],
+                "base_url": f"http://127.0.0.1:{port}/bot",
+                "base_file_url": f"http://127.0.0.1:{port}/file/bot",
+                "outbox": str(tmp_path / "o.sqlite"),
+                "datadir": str(tmp_path / "data"),
+                "venue_timeout_s": 3,
+                "ccxt_config": {"binance": {"hostname": f"127.0.0.1:{port}"}},
+            }
+        },
+    }
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(cfg))
+    env = dict(os.environ, LIQSIGNAL_TELEGRAM_TOKEN=TOKEN)
+    r = subprocess.run(
+        [sys.executable, "-m", "liqsignal", "alerts", "--config", str(path), "--once"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert r.returncode == 1, (r.stdout, r.stderr[-2000:])
+    assert "Telegram could not be reached" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert TOKEN not in r.stdout + r.stderr
+    assert " WARNING " in r.stderr or " INFO " in r.stderr  # logging is set up
