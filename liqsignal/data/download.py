@@ -170,7 +170,10 @@ class _Job:
 
 
 def _plan(
-    markets: Sequence[str], timeframes: Sequence[str], candle_types: Sequence[str]
+    markets: Sequence[str],
+    timeframes: Sequence[str],
+    candle_types: Sequence[str],
+    liquidation_timeframe: str | None = None,
 ) -> list[tuple[str, str, str]]:
     """(market, timeframe, candle_type) per exchange; funding and mark once per market at 1h."""
     plan: list[tuple[str, str, str]] = []
@@ -180,6 +183,8 @@ def _plan(
                 plan.append((market, FUNDING_TF, ct))
             elif ct == "mark":
                 plan.append((market, MARK_TF, ct))
+            elif ct == "liquidations":  # once per market, the venue's finest bars by default
+                plan.append((market, liquidation_timeframe or "-", ct))
             elif ct == "liquidation_events":  # one file per market, no timeframe
                 plan.append((market, "-", ct))
             else:
@@ -337,6 +342,7 @@ async def download_async(
     history_limits: bool = True,
     progress: bool = True,
     chunk_pages: int = 20,
+    liquidation_timeframe: str | None = None,
 ) -> DownloadSummary:
     """Async :func:`download`; see there."""
     t0 = time.monotonic()
@@ -379,7 +385,7 @@ async def download_async(
         )
 
     store = FeatherStore(datadir)
-    plan = _plan(markets, timeframes, candle_types)
+    plan = _plan(markets, timeframes, candle_types, liquidation_timeframe)
     summary = DownloadSummary()
     job_sem = asyncio.Semaphore(max_jobs)
     clients = {
@@ -535,6 +541,12 @@ def add_download_arguments(parser: argparse.ArgumentParser) -> None:
         help="also fetch realized liquidations where the exchange keeps them (gate: per-bar sums "
         "and liquidation orders); other exchanges: liqsignal watch",
     )
+    parser.add_argument(
+        "--liquidation-timeframe",
+        default=None,
+        help="interval of the per-bar liquidation sums to fetch (default: the exchange's finest, "
+        "gate 5m; coarser bars are summed from it)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
@@ -566,6 +578,7 @@ def run_download(args: argparse.Namespace) -> int:
             max_jobs=args.max_jobs,
             history_limits=not args.no_history_limits,
             progress=not (args.no_progress or getattr(args, "json", False)),
+            liquidation_timeframe=getattr(args, "liquidation_timeframe", None),
         )
     except ConfigError as e:
         print(f"liqsignal download: error: {e}", file=sys.stderr)

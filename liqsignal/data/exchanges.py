@@ -802,6 +802,7 @@ class ExchangeClient:
                 )
             return out
 
+        # contract_stats answers the earliest ``limit`` rows from ``from`` on: no halving
         rows = await self._paginate(
             f"liquidation bars {timeframe}",
             symbol,
@@ -810,7 +811,7 @@ class ExchangeClient:
             until_ms,
             limit * tf_ms,
             tf_ms,
-            limit,
+            None,
         )
         return _liq_bars_frame(rows)
 

@@ -2,9 +2,11 @@
 
 Two job types run beside the candle jobs of :mod:`liqsignal.data.download`:
 
-- ``liquidations`` (per timeframe): per-bar long/short liquidation USD the venue sums itself
-  (Gate's ``contract_stats``, at the open-interest timeframe that fits), merged into
-  ``<PAIR>-<tf>-liquidations.feather`` with :meth:`LiquidationStore.write_bars`;
+- ``liquidations`` (once per market): per-bar long/short liquidation USD the venue sums itself
+  (Gate's ``contract_stats``) at the venue's finest interval (Gate: 5m; the store sums them
+  into coarser bars, a bar only when all of its 5-minute bars are known, so nothing depends on
+  how the venue aggregates its coarser intervals), merged into ``<PAIR>-5m-liquidations.feather``
+  with :meth:`LiquidationStore.write_bars`;
 - ``liquidation_events`` (once per market): public liquidation orders (``fetch_liquidations``:
   Gate's ``liq_orders``) appended as events, the windows read completely recorded as covered,
   the ones cut off (every page full) as gaps.
@@ -80,12 +82,18 @@ async def _bars_job(
         res.status = "skipped"
         res.message = f"{client.name} sums no liquidations per bar (stream them: liqsignal watch)"
         return
-    tf = client.oi_timeframe(res.timeframe)
-    if tf is None:
+    if not client.spec.oi_timeframes:
         res.status = "skipped"
-        res.message = f"no per-bar liquidations at {res.timeframe} on {client.name}"
+        res.message = f"no per-bar liquidation intervals known on {client.name}"
         return
-    res.timeframe = tf
+    if res.timeframe == EVENTS_TF:  # not asked: the finest, coarser bars are summed from it
+        res.timeframe = min(client.spec.oi_timeframes, key=timeframe_to_ms)
+    elif res.timeframe not in client.spec.oi_timeframes:
+        raise ConfigError(
+            f"--liquidation-timeframe: {client.name} sums liquidations per "
+            f"{', '.join(client.spec.oi_timeframes)}, got {res.timeframe!r}"
+        )
+    tf = res.timeframe
     tf_ms = timeframe_to_ms(tf)
     stored = store.read_bar_file(client.name, symbol, tf)
     start = since_ms

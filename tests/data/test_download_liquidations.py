@@ -60,7 +60,7 @@ def test_events_history_complete_and_resumed(
     assert ev_job["status"] == "ok" and ev_job["rows_added"] == len(src) > 300
     # Binance keeps no liquidation history: skipped, the job says where to get it
     assert jobs[("binance", "-", "liquidation_events")]["status"] == "skipped"
-    assert "liqsignal watch" in jobs[("binance", "1h", "liquidations")]["message"]
+    assert "liqsignal watch" in jobs[("binance", "-", "liquidations")]["message"]
 
     store = LiquidationStore(datadir)
     got = store.read_events("gate", SYM)
@@ -76,8 +76,15 @@ def test_events_history_complete_and_resumed(
     bars = store.bars("gate", SYM, "1h", end="2025-05-27")
     assert bars["date"].iloc[0] == first and len(bars) == 24 * 2 - first.hour
     assert not bars["long_liquidated_usd"].isna().any()  # covered: known, zeros included
-    assert (bars["events"] == 0).sum() > 0
-    assert bars["events"].sum() == len(src)
+    assert (bars["long_liquidated_usd"] == 0).sum() > 0
+    # the events and Gate's own 5-minute sums (--liquidations fetched both) agree hour by hour
+    hours = src["timestamp"].dt.floor("1h")
+    for side in ("long", "short"):
+        per_hour = src["usd"].where(src["side"] == side, 0.0).groupby(hours).sum()
+        got_side = bars.set_index("date")[f"{side}_liquidated_usd"]
+        np.testing.assert_allclose(
+            got_side, per_hour.reindex(got_side.index, fill_value=0.0), rtol=1e-9, atol=1e-6
+        )
     assert bars["long_liquidated_usd"].sum() + bars["short_liquidated_usd"].sum() == (
         pytest.approx(src["usd"].sum())
     )
@@ -105,29 +112,54 @@ def test_events_history_complete_and_resumed(
 def test_per_bar_sums_from_contract_stats(
     venues: dict[str, ReplayExchange], tmp_path: Path, capsys: Any
 ) -> None:
+    """Gate's 5-minute contract_stats sums (the replay sums its liquidation orders, as Gate
+    does) stored at 5m; 1h bars are their sums, known only when all twelve are there."""
     datadir = tmp_path / "data"
-    window = ("--since", "2026-01-01", "--until", "2026-01-15")
-    code, out = _run(
-        venues, datadir, capsys, "-e", "gate", "-t", "1h", "4h", "--candle-types", "liquidations",
-        *window,
-    )  # fmt: skip
+    window = ("--since", "2025-05-25", "--until", "2025-05-27")
+    args = ("-e", "gate", "-t", "1h", "--candle-types", "liquidations", *window)
+    code, out = _run(venues, datadir, capsys, *args)
     assert code == 0, out
-    jobs = _jobs(out)
-    assert jobs[("gate", "1h", "liquidations")]["rows_added"] == 14 * 24 + 1
-    assert jobs[("gate", "4h", "liquidations")]["status"] == "ok"
-    r = realized_from_store(datadir, "gate", SYM, "1h")
-    cg = coinglass_bars().set_index("date")
-    known = r["date"].isin(cg.index).to_numpy()
-    np.testing.assert_allclose(
-        r.loc[known, "realized_long_usd"], cg.loc[r["date"][known], "long_liquidated_usd"]
-    )
-    # the 4h file is Gate's own 4h sums (the replay adds the 1h rows up)
+    job = _jobs(out)[("gate", "5m", "liquidations")]
+    ev = real_events()  # the BTC events end 2025-05-26 06:56: Gate's sums end with them
+    first5, last5 = ev["timestamp"].iloc[0].floor("5min"), ev["timestamp"].iloc[-1].floor("5min")
+    n5 = (last5 - first5) // pd.Timedelta("5min") + 1
+    assert job["status"] == "ok" and job["rows_added"] == n5 == 188
+    assert job["path"].endswith("BTC_USDT_USDT-5m-liquidations.feather")
+    r = realized_from_store(datadir, "gate", SYM, "1h").set_index("date")
+    hours = pd.date_range(first5.floor("1h"), last5.floor("1h"), freq="1h")
+    full = hours[(hours >= first5) & (hours + pd.Timedelta("55min") <= last5)]
+    assert list(r.index) == list(hours) and len(full) == len(hours) - 1
+    for side in ("long", "short"):
+        per_hour = ev["usd"].where(ev["side"] == side, 0.0).groupby(ev["timestamp"].dt.floor("1h"))
+        expect = per_hour.sum().reindex(full, fill_value=0.0)
+        np.testing.assert_allclose(r.loc[full, f"realized_{side}_usd"], expect, rtol=1e-9)
+    # the first hour lacks the 5-minute bars before the first event: unknown, not a sum
+    assert np.isnan(r.loc[first5.floor("1h"), "realized_long_usd"])
+    # 4h bars from the same 5m file
     r4 = realized_from_store(datadir, "gate", SYM, "4h")
-    assert len(r4) == 14 * 6 + 1
-    assert r4["realized_short_usd"].sum() > 0
-    # a second run is up to date
-    code, out = _run(
-        venues, datadir, capsys, "-e", "gate", "-t", "1h", "--candle-types", "liquidations",
-        *window,
-    )  # fmt: skip
-    assert _jobs(out)[("gate", "1h", "liquidations")]["message"] == "up to date"
+    assert r4["realized_short_usd"].notna().sum() == 3  # the complete 4h bars of that span
+    # a second run resumes after the last stored bar and finds nothing new
+    code, out = _run(venues, datadir, capsys, *args)
+    again = _jobs(out)[("gate", "5m", "liquidations")]
+    assert again["rows_added"] == 0 and again["message"] == "no new rows"
+
+
+def test_liquidation_timeframe_option(
+    venues: dict[str, ReplayExchange], tmp_path: Path, capsys: Any
+) -> None:
+    """``--liquidation-timeframe 1h`` fetches Gate's hourly sums (here the CoinGlass bars the
+    replay serves as Gate's); an interval Gate does not sum fails that job, naming the option."""
+    datadir = tmp_path / "data"
+    base = ("-e", "gate", "-t", "1h", "--candle-types", "liquidations")
+    window = ("--since", "2026-01-01", "--until", "2026-01-03")
+    code, out = _run(venues, datadir, capsys, *base, *window, "--liquidation-timeframe", "1h")
+    assert code == 0, out
+    job = _jobs(out)[("gate", "1h", "liquidations")]
+    assert job["rows_added"] == 49
+    r = realized_from_store(datadir, "gate", SYM, "1h").set_index("date")
+    cg = coinglass_bars().set_index("date")
+    np.testing.assert_allclose(r["realized_long_usd"], cg.loc[r.index, "long_liquidated_usd"])
+    code, out = _run(venues, datadir, capsys, *base, *window, "--liquidation-timeframe", "2h")
+    assert code == 1
+    bad = _jobs(out)[("gate", "2h", "liquidations")]
+    assert bad["status"] == "failed" and "--liquidation-timeframe" in bad["message"]

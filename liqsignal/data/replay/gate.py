@@ -163,6 +163,19 @@ class _Gate:
                     .reset_index()
                 )
                 return out
+        ev = read_events_file(self.extra / f"{fp}-liquidation_events.feather")
+        if len(ev):  # Gate sums its own liquidation orders: every bar of their span, 0 if none
+            step = pd.Timedelta(milliseconds=target)
+            grid = pd.date_range(
+                ev["timestamp"].iloc[0].floor(step), ev["timestamp"].iloc[-1].floor(step), freq=step
+            )
+            bucket = ev["timestamp"].dt.floor(step)
+            out = pd.DataFrame({"date": grid.as_unit("ms")})
+            for side in ("long", "short"):
+                sums = ev["usd"].where(ev["side"] == side, 0.0).groupby(bucket).sum()
+                out[f"{side}_liquidated_usd"] = sums.reindex(grid, fill_value=0.0).to_numpy()
+            out["events"] = ev.groupby(bucket).size().reindex(grid, fill_value=0).to_numpy()
+            return out
         return exact
 
     # handlers -------------------------------------------------------------------------------
@@ -334,24 +347,25 @@ class _Gate:
             value = oi_value[i] if oi_value is not None else np.nan
             if np.isnan(value) and not np.isnan(amount):
                 value = amount * px
-            out.append(
-                {
-                    "time": int(t) // 1000,
-                    "lsr_taker": "1",
-                    "lsr_account": "1",
-                    "long_liq_size": _s(round(la / size)),
-                    "long_liq_amount": _s(la),
-                    "long_liq_usd": _s(long_usd[i]),
-                    "short_liq_size": _s(round(sa / size)),
-                    "short_liq_amount": _s(sa),
-                    "short_liq_usd": _s(short_usd[i]),
-                    "open_interest": _s(amount / size),
-                    "open_interest_usd": _s(value),
-                    "top_lsr_account": "1",
-                    "top_lsr_size": "1",
-                    "mark_price": _s(px),
-                }
-            )
+            row = {
+                "time": int(t) // 1000,
+                "lsr_taker": "1",
+                "lsr_account": "1",
+                "long_liq_size": _s(round(la / size)),
+                "long_liq_amount": _s(la),
+                "long_liq_usd": _s(long_usd[i]),
+                "short_liq_size": _s(round(sa / size)),
+                "short_liq_amount": _s(sa),
+                "short_liq_usd": _s(short_usd[i]),
+                "open_interest": _s(amount / size),
+                "open_interest_usd": _s(value),
+                "top_lsr_account": "1",
+                "top_lsr_size": "1",
+                "mark_price": _s(px),
+            }
+            if np.isnan(amount):  # no open interest file for this bar: left out, not "0"
+                del row["open_interest"], row["open_interest_usd"]
+            out.append(row)
         return json_response(out)
 
     def liq_orders(self, req: Request) -> Response:
