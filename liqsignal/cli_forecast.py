@@ -103,7 +103,9 @@ def read_user_data(path: str | Path) -> pd.DataFrame:
         bad = ~np.isfinite(v) | (v < 0)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            raise InputError(f"{p}: column {c!r} must be finite and >= 0, row {row}: {v[row]!r}")
+            raise InputError(
+                f"{p}: column {c!r} must be finite and >= 0, row {row}: {float(v[row])}"
+            )
     return df.reset_index(drop=True)
 
 
