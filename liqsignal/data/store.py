@@ -26,24 +26,27 @@ it was first stored), then sorted by date. Writes are atomic (temporary file in 
 fsync, ``os.replace``). A file that cannot be read raises :class:`CorruptFileError` naming its
 path and is left untouched: it is never overwritten by a merge.
 
-Several writers: each merge reads, merges and writes under an exclusive lock (``fcntl.flock`` on
-the file's folder, so no lock file sits among Freqtrade's), so ``liqsignal download`` running
-while the provider or ``watch`` writes the same store loses no rows; readers take no lock (the
-file is replaced atomically). Temporary files left by a killed writer (``.<file>.<random>.tmp``) are
-removed by the next merge of that file, under the lock. A failed write (disk full, file-size
-limit, read-only folder) leaves the old file intact and raises :class:`StoreWriteError` (a
-``DataError``) naming the path and the cause.
+Several writers: each merge reads, merges and writes under an exclusive lock (``fcntl.flock`` on the
+file's folder, so no lock file sits among Freqtrade's), so ``liqsignal download`` running while the
+provider or ``watch`` writes the same store loses no rows; readers take no lock (the file is
+replaced atomically). Temporary files left by a killed writer (``.<file>.<random>.tmp``) are removed
+by the next merge of that file, under the lock. A failed write (disk full, file-size limit, read-
+only folder) leaves the old file intact and raises :class:`StoreWriteError` (a ``DataError``) naming
+the path and the cause.
 
-What is read is checked: ``date`` stored as datetimes, strictly increasing, within 1970-2100;
-values stored as floats; prices finite and > 0 where present, high >= low; volume and open
-interest not negative or infinite. A file that fails is a :class:`CorruptFileError` (left in
-place, never merged into). Every path component is checked: exchange and pair may not climb out
-of the data folder, the timeframe is Freqtrade's (``1m``, ``4h``, ``1d``, ``1w``, ``1M`` ...).
+What is read is checked: the content checksum written with the file (schema metadata
+``liqsignal.sha256``; files written by Freqtrade have none), ``date`` stored as datetimes, strictly
+increasing, within 1970-2100; values stored as floats; prices finite and > 0 where present, high >=
+low; volume and open interest not negative or infinite. A file that fails is a
+:class:`CorruptFileError` (left in place, never merged into). Every path component is checked:
+exchange and pair may not climb out of the data folder, the timeframe is Freqtrade's (``1m``,
+``4h``, ``1d``, ``1w``, ``1M`` ...).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import re
@@ -54,6 +57,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.feather as pa_feather
 
 from liqsignal.exceptions import ConfigError, CorruptFileError, DataError, InputError
 
@@ -94,6 +99,9 @@ EXTRA_FOLDER = "liqsignal"
 _EXCHANGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _TIMEFRAME_RE = re.compile(r"[1-9][0-9]{0,3}(s|m|h|d|w|M|y)")
 _FILE_PAIR_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+#: Schema-metadata key of the content checksum ``write_atomic`` adds (Freqtrade ignores it; files
+#: without it, say written by Freqtrade, are read unchecked).
+DIGEST_KEY = b"liqsignal.sha256"
 #: Stored dates must lie in [DATE_MIN, DATE_MAX): outside it a date is a damaged file.
 DATE_MIN = pd.Timestamp("1970-01-01", tz="UTC")
 DATE_MAX = pd.Timestamp("2100-01-01", tz="UTC")
@@ -337,9 +345,16 @@ def read_file(path: Path, candle_type: str) -> pd.DataFrame:
     if not path.exists():
         return _empty(candle_type)
     try:
-        raw = pd.read_feather(path)
+        table = pa_feather.read_table(path)
+        raw = table.to_pandas()
     except Exception as e:  # pyarrow raises many types for a damaged file
         raise CorruptFileError(f"{path}: cannot be read as feather ({e}); left in place") from e
+    stored = (table.schema.metadata or {}).get(DIGEST_KEY)
+    if stored is not None and stored.decode("ascii", "replace") != _digest(raw):
+        raise CorruptFileError(
+            f"{path}: content does not match the checksum written with it (a damaged file); "
+            "left in place"
+        )
     if (
         candle_type == "funding_rate"
         and "funding_rate" not in raw.columns
@@ -374,6 +389,17 @@ def read_file(path: Path, candle_type: str) -> pd.DataFrame:
     return df
 
 
+def _digest(df: pd.DataFrame) -> str:
+    """SHA-256 of a frame's column names, dtypes and values (what ``write_atomic`` stores in the
+    file's schema metadata; a read recomputes it, so a flipped byte in the data is seen)."""
+    h = hashlib.sha256()
+    for c in df.columns:
+        h.update(f"{c}\x00{df[c].dtype}\x00".encode())
+    if len(df.columns):
+        h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    return h.hexdigest()
+
+
 def write_atomic(df: pd.DataFrame, path: Path) -> None:
     """Write ``df`` as Freqtrade does (feather, lz4 level 9) through a temporary file + rename."""
     try:
@@ -384,7 +410,12 @@ def write_atomic(df: pd.DataFrame, path: Path) -> None:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        df.reset_index(drop=True).to_feather(tmp, compression="lz4", compression_level=9)
+        frame = df.reset_index(drop=True)
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        meta = dict(table.schema.metadata or {})
+        meta[DIGEST_KEY] = _digest(frame).encode("ascii")
+        table = table.replace_schema_metadata(meta)
+        pa_feather.write_feather(table, tmp, compression="lz4", compression_level=9)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.feather as pa_feather
 import pytest
 from freqtrade.data.history.datahandlers.featherdatahandler import FeatherDataHandler
 from freqtrade.enums import CandleType, TradingMode
@@ -132,7 +133,7 @@ def test_failed_write_keeps_old_file_and_no_temp(
         Path(str(a[0])).write_bytes(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(pd.DataFrame, "to_feather", boom)
+    monkeypatch.setattr(pa_feather, "write_feather", boom)  # the write inside write_atomic
     with pytest.raises(OSError, match="disk full"):
         store.merge("binance", PAIR, "1h", "futures", _real("futures", 60))
     assert path.read_bytes() == before

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.feather as pa_feather
 import pytest
 
 from liqsignal.data.store import FeatherStore, StoreWriteError
@@ -117,7 +118,7 @@ def test_disk_full_is_a_data_error_naming_path_and_cause(
     def full(*a: object, **k: object) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(pd.DataFrame, "to_feather", full)
+    monkeypatch.setattr(pa_feather, "write_feather", full)
     with pytest.raises(DataError) as ei:
         store.merge("binance", PAIR, "1h", "futures", _rows(5, 5))
     assert isinstance(ei.value, StoreWriteError)
