@@ -830,6 +830,17 @@ def _cmd_map_live(args: argparse.Namespace) -> int:
         armed={r["side"]: r["armed"] for r in rows if r["armed"]},
         note=note,
     )
+    page = None
+    if args.html:
+        from liqsignal.plot_html import write_map_html
+
+        page = write_map_html(
+            lmap,
+            args.html,
+            title=f"{base} {args.timeframe} live ({', '.join(args.exchange)})",
+            window_pct=args.range,
+            armed={r["side"]: r["armed"] for r in rows if r["armed"]},
+        )
     if empty:
         print(f"liqsignal map: warning: {empty}", file=sys.stderr)
     if args.json:
@@ -846,6 +857,7 @@ def _cmd_map_live(args: argparse.Namespace) -> int:
                     "requests": report.requests,
                     "new_bars": {f"{m}/{e}": n for (m, e), n in report.new_bars.items()},
                     "picture": str(png),
+                    "page": str(page) if page else None,
                     "warning": empty,
                 },
                 indent=2,
@@ -856,6 +868,8 @@ def _cmd_map_live(args: argparse.Namespace) -> int:
             print(f"stale, left out of the map: {ex} ({why})")
         _print_table(rows, snap.price, f"{base} {args.timeframe} live at {snap.time}")
         print(f"picture: {png}")
+        if page:
+            print(f"interactive page: {page}")
     return 0
 
 
