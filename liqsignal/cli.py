@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from liqsignal.cli_evaluate import add_yardstick_arguments
 from liqsignal.cli_forecast import add_parsers as add_forecast_parsers
 from liqsignal.cli_liquidations import add_parsers as add_liquidation_parsers
 from liqsignal.cli_watch import add_parsers as add_watch_parsers
@@ -407,8 +408,25 @@ def _warn_never_arms(command: str, armed: dict[str, Any], config: str | None) ->
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from liqsignal.cli_evaluate import print_yardstick, run_yardstick
+
+    yard = run_yardstick(args, _load_engine_config(args.config))
+    if args.gate_only:
+        if args.json:
+            print(json.dumps(yard, indent=2, default=str))
+        else:
+            print_yardstick(yard)
+        return 1 if args.gate and not yard["gate"]["passed"] else 0
+    from liqsignal.cli_evaluate import print_forecast, run_forecast
+
     with _Progress(not args.json) as progress:
         ev = _evaluation(args, progress)
+    ev.update(yard)
+    ev["forecast"] = run_forecast(args)
+    if not args.json:
+        print_yardstick(yard)
+        print_forecast(ev["forecast"])
+        print("Other checks on the development file (btc_1h) and the Hyperliquid events:")
     sides = (ev.get("armed") or {}).get("sides") or []
     _warn_never_arms(
         "evaluate", {s.get("side", "?"): s.get("flags", 0) for s in sides}, args.config
@@ -417,7 +435,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(ev, indent=2, default=str))
     else:
         _print_evaluation(ev)
-    return 0
+    return 1 if args.gate and not yard["gate"]["passed"] else 0
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -919,6 +937,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--event-range", type=float, default=5.0, help="events: band scan range %%")
     e.add_argument("--no-events", action="store_true", help="skip the event-list evaluation")
     e.add_argument("--plot", help="write the evaluation picture to this PNG")
+    add_yardstick_arguments(e)
     e.set_defaults(func=cmd_evaluate)
 
     c = sub.add_parser("calibrate", help="walk-forward fit of the free parameters")

@@ -39,6 +39,14 @@ def add_yardstick_arguments(e: argparse.ArgumentParser) -> None:
         action="store_true",
         help="build each map from its own bars, not from the finer candles a dataset carries",
     )
+    e.add_argument(
+        "--no-forecast",
+        action="store_true",
+        help="skip the cascade forecast's walk-forward scores (docs/forecast.md)",
+    )
+    e.add_argument(
+        "--forecast-plot", help="write the forecast's reliability diagram and AUC table (PNG)"
+    )
     e.add_argument("--symbol", help="with --data: the file's market (default BTC/USDT:USDT)")
 
 
@@ -84,6 +92,27 @@ def run_yardstick(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
             "margins": verdict.margins,
         },
     }
+
+
+def run_forecast(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The cascade forecast's walk-forward scores on the bundled datasets (None when skipped
+    or when a user's file is scored: the forecast needs its own realized data, `liqsignal fit`)."""
+    if args.no_forecast or getattr(args, "data", None):
+        return None
+    from liqsignal.forecast import forecast_report, plot_forecast
+
+    rep = forecast_report(args.dataset or None, n_folds=args.folds, warmup=args.warmup)
+    if args.forecast_plot:
+        plot_forecast(rep, args.forecast_plot)
+    return rep
+
+
+def print_forecast(rep: dict[str, Any] | None) -> None:
+    if rep is None:
+        return
+    from liqsignal.forecast import format_forecast_report
+
+    print(format_forecast_report(rep))
 
 
 def print_yardstick(res: dict[str, Any]) -> None:
