@@ -160,6 +160,7 @@ def test_map_live_through_ccxt_against_the_replay(tmp_path, capsys):
         argv += ["--ccxt-config", str(cfg), "--now", "2026-03-01T00:00Z", "--history", "300"]
         argv += ["--retries", "1"]
         argv += ["--datadir", str(tmp_path / "store"), "--out", str(tmp_path), "--json"]
+        argv += ["--html", str(tmp_path / "live.html")]
         assert main(argv) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["last_bar"].startswith("2026-02-28 23:00")
@@ -169,6 +170,7 @@ def test_map_live_through_ccxt_against_the_replay(tmp_path, capsys):
     assert stored.is_file()
     assert (tmp_path / "BTC_1h_live_map.png").is_file()
     assert res["warning"] is None
+    assert res["page"] == str(tmp_path / "live.html") and "plotly" in Path(res["page"]).read_text()
     assert {c["side"] for c in res["clusters"]} == {"long", "short"}, "levels on both sides"
     for c in res["clusters"]:
         assert set(c["shares"]) == {"binance"} and c["usd"] > 0
