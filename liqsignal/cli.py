@@ -96,6 +96,19 @@ def _nonneg_int(text: str) -> int:
     return v
 
 
+def _utc_time(text: str) -> str:
+    """An ISO 8601 time (UTC when no zone is given), e.g. 2026-03-01T00:00Z."""
+    import pandas as pd
+
+    try:
+        pd.Timestamp(text)
+    except (ValueError, TypeError):
+        raise argparse.ArgumentTypeError(
+            f"expected a time like 2026-03-01T00:00Z, got {text!r}"
+        ) from None
+    return text
+
+
 def _positive_float(text: str) -> float:
     try:
         v = float(text)
@@ -988,7 +1001,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--history", type=_positive_int, default=1000, help="--live: bars to fill and map"
     )
-    m.add_argument("--now", help="--live: fixed 'now' (UTC), for replayed data")
+    m.add_argument("--now", type=_utc_time, help="--live: fixed 'now' (UTC), for replayed data")
     m.add_argument("--retries", type=_positive_int, default=5, help="--live: attempts per request")
     m.set_defaults(func=cmd_map)
 
