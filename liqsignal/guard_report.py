@@ -164,9 +164,10 @@ def _result_file(path: Path) -> Path:
         if last.is_file():
             name = json.loads(last.read_text())["latest_backtest"]
             return path / name
-        found = sorted(path.glob("backtest-result-*.zip")) + sorted(path.glob("*.json"))
-        found = [f for f in found if not f.name.startswith(("liqsignal_", "."))]
-        found = [f for f in found if not f.name.endswith(".meta.json")]
+        found = sorted(path.glob("backtest-result-*.zip")) + sorted(
+            path.glob("backtest-result-*.json")
+        )
+        found = [f for f in found if not f.name.endswith((".meta.json", "_config.json"))]
         if not found:
             raise DataError(f"{path}: no backtest result in this folder")
         return found[-1]

@@ -65,6 +65,15 @@ CASES = [
     ("replay-no-datadir", ["replay", "--port", "0"], 2, ["required: --datadir"]),
     ("replay-bad-datadir", ["replay", "--datadir", "{tmp}/nothing", "--port", "0"], 2,
      ["nothing"]),
+    ("now-not-a-time", ["map", "BTC", "--live", "--now", "notadate"], 2,
+     ["argument --now: expected a time like 2026-03-01T00:00Z, got 'notadate'"]),
+    ("ccxt-config-missing", ["map", "BTC", "--live", "--ccxt-config", "/nonexistent.json"], 2,
+     ["--ccxt-config /nonexistent.json"]),
+    ("since-not-a-date", ["download", "--markets", "BTC", "--since", "yesterday", "--datadir",
+                          "{tmp}"], 2, ["since: expected a date like 2026-01-01 or 30d"]),
+    ("alerts-config-missing", ["alerts", "--config", "/nonexistent.json", "--once"], 2,
+     ["/nonexistent.json"]),
+    ("guard-report-nothing", ["guard-report", "{tmp}"], 2, ["no backtest result in this folder"]),
 ]  # fmt: skip
 
 
