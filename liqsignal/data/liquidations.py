@@ -79,10 +79,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.feather as pa_feather
 
 from liqsignal.data.store import (
+    DIGEST_KEY,
     FeatherStore,
     MergeResult,
+    _digest,
     pair_to_filename,
     write_atomic,
 )
@@ -405,9 +408,8 @@ def make_events(
                 f"got {df[col].iloc[row]!r} at row {row}"
             )
         df[col] = values
-    df["id"] = df["id"].map(
-        lambda v: "" if v is None or (isinstance(v, float) and v != v) else str(v)
-    )
+    ids = df["id"]
+    df["id"] = ids.where(ids.notna(), "").astype(str)
     return df
 
 
@@ -443,19 +445,14 @@ def _dedupe(df: pd.DataFrame) -> pd.DataFrame:
     """Drop repeated events keeping the first: same id, else same time, side, price, amount."""
     if df.empty:
         return df
-    has_id = df["id"] != ""
-    key = df["id"].where(
-        has_id,
-        df["timestamp"].astype("int64").astype(str)
-        + "|"
-        + df["side"]
-        + "|"
-        + df["price"].map(repr)
-        + "|"
-        + df["amount"].map(repr),
-    )
-    key = np.where(has_id, "id:" + key, "k:" + key)
-    return df.loc[~pd.Series(key, index=df.index).duplicated(keep="first")]
+    has_id = (df["id"] != "").to_numpy()
+    dup = np.zeros(len(df), dtype=bool)
+    if has_id.any():
+        dup[has_id] = df.loc[has_id, "id"].duplicated(keep="first").to_numpy()
+    if (~has_id).any():
+        keys = df.loc[~has_id, ["timestamp", "side", "price", "amount"]]
+        dup[~has_id] = keys.duplicated(keep="first").to_numpy()
+    return df.loc[~dup]
 
 
 # -- store ------------------------------------------------------------------------------------
@@ -475,12 +472,20 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _read_feather(path: Path, columns: list[str]) -> pd.DataFrame | None:
+    """A stored file's frame (None when absent), its checksum checked as the store does."""
     if not path.exists():
         return None
     try:
-        raw = pd.read_feather(path)
+        table = pa_feather.read_table(path)
+        raw = table.to_pandas()
     except Exception as e:  # pyarrow raises many types for a damaged file
         raise CorruptFileError(f"{path}: cannot be read as feather ({e}); left in place") from e
+    stored = (table.schema.metadata or {}).get(DIGEST_KEY)
+    if stored is not None and stored.decode("ascii", "replace") != _digest(raw):
+        raise CorruptFileError(
+            f"{path}: content does not match the checksum written with it (a damaged file); "
+            "left in place"
+        )
     missing = [c for c in columns if c not in raw.columns]
     if missing:
         raise CorruptFileError(f"{path}: missing column(s) {missing}; file left in place")
@@ -579,7 +584,7 @@ class LiquidationStore:
                 merged = merged.sort_values(["timestamp", "id"], kind="stable").reset_index(
                     drop=True
                 )
-                write_atomic(merged, path)
+                write_atomic(merged, path, compression_level=None)  # rewritten often: fast lz4
                 added += n_new
         return added
 
@@ -847,7 +852,7 @@ def _merge_spans(spans: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(rows, columns=SPAN_COLUMNS)
     for col in ("start", "end"):
         out[col] = pd.to_datetime(out[col], utc=True).dt.as_unit("ms")
-    out["kind"] = out["kind"].astype(object)
+    out["kind"] = out["kind"].astype(str)
     return out.reset_index(drop=True)
 
 

@@ -400,8 +400,11 @@ def _digest(df: pd.DataFrame) -> str:
     return h.hexdigest()
 
 
-def write_atomic(df: pd.DataFrame, path: Path) -> None:
-    """Write ``df`` as Freqtrade does (feather, lz4 level 9) through a temporary file + rename."""
+def write_atomic(df: pd.DataFrame, path: Path, compression_level: int | None = 9) -> None:
+    """Write ``df`` as Freqtrade does (feather, lz4 level 9) through a temporary file + rename.
+
+    ``compression_level=None`` is lz4's default: about 2.5 times faster to write, a few percent
+    larger (for files only liqsignal reads and rewrites often, e.g. liquidation events)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -415,7 +418,7 @@ def write_atomic(df: pd.DataFrame, path: Path) -> None:
         meta = dict(table.schema.metadata or {})
         meta[DIGEST_KEY] = _digest(frame).encode("ascii")
         table = table.replace_schema_metadata(meta)
-        pa_feather.write_feather(table, tmp, compression="lz4", compression_level=9)
+        pa_feather.write_feather(table, tmp, compression="lz4", compression_level=compression_level)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
