@@ -173,21 +173,6 @@ def shift_nb(raw: np.ndarray, k: int) -> float:
 
 
 @njit(cache=True, inline="always")
-def _seg_nb(lo: float, hi: float, mid: float, d_below: float, d_above: float) -> float:
-    """Mass of the fractional-bin interval [lo, hi] at densities d_below / d_above (cut mid)."""
-    if hi <= lo:
-        return 0.0
-    part = 0.0
-    seg_below = min(hi, mid) - lo
-    seg_above = hi - max(lo, mid)
-    if seg_below > 0.0:
-        part += d_below * seg_below
-    if seg_above > 0.0:
-        part += d_above * seg_above
-    return part
-
-
-@njit(cache=True, inline="always")
 def spread2_nb(
     raw: np.ndarray,
     e: int,
@@ -204,23 +189,84 @@ def spread2_nb(
     Bin ``i`` covers [i - 0.5, i + 0.5). Returns (kept mass that fell outside the grid, lowest
     bin touched, highest bin touched); (.., -1, -1) when none. A zero-width interval is a point
     mass at ``a``, kept by the share of the side of ``cut`` it lies on. The work is bounded by
-    the grid whatever ``a`` and ``b``: the loop runs over the bins inside the grid only, the
-    parts outside it are measured in closed form (non-finite bounds: all of it is outside).
+    the grid whatever ``a`` and ``b``: an interval reaching past the grid (or not finite) goes
+    to ``_spread_edges_nb``, which loops over the bins inside only.
     """
     n = raw.shape[1]
-    if not (math.isfinite(a) and math.isfinite(b)):
-        kept = mass * max(keep_below, keep_above)
-        return (kept if kept > 0.0 else 0.0), -1, -1
     width = b - a
     if width <= 1e-9:
         kept = mass * (keep_above if a >= cut else keep_below)
         if kept <= 0.0:
             return 0.0, -1, -1
-        if a + 0.5 < 0.0 or a + 0.5 >= n:
+        if not (a + 0.5 >= 0.0 and a + 0.5 < n):  # outside, or NaN
             return kept, -1, -1
         i = int(math.floor(a + 0.5))
         raw[e, i] += kept
         return 0.0, i, i
+    if not (a >= -0.5 and b <= n - 0.5):  # partly outside the grid, or not finite
+        return _spread_edges_nb(raw, e, a, b, cut, mass, keep_below, keep_above)
+    d_below = mass * keep_below / width
+    d_above = mass * keep_above / width
+    mid = min(max(cut, a), b)
+    i0 = int(math.floor(a + 0.5))
+    i1 = min(int(math.floor(b + 0.5)), n - 1)
+    lo_hit = -1
+    hi_hit = -1
+    for i in range(i0, i1 + 1):
+        lo = max(a, i - 0.5)
+        hi = min(b, i + 0.5)
+        if hi <= lo:
+            continue
+        seg_below = min(hi, mid) - lo
+        seg_above = hi - max(lo, mid)
+        part = 0.0
+        if seg_below > 0.0:
+            part += d_below * seg_below
+        if seg_above > 0.0:
+            part += d_above * seg_above
+        if part <= 0.0:
+            continue
+        raw[e, i] += part
+        if lo_hit < 0:
+            lo_hit = i
+        hi_hit = i
+    return 0.0, lo_hit, hi_hit
+
+
+@njit(cache=True, inline="always")
+def _seg_nb(lo: float, hi: float, mid: float, d_below: float, d_above: float) -> float:
+    """Mass of the fractional-bin interval [lo, hi] at densities d_below / d_above (cut mid)."""
+    if hi <= lo:
+        return 0.0
+    part = 0.0
+    seg_below = min(hi, mid) - lo
+    seg_above = hi - max(lo, mid)
+    if seg_below > 0.0:
+        part += d_below * seg_below
+    if seg_above > 0.0:
+        part += d_above * seg_above
+    return part
+
+
+@njit(cache=True)
+def _spread_edges_nb(
+    raw: np.ndarray,
+    e: int,
+    a: float,
+    b: float,
+    cut: float,
+    mass: float,
+    keep_below: float,
+    keep_above: float,
+) -> tuple[float, int, int]:
+    """``spread2_nb`` for an interval reaching past the grid: the parts outside are measured in
+    closed form (a 1e6 x wick costs as much as a bar spanning the grid); non-finite bounds put
+    all of the kept mass outside."""
+    n = raw.shape[1]
+    if not (math.isfinite(a) and math.isfinite(b)):
+        kept = mass * max(keep_below, keep_above)
+        return (kept if kept > 0.0 else 0.0), -1, -1
+    width = b - a
     d_below = mass * keep_below / width
     d_above = mass * keep_above / width
     mid = min(max(cut, a), b)
@@ -238,17 +284,7 @@ def spread2_nb(
     i0 = int(math.floor(ca + 0.5))
     i1 = min(int(math.floor(cb + 0.5)), n - 1)
     for i in range(i0, i1 + 1):
-        lo = max(a, i - 0.5)
-        hi = min(b, i + 0.5)
-        if hi <= lo:
-            continue
-        seg_below = min(hi, mid) - lo
-        seg_above = hi - max(lo, mid)
-        part = 0.0
-        if seg_below > 0.0:
-            part += d_below * seg_below
-        if seg_above > 0.0:
-            part += d_above * seg_above
+        part = _seg_nb(max(a, i - 0.5), min(b, i + 0.5), mid, d_below, d_above)
         if part <= 0.0:
             continue
         raw[e, i] += part
