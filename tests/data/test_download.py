@@ -260,7 +260,7 @@ def test_cli_entry_points(
     assert (tmp_path / "data/okx/futures/BTC_USDT_USDT-1h-futures.feather").exists()
     bad = parser.parse_args([*argv[:6], "--since", "not a date", "--no-progress"])
     assert run_download(bad) == 2
-    assert "since" in capsys.readouterr().out
+    assert "since" in capsys.readouterr().err  # errors go to stderr (one line)
     # a second run as JSON: resumes (nothing new) and reports the same jobs
     assert run_download(parser.parse_args([*argv, "--json"])) == 0
     summary = json.loads(capsys.readouterr().out)
