@@ -96,7 +96,8 @@ def test_dry_run_logs_guard_decisions_on_replayed_candles(tmp_path):
             "_ft_has_params": {"ohlcv_max_poll_interval_secs": 0},
         }
         # the replay clock runs months behind the wall clock Freqtrade passes as current_time
-        cfg["liqsignal"] = {**example["liqsignal"], "guards": {"max_age_candles": 1e7}}
+        # (1e5 candles: eleven years of 1h bars, within the key's bound of 1e6)
+        cfg["liqsignal"] = {**example["liqsignal"], "guards": {"max_age_candles": 1e5}}
         cfg.update(
             user_data_dir=str(tmp_path / "ud"),
             strategy_path=str(strategies),
