@@ -189,8 +189,8 @@ def spread2_nb(
     Bin ``i`` covers [i - 0.5, i + 0.5). Returns (kept mass that fell outside the grid, lowest
     bin touched, highest bin touched); (.., -1, -1) when none. A zero-width interval is a point
     mass at ``a``, kept by the share of the side of ``cut`` it lies on. The work is bounded by
-    the grid whatever ``a`` and ``b``: an interval reaching past the grid (or not finite) goes
-    to ``_spread_edges_nb``, which loops over the bins inside only.
+    the grid whatever ``a`` and ``b``: the loop covers the bins inside the grid only, the parts
+    of an interval outside it are measured in closed form (not finite: all of it is outside).
     """
     n = raw.shape[1]
     width = b - a
@@ -203,18 +203,25 @@ def spread2_nb(
         i = int(math.floor(a + 0.5))
         raw[e, i] += kept
         return 0.0, i, i
-    if not (a >= -0.5 and b <= n - 0.5):  # partly outside the grid, or not finite
-        return _spread_edges_nb(raw, e, a, b, cut, mass, keep_below, keep_above)
     d_below = mass * keep_below / width
     d_above = mass * keep_above / width
     mid = min(max(cut, a), b)
-    i0 = int(math.floor(a + 0.5))
-    i1 = min(int(math.floor(b + 0.5)), n - 1)
+    lost = 0.0
+    ca = a
+    cb = b
+    if not (a >= -0.5 and b <= n - 0.5):  # reaches past the grid (a wild wick), or NaN / inf
+        lost, ca, cb = _outside_nb(
+            a, b, n, mid, d_below, d_above, mass * max(keep_below, keep_above)
+        )
+        if not cb > ca:
+            return lost, -1, -1
+    i0 = int(math.floor(ca + 0.5))
+    i1 = int(math.floor(cb + 0.5))
     lo_hit = -1
     hi_hit = -1
     for i in range(i0, i1 + 1):
-        lo = max(a, i - 0.5)
-        hi = min(b, i + 0.5)
+        lo = max(ca, i - 0.5)
+        hi = min(cb, i + 0.5)
         if hi <= lo:
             continue
         seg_below = min(hi, mid) - lo
@@ -226,11 +233,34 @@ def spread2_nb(
             part += d_above * seg_above
         if part <= 0.0:
             continue
+        if i < 0 or i >= n:  # never (clipped above); lets numba drop negative-index handling
+            lost += part
+            continue
         raw[e, i] += part
         if lo_hit < 0:
             lo_hit = i
         hi_hit = i
-    return 0.0, lo_hit, hi_hit
+    return lost, lo_hit, hi_hit
+
+
+@njit(cache=True)
+def _outside_nb(
+    a: float, b: float, n: int, mid: float, d_below: float, d_above: float, kept: float
+) -> tuple[float, float, float]:
+    """The cold part of ``spread2_nb`` for an interval reaching past the grid: the mass outside
+    it (closed form) and the interval clipped to the grid; not finite: all ``kept`` outside."""
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return (kept if kept > 0.0 else 0.0), 0.0, -1.0
+    lost = 0.0
+    ca = a
+    cb = b
+    if a < -0.5:
+        lost += _seg_nb(a, min(b, -0.5), mid, d_below, d_above)
+        ca = -0.5
+    if b > n - 0.5:
+        lost += _seg_nb(max(a, n - 0.5), b, mid, d_below, d_above)
+        cb = n - 0.5
+    return lost, ca, cb
 
 
 @njit(cache=True, inline="always")
@@ -246,52 +276,6 @@ def _seg_nb(lo: float, hi: float, mid: float, d_below: float, d_above: float) ->
     if seg_above > 0.0:
         part += d_above * seg_above
     return part
-
-
-@njit(cache=True)
-def _spread_edges_nb(
-    raw: np.ndarray,
-    e: int,
-    a: float,
-    b: float,
-    cut: float,
-    mass: float,
-    keep_below: float,
-    keep_above: float,
-) -> tuple[float, int, int]:
-    """``spread2_nb`` for an interval reaching past the grid: the parts outside are measured in
-    closed form (a 1e6 x wick costs as much as a bar spanning the grid); non-finite bounds put
-    all of the kept mass outside."""
-    n = raw.shape[1]
-    if not (math.isfinite(a) and math.isfinite(b)):
-        kept = mass * max(keep_below, keep_above)
-        return (kept if kept > 0.0 else 0.0), -1, -1
-    width = b - a
-    d_below = mass * keep_below / width
-    d_above = mass * keep_above / width
-    mid = min(max(cut, a), b)
-    lost = 0.0
-    if a < -0.5:
-        lost += _seg_nb(a, min(b, -0.5), mid, d_below, d_above)
-    if b > n - 0.5:
-        lost += _seg_nb(max(a, n - 0.5), b, mid, d_below, d_above)
-    lo_hit = -1
-    hi_hit = -1
-    ca = max(a, -0.5)
-    cb = min(b, n - 0.5)
-    if cb <= ca:
-        return lost, lo_hit, hi_hit
-    i0 = int(math.floor(ca + 0.5))
-    i1 = min(int(math.floor(cb + 0.5)), n - 1)
-    for i in range(i0, i1 + 1):
-        part = _seg_nb(max(a, i - 0.5), min(b, i + 0.5), mid, d_below, d_above)
-        if part <= 0.0:
-            continue
-        raw[e, i] += part
-        if lo_hit < 0:
-            lo_hit = i
-        hi_hit = i
-    return lost, lo_hit, hi_hit
 
 
 @njit(cache=True, inline="always")

@@ -223,6 +223,14 @@ def test_spread_is_bounded_by_the_grid_and_conserves_mass():
     total = 0.5 * 1.0 + 0.5 * 0.5  # half below the cut kept at 1, half above at 0.5
     assert lost + raw.sum() == pytest.approx(total, rel=1e-12)
     assert (lo, hi) == (0, 99)
+    # intervals over one edge or both: what is placed plus what is lost is the kept mass
+    for a, b in [(95.2, 103.7), (-3.1, 2.4), (-2.0, 101.0), (99.4, 99.6), (-7.0, -1.0)]:
+        for cut in (a - 1.0, (a + b) / 2.0, b + 1.0):
+            raw[:] = 0.0
+            lost, lo, hi = nb.spread2_nb(raw, 0, a, b, cut, 1.0, 0.7, 0.4)
+            below = (min(max(cut, a), b) - a) / (b - a)
+            assert lost + raw.sum() == pytest.approx(0.7 * below + 0.4 * (1 - below), rel=1e-12)
+            assert (raw >= 0).all()
     for a, b in [(np.inf, np.inf), (np.nan, 3.0), (-np.inf, 5.0), (1e300, 1e300)]:
         raw[:] = 0.0
         lost, lo, hi = nb.spread2_nb(raw, 0, a, b, 50.0, 1.0, 1.0, 1.0)
