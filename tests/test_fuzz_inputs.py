@@ -87,8 +87,9 @@ def bad_frames(draw):
     for _ in range(draw(st.integers(0, 3))):
         kind = draw(st.sampled_from(["value", "wick", "nan_run", "object", "drop_oi"]))
         row = draw(st.integers(0, n - 1))
+        present = [c for c in COLUMNS if c in df.columns]  # "drop_oi" may have run before
         if kind == "value":
-            col = draw(st.sampled_from(COLUMNS))
+            col = draw(st.sampled_from(present))
             value = draw(st.sampled_from(BAD_VALUES))
             if isinstance(value, str) or value is None:
                 df[col] = df[col].astype(object)
@@ -100,10 +101,18 @@ def bad_frames(draw):
             else:
                 df.loc[row, "low"] = df.loc[row, "low"] / factor
         elif kind == "nan_run":
-            col = draw(st.sampled_from(["volume", "open_interest_amount", "funding_rate"]))
+            col = draw(
+                st.sampled_from(
+                    [
+                        c
+                        for c in ("volume", "open_interest_amount", "funding_rate")
+                        if c in df.columns
+                    ]
+                )
+            )
             df.loc[row : row + draw(st.integers(1, 20)), col] = np.nan
         elif kind == "object":
-            col = draw(st.sampled_from(COLUMNS))
+            col = draw(st.sampled_from(present))
             df[col] = df[col].astype(object)
         else:
             df = df.drop(columns=["open_interest_amount"], errors="ignore")
