@@ -701,10 +701,12 @@ def cmd_map(args: argparse.Namespace) -> int:
                 f"{', '.join(have) or 'nothing'}); fetch it with `liqsignal download "
                 f"--exchanges {ex} --markets {pair.split('/')[0]} -t {args.timeframe} --since 30d`"
             )
-        df = pd.read_feather(path)
+        from liqsignal.data.store import read_file
+
+        df = read_file(path, "futures")  # a damaged file: CorruptFileError naming it
         oi_path = base / f"{fname}-{args.timeframe}-open_interest.feather"
         if oi_path.is_file():
-            oi = pd.read_feather(oi_path)
+            oi = read_file(oi_path, "open_interest")
             df = df.merge(oi, on="date", how="left")
             # the OI file may start later than the candles: map only where OI is known
             have = df[[c for c in oi.columns if c != "date"]].notna().any(axis=1).to_numpy()
@@ -714,7 +716,7 @@ def cmd_map(args: argparse.Namespace) -> int:
             proxy.append(ex)
         fr_path = base / f"{fname}-1h-funding_rate.feather"
         if fr_path.is_file():
-            fr = pd.read_feather(fr_path)
+            fr = read_file(fr_path, "funding_rate")
             if "funding_rate" in fr.columns:
                 df = pd.merge_asof(df, fr[["date", "funding_rate"]], on="date")
         frames[ex] = df
@@ -929,7 +931,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="out", help="folder for the picture and CSV (default out/)")
     d.add_argument("--config", help="JSON config with a liqsignal.engine section")
     d.add_argument("--json", action="store_true", help="print JSON")
-    d.add_argument("--range", type=float, default=12.0, help="cluster table range, %% of price")
+    d.add_argument(
+        "--range", type=_positive_float, default=12.0, help="cluster table range, %% of price"
+    )
     d.set_defaults(func=cmd_demo)
 
     e = sub.add_parser("evaluate", help="predicted vs realized liquidations, with baselines")
@@ -1054,6 +1058,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except LiqsignalError as e:
         print(f"liqsignal: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a folder that cannot be made or written, a port taken, ...
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(
+            f"liqsignal: error: {e.strerror or e}{where}: check the path or port given",
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -29,7 +29,11 @@ def _files(tmp: Path) -> dict[str, str]:
     }
     for name, text in files.items():
         (tmp / name).write_text(text)
-    return {name.split(".")[0]: str(tmp / name) for name in files}
+    bad = tmp / "corrupt" / "replay_binance" / "futures"
+    bad.mkdir(parents=True)
+    (bad / "BTC_USDT_USDT-1h-futures.feather").write_bytes(b"ARROW1 not really a feather file")
+    paths = {name.split(".")[0]: str(tmp / name) for name in files}
+    return paths | {"corrupt": str(tmp / "corrupt")}
 
 
 # (id, argv with {placeholders}, exit code, substrings of the one stderr line)
@@ -74,6 +78,18 @@ CASES = [
     ("alerts-config-missing", ["alerts", "--config", "/nonexistent.json", "--once"], 2,
      ["/nonexistent.json"]),
     ("guard-report-nothing", ["guard-report", "{tmp}"], 2, ["no backtest result in this folder"]),
+    ("demo-out-unwritable", ["demo", "--out", "/proc/nope/out"], 2,
+     ["/proc/nope", "check the path"]),
+    ("demo-range-negative", ["demo", "--range", "-5"], 2,
+     ["argument --range: expected a number > 0"]),
+    ("replay-port-out-of-range", ["replay", "--datadir", str(TESTDATA / "replay_binance"), "--port",
+     "99999"], 2, ["a port is 0-65535"]),
+    ("replay-port-negative", ["replay", "--datadir", str(TESTDATA / "replay_binance"), "--port",
+     "-1"], 2, ["a port is 0-65535"]),
+    ("replay-speed-nan", ["replay", "--datadir", str(TESTDATA / "replay_binance"), "--speed",
+     "nan"], 2, ["expected a finite number > 0"]),
+    ("map-corrupt-file", ["map", "BTC", "--datadir", "{corrupt}", "--exchange", "replay_binance",
+     "--no-buckets", "--json"], 2, ["cannot be read as feather", "left in place"]),
 ]  # fmt: skip
 
 

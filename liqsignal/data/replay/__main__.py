@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import signal
 import sys
 import threading
@@ -18,13 +19,33 @@ from liqsignal.data.replay.server import VENUES, ReplayExchange
 from liqsignal.exceptions import LiqsignalError
 
 
+def _port(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535 (0 = any free), got {v}")
+    return v
+
+
+def _speed(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return v
+
+
 def add_replay_arguments(p: argparse.ArgumentParser) -> None:
     """The replay server's options (``python -m liqsignal.data.replay`` and ``liqsignal
     replay`` share them)."""
     p.add_argument(
         "--datadir", required=True, help="Freqtrade datadir, e.g. user_data/data/binance"
     )
-    p.add_argument("--port", type=int, default=8765, help="TCP port on 127.0.0.1 (0 = any free)")
+    p.add_argument("--port", type=_port, default=8765, help="TCP port on 127.0.0.1 (0 = any free)")
     p.add_argument(
         "--venue",
         default="binance",
@@ -33,7 +54,10 @@ def add_replay_arguments(p: argparse.ArgumentParser) -> None:
         "hyperliquid (info); default binance",
     )
     p.add_argument(
-        "--speed", type=float, default=None, help="replay seconds per wall second (omit: static)"
+        "--speed",
+        type=_speed,
+        default=None,
+        help="replay seconds per wall second (omit: static)",
     )
     p.add_argument("--start", default=None, help="replay start time, ISO 8601 UTC")
     p.add_argument(
