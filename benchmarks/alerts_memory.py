@@ -48,6 +48,14 @@ def main() -> int:
         _, m = compute_features(frame, MapConfig(), return_map=True)
         maps.append(m)
     steps.append((f"{a.markets} maps built on 2,174 bars", rss_mib()))
+    from pathlib import Path
+
+    from liqsignal.data.provider import aggregated_features_from_store
+
+    datadir = Path(__file__).resolve().parents[1] / "user_data" / "data"
+    if (datadir / "binance").is_dir():  # the provider's store path (point-in-time merges)
+        aggregated_features_from_store("BTC", ["binance"], "1h", datadir)
+        steps.append(("one map from the bundled store", rss_mib()))
     prev = 0.0
     for name, v in steps:
         print(f"{name:<34}{v:8.0f} MiB  (+{v - prev:.0f})")

@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from liqsignal.config import ForecastConfig, MapConfig
+from liqsignal.data.timeline import TF_UNITS, merge_point_in_time, timeframe_seconds
 from liqsignal.exceptions import ConfigError, LiqsignalError
 from liqsignal.features import FEATURE_COLUMNS, compute_features
 from liqsignal.forecast import FORECAST_COLUMNS, apply_forecast
@@ -101,7 +102,6 @@ LIQ_FORECAST_COLUMNS: tuple[str, ...] = FORECAST_COLUMNS
 #: Columns ``add_liq_columns`` adds with several ``liqsignal.exchanges``: ``LIQ_COLUMNS`` of the
 #: aggregated map plus ``liq_n_exchanges`` (exchanges with a bar at that date).
 AGGREGATED_COLUMNS: tuple[str, ...] = (*LIQ_COLUMNS, "liq_n_exchanges")
-_TF_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 #: ``plot_config`` for ``freqtrade plot-dataframe``: cluster prices and cascade ends on the
 #: price chart, densities, armed scores and cascade depth in subplots.
@@ -128,15 +128,6 @@ LIQ_PLOT_CONFIG: dict[str, Any] = {
         },
     },
 }
-
-
-def timeframe_seconds(timeframe: str) -> int:
-    """Seconds of a Freqtrade timeframe such as "5m", "1h", "1d"."""
-    try:
-        n, unit = int(timeframe[:-1]), timeframe[-1]
-        return n * _TF_UNITS[unit]
-    except (ValueError, KeyError, IndexError) as e:
-        raise ConfigError(f"timeframe {timeframe!r} is not like '5m', '1h' or '1d'") from e
 
 
 @dataclass(frozen=True)
@@ -210,42 +201,6 @@ def liq_informative_pairs(
     for p in pairs:
         out.append((p, timeframe, "open_interest"))
         out.append((p, funding_timeframe, "funding_rate"))
-    return out
-
-
-def merge_point_in_time(
-    dataframe: pd.DataFrame,
-    other: pd.DataFrame | None,
-    columns: Sequence[str],
-    *,
-    timeframe: str,
-    other_timeframe: str,
-) -> pd.DataFrame:
-    """``dataframe`` with ``columns`` of ``other`` merged point in time (module docstring).
-
-    A row of ``other`` dated ``D`` reaches the candle opened at ``T`` only when ``D +
-    other_timeframe <= T + timeframe``; candles before the first such row get NaN. Returns a new
-    frame on ``dataframe``'s index; ``dataframe`` is not changed.
-    """
-    out = dataframe.copy()
-    if other is None or len(other) == 0 or not set(columns) <= set(other.columns):
-        for c in columns:
-            out[c] = math.nan
-        return out
-    tf = pd.Timedelta(seconds=timeframe_seconds(timeframe))
-    otf = pd.Timedelta(seconds=timeframe_seconds(other_timeframe))
-    left = pd.DataFrame({"_known": pd.DatetimeIndex(dataframe["date"]) + tf})
-    left["_pos"] = range(len(left))
-    right = other[["date", *columns]].dropna(subset=list(columns), how="all")
-    right = pd.DataFrame(
-        {"_known": pd.DatetimeIndex(right["date"]) + otf, **{c: right[c] for c in columns}}
-    )
-    right["_known"] = right["_known"].astype(left["_known"].dtype)
-    right = right.sort_values("_known")
-    merged = pd.merge_asof(left.sort_values("_known"), right, on="_known", direction="backward")
-    merged = merged.sort_values("_pos")
-    for c in columns:
-        out[c] = merged[c].to_numpy(dtype="float64")
     return out
 
 
@@ -401,7 +356,7 @@ def _config_timeframe(config: Any, dataframe: pd.DataFrame) -> str:
     if len(d) < 2:
         raise ConfigError("add_liq_columns: pass timeframe= (the config has none)")
     step = int((d[1:] - d[:-1]).min().total_seconds())
-    for unit, sec in sorted(_TF_UNITS.items(), key=lambda kv: -kv[1]):
+    for unit, sec in sorted(TF_UNITS.items(), key=lambda kv: -kv[1]):
         if step % sec == 0:
             return f"{step // sec}{unit}"
     return f"{step}s"

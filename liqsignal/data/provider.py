@@ -15,7 +15,7 @@ computation on stored files that backtests use.
 
 Point in time: a candle enters the map only once closed (``date + timeframe <= now``) and once the
 open interest at its close is known (an open-interest row dated ``D`` is known at ``D + its
-timeframe``, the convention of :func:`liqsignal.freqtrade.merge_point_in_time`); funding rows
+timeframe``, the convention of :func:`liqsignal.data.timeline.merge_point_in_time`); funding rows
 follow the same rule at 1h.
 """
 
@@ -181,7 +181,7 @@ def _exchange_frame(
     known (the newest OI row is dated at or after ``date + tf - oi_tf``). Only candles dated after
     ``after`` are returned (the OI and funding lookups still use every stored row).
     """
-    from liqsignal.freqtrade import merge_point_in_time  # lazy: freqtrade.py may import us
+    from liqsignal.data.timeline import merge_point_in_time
 
     tf = pd.Timedelta(milliseconds=timeframe_to_ms(timeframe))
     cand = fr.candles
