@@ -37,6 +37,7 @@ import pandas as pd
 
 from liqsignal.config import MapConfig
 from liqsignal.datasets import Dataset, Fold, cascade_onsets, load_datasets, walk_forward_folds
+from liqsignal.evaluate import _excursions
 from liqsignal.exceptions import InputError
 
 __all__ = [
@@ -328,22 +329,6 @@ def _bar_scores(
 # ------------------------------------------------------------------------------------------
 # structure: touches, armed flags, seeds' claims
 # ------------------------------------------------------------------------------------------
-
-
-def _excursions(df: pd.DataFrame, horizon: int) -> tuple[np.ndarray, np.ndarray]:
-    c = df["close"].to_numpy(dtype=np.float64)
-    lo = df["low"].to_numpy(dtype=np.float64)
-    hi = df["high"].to_numpy(dtype=np.float64)
-    n = len(c)
-    down = np.full(n, np.nan)
-    up = np.full(n, np.nan)
-    if n > horizon:
-        lo_w = np.lib.stride_tricks.sliding_window_view(lo[1:], horizon).min(axis=1)
-        hi_w = np.lib.stride_tricks.sliding_window_view(hi[1:], horizon).max(axis=1)
-        m = lo_w.size
-        down[:m] = 1.0 - lo_w / c[:m]
-        up[:m] = hi_w / c[:m] - 1.0
-    return down, up
 
 
 def _trailing_vol(df: pd.DataFrame, span: int = 24) -> np.ndarray:
