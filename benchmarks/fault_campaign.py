@@ -44,6 +44,7 @@ from bars_util import random_bars  # noqa: E402
 from liqsignal import nb  # noqa: E402
 from liqsignal.config import MapConfig  # noqa: E402
 from liqsignal.exceptions import LiqsignalError  # noqa: E402
+from liqsignal.guards import GUARD_COLUMNS  # noqa: E402
 
 TOKEN = "7000001:AAH-liqsignalTestTokenSecret_xyz123"
 OUTCOMES = ("clear_error", "ok", "crash", "hang", "garbage", "rows_lost", "twice", "secret")
@@ -406,22 +407,7 @@ def guards_campaign(t: Tally, n: int) -> None:
         {"exchange": "binance"},
         None,
     ]
-    cols = [
-        "liq_long_cluster_usd",
-        "liq_long_cluster_low",
-        "liq_long_cluster_high",
-        "liq_short_cluster_usd",
-        "liq_short_cluster_low",
-        "liq_short_cluster_high",
-        "liq_long_cascade_end",
-        "liq_short_cascade_end",
-        "liq_long_armed",
-        "liq_short_armed",
-        "liq_long_armed_score",
-        "liq_short_armed_score",
-        "liq_long_total_usd",
-        "liq_short_total_usd",
-    ]
+    cols = list(GUARD_COLUMNS)
     for _ in range(n):
         row = {c: float(rng.uniform(0.9, 1.1) * 50_000) for c in cols}
         for c in rng.choice(cols, int(rng.integers(0, 5))):

@@ -91,7 +91,7 @@ def score_window(
     base = baseline_predictions(df)
     ctrls = control_predictors(df)
     out: dict[str, float] = {}
-    armed = np.zeros(rows.stop - rows.start if rows.stop is not None else 0, dtype=bool)
+    armed_by_side = []
     for side in ("long", "short"):
         pred = feats[f"liq_pred_{side}_usd"].to_numpy()[rows]
         real = df[f"realized_{side}_usd"].to_numpy()[rows]
@@ -105,8 +105,8 @@ def score_window(
         out[f"{side}_cluster_share"] = float(
             np.mean(feats[f"liq_{side}_cluster_usd"].to_numpy()[rows] > 0)
         )
-        a = feats[f"liq_{side}_armed"].to_numpy()[rows] > 0
-        armed = a if armed.size != a.size else (armed | a)
+        armed_by_side.append(feats[f"liq_{side}_armed"].to_numpy()[rows] > 0)
+    armed = armed_by_side[0] | armed_by_side[1]
     out["armed_share"] = float(armed.mean()) if armed.size else 0.0
     fires = (
         min(out["long_cluster_share"], out["short_cluster_share"]) >= MIN_CLUSTER_SHARE

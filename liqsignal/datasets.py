@@ -170,6 +170,8 @@ def _load_btc_1h() -> pd.DataFrame:
 
 
 def _load_1h_candles(symbol: str) -> pd.DataFrame:
+    if not BINANCE_1H.is_file():
+        raise InputError(f"dataset file missing: {BINANCE_1H}")
     px = pd.read_csv(BINANCE_1H)
     _need(px, ("time", "symbol", "open", "high", "low", "close", "volume"), BINANCE_1H)
     p = px[px["symbol"] == symbol]
@@ -183,19 +185,17 @@ def _load_1h_candles(symbol: str) -> pd.DataFrame:
     return out.sort_values("date").reset_index(drop=True)
 
 
-def _load_4h(coin: str) -> pd.DataFrame:
-    for p in (COINGLASS_4H, BINANCE_1H):
-        if not p.is_file():
-            raise InputError(f"dataset file missing: {p}")
+def _load_4h(coin: str, candles_1h: pd.DataFrame) -> pd.DataFrame:
+    """The 4h set of ``coin``: CoinGlass liquidations and OI, prices and volume resampled from
+    ``candles_1h`` (``_load_1h_candles``, read once and kept as the dataset's finer candles)."""
+    if not COINGLASS_4H.is_file():
+        raise InputError(f"dataset file missing: {COINGLASS_4H}")
     liq = pd.read_csv(COINGLASS_4H)
     _need(liq, ("time", "coin", "binance_long_liq_usd", "binance_short_liq_usd"), COINGLASS_4H)
     _need(liq, ("agg_oi_usd_close",), COINGLASS_4H)
-    px = pd.read_csv(BINANCE_1H)
-    _need(px, ("time", "symbol", "open", "high", "low", "close", "volume"), BINANCE_1H)
-    symbol = f"{coin}/USDT:USDT"
-    p = px[px["symbol"] == symbol].copy()
-    p["time"] = pd.to_datetime(p["time"], utc=True)
-    p = p.set_index("time").sort_index()
+    p = candles_1h.set_index(pd.DatetimeIndex(candles_1h["date"]).as_unit("ns")).drop(
+        columns=["date"]
+    )
     agg = p.resample("4h", label="left", closed="left").agg(
         {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"}
     )
@@ -236,8 +236,9 @@ def load_dataset(name: str) -> Dataset:
             frame, symbol, tf = _load_btc_1h(), "BTC/USDT:USDT", "1h"
         else:
             coin = name.split("_")[0].upper()
-            frame, symbol, tf = _load_4h(coin), f"{coin}/USDT:USDT", "4h"
+            symbol, tf = f"{coin}/USDT:USDT", "4h"
             fine = _load_1h_candles(symbol)
+            frame = _load_4h(coin, fine)
         _CACHE[name] = Dataset(name, symbol, tf, frame, _SOURCES[name], fine)
     d = _CACHE[name]
     return Dataset(
