@@ -815,14 +815,24 @@ class LiqGuardMixin:
 
     def _liq_last_row(
         self, pair: str, df: pd.DataFrame, columns: tuple[str, ...]
-    ) -> tuple[dict[str, float], datetime]:
-        """``columns`` of the last analysed row (a cheap read per column, cached per candle)."""
+    ) -> tuple[dict[str, float], datetime | None]:
+        """``columns`` of the last analysed row (a cheap read per column, cached per candle).
+
+        The candle's date is None (missing data, ``on_stale``) unless the frame holds a datetime
+        there: a string or a number in ``date`` is a malformed frame, not a date to parse."""
         cols = df.columns
         last = df.iat[-1, cols.get_loc("date")]  # .iat by position: no Series per read
-        rows: dict[str, tuple[Any, int, dict[str, float], datetime]] = self._liq_state()["rows"]
+        rows: dict[str, tuple[Any, int, dict[str, float], datetime | None]] = self._liq_state()[
+            "rows"
+        ]
         hit = rows.get(pair)
         if hit is None or hit[0] != last or hit[1] != len(df):
-            hit = (last, len(df), {}, pd.Timestamp(last).to_pydatetime())
+            when = (
+                pd.Timestamp(last).to_pydatetime()
+                if isinstance(last, datetime | np.datetime64)
+                else None
+            )
+            hit = (last, len(df), {}, when)
             rows[pair] = hit
         row = hit[2]
         for c in columns:
