@@ -661,75 +661,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_map(args: argparse.Namespace) -> int:
     """Clusters table and picture from stored Freqtrade-layout files (or, later, live)."""
-    import pandas as pd
-
-    from liqsignal.features import compute_features_multi
+    from liqsignal.data.provider import map_stored_market, read_stored_market
     from liqsignal.plot import leverage_bucket_levels, plot_map
 
     if args.live:
         return _cmd_map_live(args)
     datadir = Path(args.from_data or args.datadir)
-    frames = {}
-    proxy = []
     pair = normalize_market(args.market)
     fname = pair.replace("/", "_").replace(":", "_")
     for ex in args.exchange:
-        base = datadir / ex / "futures"
-        if not base.is_dir():
-            there_d = sorted(d.parent.name for d in datadir.glob("*/futures") if d.is_dir())
-            from liqsignal.data.exchanges import EXCHANGES
-
-            if ex not in EXCHANGES:
-                raise ConfigError(
-                    f"--exchange {ex}: no stored data for this exchange ({base} does not exist) "
-                    f"and liqsignal cannot download from it; exchanges with data in {datadir}: "
-                    f"{', '.join(there_d) or 'none'}; downloadable: {', '.join(EXCHANGES)}"
-                )
-            raise ConfigError(
-                f"--exchange {ex}: no stored data for this exchange ({base} does not exist; "
-                f"exchanges with data in {datadir}: {', '.join(there_d) or 'none'}); fetch it with "
-                f"`liqsignal download --exchanges {ex} --markets {pair.split('/')[0]} --since 30d`"
-                " or pick another --exchange"
-            )
-        path = base / f"{fname}-{args.timeframe}-futures.feather"
-        if not path.is_file():
-            have = sorted(
-                f.name.removesuffix("-futures.feather") for f in base.glob("*-futures.feather")
-            )
-            raise LiqsignalError(
-                f"no candles for {pair} on {ex}: {path} is missing (stored there: "
-                f"{', '.join(have) or 'nothing'}); fetch it with `liqsignal download "
-                f"--exchanges {ex} --markets {pair.split('/')[0]} -t {args.timeframe} --since 30d`"
-            )
-        from liqsignal.data.store import read_file
-
-        df = read_file(path, "futures")  # a damaged file: CorruptFileError naming it
-        oi_path = base / f"{fname}-{args.timeframe}-open_interest.feather"
-        if oi_path.is_file():
-            oi = read_file(oi_path, "open_interest")
-            df = df.merge(oi, on="date", how="left")
-            # the OI file may start later than the candles: map only where OI is known
-            have = df[[c for c in oi.columns if c != "date"]].notna().any(axis=1).to_numpy()
-            if have.any():
-                df = df.iloc[int(have.argmax()) :].reset_index(drop=True)
-        else:
-            proxy.append(ex)
-        fr_path = base / f"{fname}-1h-funding_rate.feather"
-        if fr_path.is_file():
-            fr = read_file(fr_path, "funding_rate")
-            if "funding_rate" in fr.columns:
-                df = pd.merge_asof(df, fr[["date", "funding_rate"]], on="date")
-        frames[ex] = df
+        _check_stored(datadir, ex, pair, fname, args.timeframe)
+    # the one stored-market path (backtests and the live provider read the same way); an
+    # exchange without stored open interest runs in volume-proxy mode here
+    stored = read_stored_market(pair, args.exchange, args.timeframe, datadir, missing_oi="proxy")
+    stored = _from_first_oi(stored)
+    frames = stored.present()
+    if not frames:
+        raise LiqsignalError(
+            f"no candles of {pair} {args.timeframe} on {', '.join(args.exchange)} can enter "
+            "the map (the stored files hold no closed candle with its open interest known)"
+        )
+    proxy = [ex for ex, p in zip(stored.exchanges, stored.proxies, strict=True) if p]
     cfg = _load_engine_config(args.config)
     cfg = cfg.replace(symbol=pair, exchange=args.exchange[0])
-    if "BTC" not in pair.upper() and cfg.step is not None and args.config is None:
-        cfg = cfg.replace(step=None, step_bps=5.0)  # the 50 USD step is for BTC
     with _Progress(not args.json) as progress:
         task = progress.task("map", 2)
         cfg = _whole_history(cfg, max(len(f) for f in frames.values()))
-        res = compute_features_multi(frames, cfg, proxy=proxy, return_map=True)
-        assert isinstance(res, tuple)
-        feats, lmap = res
+        feats, lmap = map_stored_market(stored, cfg)
         snap = lmap.snapshot(scan_range_pct=args.range)
         rows = _cluster_table(snap, feats, args.limit)
         empty = _empty_map_warning(feats)
@@ -737,7 +695,7 @@ def cmd_map(args: argparse.Namespace) -> int:
         buckets, info = (
             (None, None) if args.no_buckets else leverage_bucket_levels(frames, cfg, proxy=proxy)
         )
-        first = frames[args.exchange[0]]
+        first = next(iter(frames.values()))
         png = plot_map(
             lmap,
             Path(args.out) / f"{fname}_{args.timeframe}_map.png",
@@ -791,6 +749,55 @@ def cmd_map(args: argparse.Namespace) -> int:
         if page:
             print(f"interactive page: {page}")
     return 0
+
+
+def _check_stored(datadir: Path, ex: str, pair: str, fname: str, timeframe: str) -> None:
+    """A clear error when ``ex`` has no stored candles of ``pair``: what is there, how to
+    fetch it."""
+    from liqsignal.data.exchanges import EXCHANGES
+
+    base = datadir / ex / "futures"
+    if not base.is_dir():
+        there_d = sorted(d.parent.name for d in datadir.glob("*/futures") if d.is_dir())
+        if ex not in EXCHANGES:
+            raise ConfigError(
+                f"--exchange {ex}: no stored data for this exchange ({base} does not exist) "
+                f"and liqsignal cannot download from it; exchanges with data in {datadir}: "
+                f"{', '.join(there_d) or 'none'}; downloadable: {', '.join(EXCHANGES)}"
+            )
+        raise ConfigError(
+            f"--exchange {ex}: no stored data for this exchange ({base} does not exist; "
+            f"exchanges with data in {datadir}: {', '.join(there_d) or 'none'}); fetch it with "
+            f"`liqsignal download --exchanges {ex} --markets {pair.split('/')[0]} --since 30d`"
+            " or pick another --exchange"
+        )
+    path = base / f"{fname}-{timeframe}-futures.feather"
+    if not path.is_file():
+        have = sorted(
+            f.name.removesuffix("-futures.feather") for f in base.glob("*-futures.feather")
+        )
+        raise LiqsignalError(
+            f"no candles for {pair} on {ex}: {path} is missing (stored there: "
+            f"{', '.join(have) or 'nothing'}); fetch it with `liqsignal download "
+            f"--exchanges {ex} --markets {pair.split('/')[0]} -t {timeframe} --since 30d`"
+        )
+
+
+def _from_first_oi(stored: Any) -> Any:
+    """The stored market with each open-interest exchange's candles starting at its first
+    known OI row (the OI history may start later than the candles: the picture then starts
+    where the map can start)."""
+    import dataclasses
+
+    frames = []
+    for f, proxy in zip(stored.frames, stored.proxies, strict=True):
+        if f is not None and not proxy and len(f):
+            cols = [c for c in ("open_interest_amount", "open_interest_value") if c in f.columns]
+            have = f[cols].notna().any(axis=1).to_numpy() if cols else None
+            if have is not None and have.any():
+                f = f.iloc[int(have.argmax()) :].reset_index(drop=True)
+        frames.append(f)
+    return dataclasses.replace(stored, frames=tuple(frames))
 
 
 def _cmd_map_live(args: argparse.Namespace) -> int:

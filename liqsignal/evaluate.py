@@ -273,17 +273,26 @@ def load_events(path: str | Path = BUNDLED_EVENTS, coin: str | None = None) -> p
 
 
 def load_candles(datadir: str | Path, coin: str, timeframe: str = "1h") -> pd.DataFrame:
-    """Freqtrade-layout futures candles of ``coin``/USDT:USDT (with OI and funding if stored)."""
+    """Stored futures candles of ``coin``/USDT:USDT with open interest and funding merged point
+    in time, through the one stored-market path (:func:`liqsignal.data.provider.
+    read_stored_market`; no stored OI: the candles alone). ``datadir`` is an exchange's
+    ``<datadir>/<exchange>/futures`` folder (the exchange is its parent's name) or a store root
+    (then Binance's)."""
+    from liqsignal.data.provider import read_stored_market
+
     base = Path(datadir)
-    fname = f"{coin.upper()}_USDT_USDT"
-    path = base / f"{fname}-{timeframe}-futures.feather"
+    root, exchange = (
+        (base.parent.parent, base.parent.name) if base.name == "futures" else (base, "binance")
+    )
+    path = root / exchange / "futures" / f"{coin.upper()}_USDT_USDT-{timeframe}-futures.feather"
     if not path.is_file():
         raise InputError(f"no candles for {coin} at {path}")
-    df = pd.read_feather(path)
-    oi = base / f"{fname}-{timeframe}-open_interest.feather"
-    if oi.is_file():
-        df = df.merge(pd.read_feather(oi), on="date", how="left")
-    return df
+    pair = f"{coin.upper()}/USDT:USDT"
+    stored = read_stored_market(pair, [exchange], timeframe, root, missing_oi="proxy")
+    frame = stored.frames[0]
+    if frame is None or frame.empty:
+        raise InputError(f"no closed candles for {coin} at {path}")
+    return frame
 
 
 @dataclass(frozen=True)

@@ -205,6 +205,27 @@ def _utc_index(dates: pd.Series) -> pd.DatetimeIndex:
     return d.tz_localize("UTC") if d.tz is None else d.tz_convert("UTC")
 
 
+def stack_inputs(
+    frames: Sequence[pd.DataFrame | None], proxies: Sequence[bool]
+) -> tuple[pd.DatetimeIndex, np.ndarray]:
+    """The union of the exchanges' bar dates (UTC; tz-naive dates read as UTC) and the kernel
+    inputs ``[n, n_exchanges, N_IN]`` on it: NaN where an exchange has no bar at a date (it
+    contributes nothing there and its levels fade). ``None`` or empty frames contribute no date.
+    The one place where several exchanges' bars are put on one timeline: the stored-market path
+    (:func:`liqsignal.data.provider.map_stored_market`), the live provider and
+    :func:`compute_features_multi` all use it."""
+    utc = [None if f is None or not len(f) else _utc_index(f["date"]) for f in frames]
+    dates = pd.DatetimeIndex([], tz="UTC").as_unit("ns")
+    for d in utc:
+        if d is not None:
+            dates = dates.union(d)
+    x = np.full((len(dates), len(frames), nb.N_IN), np.nan)
+    for e, (f, d) in enumerate(zip(frames, utc, strict=True)):
+        if f is not None and d is not None:
+            x[dates.get_indexer(d), e, :] = prepare_inputs(f, proxy=bool(proxies[e]))
+    return dates, x
+
+
 def _check_units(frames: Mapping[str, pd.DataFrame], names: list[str]) -> None:
     """Refuse exchanges that quote one market in different units (median closes apart by more
     than ``UNIT_RATIO_MAX``: per token on one, per 1,000 tokens on another)."""
@@ -302,18 +323,9 @@ def compute_features_multi(
     _check_units(frames, names)
     # Process the union of all dates, so no exchange's bar is dropped; report on ref's rows.
     # Dates compare in UTC: tz-naive dates are read as UTC (as in compute_features).
-    utc = {name: _utc_index(frames[name]["date"]) for name in names}
-    all_dates = utc[names[0]]
-    for name in names[1:]:
-        all_dates = all_dates.union(utc[name])
-    x = np.full((len(all_dates), len(names), nb.N_IN), np.nan)
-    for e, name in enumerate(names):
-        f = frames[name]
-        xe = prepare_inputs(f, proxy=name in proxy)
-        pos = all_dates.get_indexer(utc[name])
-        x[pos, e, :] = xe
+    all_dates, x = stack_inputs([frames[n] for n in names], [n in proxy for n in names])
     lmap = LiquidationMap(cfg, exchanges=names, proxy=[n in proxy for n in names])
     out = lmap.update(_seconds(pd.Series(all_dates)), x)
-    rows = all_dates.get_indexer(utc[names[0]])
+    rows = all_dates.get_indexer(_utc_index(ref["date"]))
     res = _wrap(out[:, rows], ref.index, 1.0 if len(proxy) == len(names) else 0.0)
     return (res, lmap) if return_map else res

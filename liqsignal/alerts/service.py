@@ -427,60 +427,6 @@ def _context(feat: pd.DataFrame) -> dict[str, float | None]:
     return out
 
 
-def with_market_data(
-    provider: Any, market: str, feat: pd.DataFrame, timeframe: str, bars: int = 200
-) -> pd.DataFrame:
-    """The last ``bars`` rows of ``feat`` with ``close, high, low`` (and
-    ``open_interest_value``, ``funding_rate`` when stored) of the first non-stale exchange,
-    read from the provider's store. The provider's features carry only ``liq_*`` columns; the
-    message needs price extremes and the OI and funding context. Missing data: ``feat`` as is."""
-    tail = feat.tail(bars)
-    store = getattr(provider, "store", None)
-    if store is None or tail.empty or "close" in tail.columns:
-        return tail
-    try:
-        feeds = feeds_of(provider.status(market))
-        raw = provider.status(market)
-    except Exception:
-        return tail
-    for f in sorted(feeds, key=lambda f: f.stale):
-        symbol = getattr(raw.get(f.exchange), "symbol", None)
-        if not symbol:
-            continue
-        try:
-            c = store.read(f.exchange, symbol, timeframe, "futures")
-        except Exception:
-            continue
-        if c is None or c.empty:
-            continue
-        c = c.set_index("date")[
-            [k for k in ("open", "high", "low", "close", "volume") if k in c.columns]
-        ]
-        out = tail.join(c, how="left")
-        for ctype, cols in (
-            ("open_interest", ["open_interest_value"]),
-            ("funding_rate", ["funding_rate"]),
-        ):
-            try:
-                extra = _read_any_tf(store, f.exchange, symbol, ctype, timeframe)
-            except Exception:
-                extra = None
-            if extra is None or extra.empty or cols[0] not in extra.columns:
-                continue
-            e = extra.set_index("date")[cols].sort_index()
-            out[cols[0]] = e[cols[0]].reindex(out.index, method="ffill").to_numpy()
-        return out
-    return tail
-
-
-def _read_any_tf(store: Any, exchange: str, symbol: str, ctype: str, timeframe: str) -> Any:
-    for tf in dict.fromkeys((timeframe, "1h", "5m", "15m", "8h")):
-        df = store.read(exchange, symbol, tf, ctype)
-        if df is not None and not df.empty:
-            return df
-    return None
-
-
 def _match_cluster(snapshot: Any, side: str, low: float, high: float, centre: float) -> Any:
     """The snapshot's cluster on ``side`` overlapping [low, high] (nearest to ``centre``)."""
     best, best_d = None, math.inf
@@ -1012,13 +958,8 @@ class AlertService:
         events += self.detector.observe_feeds(market, feeds, now)
         if feeds and all(f.stale for f in feeds):
             return events, None, pd.DataFrame()
-        feat = with_market_data(
-            self.provider,
-            market,
-            self.provider.features(market),
-            self.config.timeframe,
-            max(self.config.picture_bars, 25),
-        )
+        # the provider's features carry the reference exchange's prices, OI and funding
+        feat = self.provider.features(market).tail(max(self.config.picture_bars, 25))
         section = self.freqtrade_config.get("liqsignal") or {}
         feat = forecast_on_frame(feat, section.get("forecast"))
         snap = self.provider.snapshot(market)
@@ -1098,9 +1039,7 @@ class AlertService:
         async def map_(args: list[str]) -> CommandReply:
             market = self.find_market(args[0] if args else self.markets[0])
             snap = self.provider.snapshot(market)
-            feat = with_market_data(
-                self.provider, market, self.provider.features(market), self.config.timeframe
-            )
+            feat = self.provider.features(market).tail(max(self.config.picture_bars, 25))
             png = await asyncio.to_thread(
                 render_pocket_png, snap, feat, market=market, bars=self.config.picture_bars
             )

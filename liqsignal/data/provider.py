@@ -26,6 +26,7 @@ import copy
 import dataclasses
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,16 +42,20 @@ from liqsignal.data.exchanges import EXCHANGES, ExchangeClient, RetryPolicy, tim
 from liqsignal.data.store import FeatherStore, normalize_frame, read_file
 from liqsignal.engine import LiquidationMap, MapSnapshot
 from liqsignal.exceptions import ConfigError, DataError
-from liqsignal.features import FEATURE_COLUMNS, prepare_inputs
+from liqsignal.features import FEATURE_COLUMNS, stack_inputs
 
 __all__ = [
+    "MARKET_COLUMNS",
     "PROVIDER_COLUMNS",
     "ExchangeStatus",
     "MapProvider",
     "MarketSpec",
     "RefreshReport",
+    "StoredMarket",
     "aggregated_features_from_store",
+    "map_stored_market",
     "oi_timeframe_for",
+    "read_stored_market",
 ]
 
 logger = logging.getLogger(__name__)
@@ -58,7 +63,19 @@ logger = logging.getLogger(__name__)
 #: Columns of :meth:`MapProvider.features` and :func:`aggregated_features_from_store`: the
 #: single-exchange ``FEATURE_COLUMNS`` plus ``liq_n_exchanges``, how many exchanges had a bar
 #: in that row (fewer than configured: an exchange was missing or stale at that bar).
-PROVIDER_COLUMNS: tuple[str, ...] = (*FEATURE_COLUMNS, "liq_n_exchanges")
+#: Then the reference exchange's bar at that date (the first configured exchange with a bar
+#: there, the kernel's reference price): ``MARKET_COLUMNS``, for messages and pictures.
+MARKET_COLUMNS: tuple[str, ...] = (
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "open_interest_value",
+    "funding_rate",
+)
+PROVIDER_COLUMNS: tuple[str, ...] = (*FEATURE_COLUMNS, "liq_n_exchanges", *MARKET_COLUMNS)
+_MARKET_INPUTS = (nb.I_OPEN, nb.I_HIGH, nb.I_LOW, nb.I_CLOSE, nb.I_VOL)
 
 FUNDING_TF = "1h"  # the store keeps funding under Freqtrade's funding_fee_timeframe
 _OI_COLS = ["open_interest_amount", "open_interest_value"]
@@ -215,24 +232,6 @@ def _exchange_frame(
     return df
 
 
-def _aggregate_inputs(
-    frames: Sequence[pd.DataFrame | None], proxies: Sequence[bool]
-) -> tuple[pd.DatetimeIndex, np.ndarray]:
-    """Union of the exchanges' dates and the kernel inputs ``[n, n_exchanges, 8]`` (NaN where an
-    exchange has no bar at a date: it contributes nothing there and its levels fade)."""
-    dates = pd.DatetimeIndex([], tz="UTC").as_unit("ms")
-    for f in frames:
-        if f is not None and len(f):
-            dates = dates.union(pd.DatetimeIndex(f["date"]).as_unit("ms"))
-    x = np.full((len(dates), len(frames), nb.N_IN), np.nan)
-    for e, f in enumerate(frames):
-        if f is None or not len(f):
-            continue
-        pos = dates.get_indexer(pd.DatetimeIndex(f["date"]).as_unit("ms"))
-        x[pos, e, :] = prepare_inputs(f, proxy=proxies[e])
-    return dates, x
-
-
 def _seconds(dates: pd.DatetimeIndex) -> np.ndarray:
     return np.asarray(dates.as_unit("ns").asi8, dtype=np.float64) / 1e9
 
@@ -240,7 +239,16 @@ def _seconds(dates: pd.DatetimeIndex) -> np.ndarray:
 def _wrap(out: np.ndarray, dates: pd.DatetimeIndex, x: np.ndarray, proxy_all: bool) -> pd.DataFrame:
     cols: dict[str, np.ndarray] = {name: out[i] for i, name in enumerate(nb.OUT_NAMES)}
     cols["liq_proxy_mode"] = np.full(out.shape[1], 1.0 if proxy_all else 0.0)
-    cols["liq_n_exchanges"] = np.isfinite(x[:, :, nb.I_CLOSE]).sum(axis=1).astype(np.float64)
+    have = np.isfinite(x[:, :, nb.I_CLOSE])
+    cols["liq_n_exchanges"] = have.sum(axis=1).astype(np.float64)
+    # the reference exchange's bar (the first exchange with a bar at that date, as in the
+    # kernel): prices, volume, OI in USD and funding, so readers need no second trip to disk
+    rows = np.arange(len(x))
+    ref = np.argmax(have, axis=1) if len(x) else np.zeros(0, dtype=np.int64)
+    for name, i in zip(MARKET_COLUMNS[:5], _MARKET_INPUTS, strict=True):
+        cols[name] = x[rows, ref, i]
+    cols["open_interest_value"] = x[rows, ref, nb.I_OI] * x[rows, ref, nb.I_CLOSE]
+    cols["funding_rate"] = x[rows, ref, nb.I_FUND]
     return pd.DataFrame(cols, index=pd.DatetimeIndex(dates, name="date"))
 
 
@@ -264,7 +272,7 @@ def _read_frames(
         funding=store.read(exchange, symbol, FUNDING_TF, "funding_rate"),
         taker=(
             store.read(exchange, symbol, timeframe, "taker_buy")
-            if EXCHANGES[exchange].taker_buy
+            if exchange in EXCHANGES and EXCHANGES[exchange].taker_buy
             else None
         ),
     )
@@ -275,11 +283,118 @@ def _store_symbol(store: FeatherStore, exchange: str, market: str, timeframe: st
     whose candle file exists; a full symbol is taken as it is."""
     if "/" in market:
         return market
-    for settle in EXCHANGES[exchange].settles:
+    spec = EXCHANGES.get(exchange)
+    for settle in spec.settles if spec is not None else ("USDT", "USDC", "USD"):
         sym = f"{market.upper()}/{settle}:{settle}"
         if store.path(exchange, sym, timeframe, "futures").exists():
             return sym
     return None
+
+
+@dataclass(frozen=True)
+class StoredMarket:
+    """One market's stored rows per exchange, merged point in time: the map's input.
+
+    ``frames[i]`` is exchange ``exchanges[i]``'s candles with open interest, funding and taker
+    buy volume merged as of each candle's close (None: no stored candles there); ``proxies[i]``
+    says whether that exchange runs in volume-proxy mode (no open-interest history).
+    """
+
+    market: str
+    timeframe: str
+    exchanges: tuple[str, ...]
+    symbols: tuple[str | None, ...]
+    proxies: tuple[bool, ...]
+    frames: tuple[pd.DataFrame | None, ...]
+
+    @property
+    def symbol(self) -> str | None:
+        """The first exchange's stored pair (for leverage tiers), None if none is stored."""
+        return next((s for s in self.symbols if s), None)
+
+    def present(self) -> dict[str, pd.DataFrame]:
+        """Exchange -> frame for the exchanges with at least one candle, in the given order."""
+        return {
+            e: f
+            for e, f in zip(self.exchanges, self.frames, strict=True)
+            if f is not None and len(f)
+        }
+
+
+def read_stored_market(
+    market: str,
+    exchanges: Sequence[str],
+    timeframe: str,
+    datadir: str | Path,
+    *,
+    until: pd.Timestamp | str | None = None,
+    missing_oi: str = "skip",
+) -> StoredMarket:
+    """Read ``market`` on ``exchanges`` from Freqtrade-layout files under ``datadir``.
+
+    Files under ``<datadir>/<exchange>/futures/``: candles at ``timeframe``, open interest at
+    :func:`oi_timeframe_for`, funding at 1h, Binance taker buy volume; each merged point in time
+    (:func:`liqsignal.data.timeline.merge_point_in_time`). ``until`` leaves out candles closing
+    after it. An exchange without candle files gives ``None`` (logged). An exchange whose OI
+    history exists upstream but has no stored OI file: ``missing_oi="skip"`` (the live
+    provider's rule, so backtests equal live: its candles cannot enter the map) or ``"proxy"``
+    (run it in volume-proxy mode, as ``liqsignal map`` does on candles alone). Corrupt files
+    raise ``CorruptFileError``; invalid rows raise ``InputError`` naming the exchange.
+    """
+    if missing_oi not in ("skip", "proxy"):
+        raise ConfigError(f"missing_oi: expected 'skip' or 'proxy', got {missing_oi!r}")
+    names = tuple(exchanges)
+    if not names or len(set(names)) != len(names):
+        raise ConfigError(f"read_stored_market {market}: expected distinct exchanges, got {names}")
+    store = FeatherStore(datadir)
+    now = None if until is None else _utc(until)
+    frames: list[pd.DataFrame | None] = []
+    proxies: list[bool] = []
+    symbols: list[str | None] = []
+    for ex in names:
+        # a folder liqsignal does not download for (a replay's, an import): OI at the candle
+        # timeframe if stored
+        oi_tf = oi_timeframe_for(ex, timeframe) if ex in EXCHANGES else timeframe
+        sym = _store_symbol(store, ex, market, timeframe)
+        symbols.append(sym)
+        if sym is None:
+            logger.warning("%s %s: no stored %s candles under %s", ex, market, timeframe, datadir)
+            proxies.append(oi_tf is None)
+            frames.append(None)
+            continue
+        fr = _read_frames(store, ex, sym, timeframe, oi_tf)
+        if oi_tf is not None and fr.oi.empty and len(fr.candles):
+            path = store.path(ex, sym, oi_tf, "open_interest")
+            if missing_oi == "proxy":
+                logger.info("%s %s: no stored open interest (%s): volume-proxy mode", ex, sym, path)
+                oi_tf = None
+            else:
+                logger.warning(
+                    "%s %s: no stored open interest (%s): its candles cannot enter the map",
+                    ex,
+                    sym,
+                    path,
+                )
+        proxies.append(oi_tf is None)
+        f = _exchange_frame(fr, timeframe, oi_tf, now=now)
+        _validate(f, f"{ex} {sym} {timeframe}")
+        frames.append(f)
+    return StoredMarket(market, timeframe, names, tuple(symbols), tuple(proxies), tuple(frames))
+
+
+def map_stored_market(
+    stored: StoredMarket, config: MapConfig | Mapping[str, Any] | None = None
+) -> tuple[pd.DataFrame, LiquidationMap]:
+    """The aggregated map of a :class:`StoredMarket`: ``PROVIDER_COLUMNS`` indexed by ``date``
+    (the union of the exchanges' bar dates) and the final engine state. The live provider runs
+    the same steps on the rows it holds, so its features equal these on the same rows."""
+    cfg = config if isinstance(config, MapConfig) else MapConfig.from_dict(config)
+    lmap = LiquidationMap(
+        _market_config(cfg, stored.symbol), exchanges=stored.exchanges, proxy=stored.proxies
+    )
+    dates, x = stack_inputs(stored.frames, stored.proxies)
+    out = lmap.update(_seconds(dates), x)
+    return _wrap(out, dates, x, all(stored.proxies)), lmap
 
 
 def aggregated_features_from_store(
@@ -292,50 +407,11 @@ def aggregated_features_from_store(
     until: pd.Timestamp | str | None = None,
     return_map: bool = False,
 ) -> pd.DataFrame | tuple[pd.DataFrame, LiquidationMap]:
-    """The aggregated ``liq_*`` columns of ``market`` over ``exchanges`` from stored files.
-
-    The backtest twin of :meth:`MapProvider.features`: files under ``<datadir>/<exchange>/
-    futures/`` (candles at ``timeframe``, open interest at :func:`oi_timeframe_for`, funding at
-    1h, Binance taker buy volume), merged point in time per exchange, all exchanges' bars in date
-    order on one grid. Returns ``PROVIDER_COLUMNS`` indexed by ``date`` (the union of the
-    exchanges' bar dates). ``until`` leaves out candles closing after it. An exchange without
-    files contributes nothing (logged). Corrupt files raise ``CorruptFileError``.
-    """
-    spec = MarketSpec(market, tuple(exchanges), timeframe)
-    cfg = config if isinstance(config, MapConfig) else MapConfig.from_dict(config)
-    store = FeatherStore(datadir)
-    now = None if until is None else _utc(until)
-    frames: list[pd.DataFrame | None] = []
-    proxies: list[bool] = []
-    symbols: list[str | None] = []
-    for ex in spec.exchanges:
-        oi_tf = oi_timeframe_for(ex, timeframe)
-        proxies.append(oi_tf is None)
-        sym = _store_symbol(store, ex, market, timeframe)
-        symbols.append(sym)
-        if sym is None:
-            logger.warning("%s %s: no stored %s candles under %s", ex, market, timeframe, datadir)
-            frames.append(None)
-            continue
-        fr = _read_frames(store, ex, sym, timeframe, oi_tf)
-        if oi_tf is not None and fr.oi.empty and len(fr.candles):
-            logger.warning(
-                "%s %s: no stored open interest (%s): its candles cannot enter the map",
-                ex,
-                sym,
-                store.path(ex, sym, oi_tf, "open_interest"),
-            )
-        f = _exchange_frame(fr, timeframe, oi_tf, now=now)
-        _validate(f, f"{ex} {sym} {timeframe}")
-        frames.append(f)
-    lmap = LiquidationMap(
-        _market_config(cfg, next((s for s in symbols if s), None)),
-        exchanges=spec.exchanges,
-        proxy=proxies,
-    )
-    dates, x = _aggregate_inputs(frames, proxies)
-    out = lmap.update(_seconds(dates), x)
-    res = _wrap(out, dates, x, all(proxies))
+    """The aggregated ``liq_*`` columns of ``market`` over ``exchanges`` from stored files:
+    :func:`read_stored_market` then :func:`map_stored_market` (the backtest twin of
+    :meth:`MapProvider.features`)."""
+    stored = read_stored_market(market, exchanges, timeframe, datadir, until=until)
+    res, lmap = map_stored_market(stored, config)
     return (res, lmap) if return_map else res
 
 
@@ -374,6 +450,10 @@ class _Market:
     lmap: LiquidationMap | None = None
     map_until: pd.Timestamp | None = None
     feats: pd.DataFrame | None = None
+    #: Held while the map advances and its features are published, and by every reader
+    #: (features, snapshot, price, on_liquidation): a reader in another thread (the strategy,
+    #: while the refresh runs in the background) never sees a new map with old features.
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
 
 def _funding_due(funding: pd.DataFrame, now: pd.Timestamp) -> bool:
@@ -747,13 +827,15 @@ class MapProvider:
         lmap = LiquidationMap(
             _market_config(m.config, symbol), exchanges=m.spec.exchanges, proxy=proxies
         )
-        dates, x = _aggregate_inputs(frames, proxies)
+        dates, x = stack_inputs(frames, proxies)
         t0 = time.perf_counter()
         out = lmap.update(_seconds(dates), x)
         dt = time.perf_counter() - t0
-        m.lmap = lmap
-        m.feats = _wrap(out, dates, x, all(proxies)).iloc[-self.history_bars :]
-        m.map_until = pd.Timestamp(dates[-1]) if len(dates) else None
+        feats = _wrap(out, dates, x, all(proxies)).iloc[-self.history_bars :]
+        with m.lock:  # map and features published together
+            m.lmap = lmap
+            m.feats = feats
+            m.map_until = pd.Timestamp(dates[-1]) if len(dates) else None
         for feed, f in zip(feeds, frames, strict=True):
             feed.fed_until = pd.Timestamp(f["date"].iloc[-1]) if f is not None and len(f) else None
         return dt
@@ -784,17 +866,19 @@ class MapProvider:
         for feed, f in zip(feeds, frames, strict=True):
             if f is not None:
                 _validate(f, f"{feed.exchange} {feed.symbol} {m.spec.timeframe}")
-        dates, x = _aggregate_inputs(frames, [f.proxy for f in feeds])
+        dates, x = stack_inputs(frames, [f.proxy for f in feeds])
         if not len(dates):
             return 0.0
-        t0 = time.perf_counter()
-        out = m.lmap.update(_seconds(dates), x)
-        dt = time.perf_counter() - t0
-        new = _wrap(out, dates, x, all(f.proxy for f in feeds))
-        m.feats = (new if m.feats is None or m.feats.empty else pd.concat([m.feats, new])).iloc[
-            -self.history_bars :
-        ]
-        m.map_until = pd.Timestamp(dates[-1])
+        with m.lock:  # the map advances in place: readers wait for its features
+            t0 = time.perf_counter()
+            out = m.lmap.update(_seconds(dates), x)
+            dt = time.perf_counter() - t0
+            new = _wrap(out, dates, x, all(f.proxy for f in feeds))
+            old = m.feats
+            m.feats = (new if old is None or old.empty else pd.concat([old, new])).iloc[
+                -self.history_bars :
+            ]
+            m.map_until = pd.Timestamp(dates[-1])
         for feed, f in zip(feeds, frames, strict=True):
             if f is not None and len(f):
                 feed.fed_until = pd.Timestamp(f["date"].iloc[-1])
@@ -837,6 +921,10 @@ class MapProvider:
 
     def price(self, market: str) -> float:
         """Last close in the map: of the first non-stale exchange (all stale: the first one)."""
+        with self._market(market).lock:
+            return self._price(market)
+
+    def _price(self, market: str) -> float:
         m, lmap = self._map(market)
         closes = lmap.ex[:, nb.X_LAST_CLOSE]
         order = [i for i, f in enumerate(m.feeds.values()) if not f.stale]
@@ -852,9 +940,13 @@ class MapProvider:
         per non-stale exchange) and clusters whose ``shares`` name only non-stale exchanges and
         sum to 1. A stale exchange's standing levels are left out (they are old and may no
         longer exist); they stay in the engine state, fading, and count again on recovery."""
+        with self._market(market).lock:
+            return self._snapshot(market, scan_range_pct)
+
+    def _snapshot(self, market: str, scan_range_pct: float | None) -> MapSnapshot:
         m, lmap = self._map(market)
         stale = [i for i, f in enumerate(m.feeds.values()) if f.stale]
-        ref = self.price(market)
+        ref = self._price(market)
         if not stale:
             return lmap.snapshot(ref, scan_range_pct=scan_range_pct)
         view = copy.copy(lmap)
@@ -876,13 +968,14 @@ class MapProvider:
     def features(self, market: str) -> pd.DataFrame:
         """``PROVIDER_COLUMNS`` of the aggregate, the last ``history_bars`` rows, by date."""
         m = self._market(market)
-        if m.feats is None:
-            return pd.DataFrame(
-                columns=list(PROVIDER_COLUMNS),
-                index=pd.DatetimeIndex([], tz="UTC", name="date"),
-                dtype="float64",
-            )
-        return m.feats.copy()
+        with m.lock:
+            if m.feats is None:
+                return pd.DataFrame(
+                    columns=list(PROVIDER_COLUMNS),
+                    index=pd.DatetimeIndex([], tz="UTC", name="date"),
+                    dtype="float64",
+                )
+            return m.feats.copy()
 
     def map(self, market: str) -> LiquidationMap:
         """The market's engine state (read only: do not ``update`` it)."""
@@ -898,6 +991,9 @@ class MapProvider:
         A rebuild from the store (a late bar) starts from the bars again; the next closed bar
         reaches those levels anyway, since its range contains the traded price."""
         m = self._markets.get(str(getattr(event, "market", "")))
-        if m is None or m.lmap is None or not m.lmap.initialized:
+        if m is None:
             return 0.0
-        return m.lmap.consume_to(float(event.price), str(event.side))
+        with m.lock:
+            if m.lmap is None or not m.lmap.initialized:
+                return 0.0
+            return m.lmap.consume_to(float(event.price), str(event.side))
