@@ -305,6 +305,7 @@ def test_alerts_carry_probability_side_horizon_and_precision(btc4h, model):
 
 
 def test_add_liq_columns_carries_the_forecast_and_survives_a_failing_one(monkeypatch, caplog):
+    import liqsignal.columns as columns
     import liqsignal.freqtrade as lf
 
     frame = (
@@ -321,7 +322,7 @@ def test_add_liq_columns_carries_the_forecast_and_survives_a_failing_one(monkeyp
     def boom(*a, **k):
         raise RuntimeError("unexpected")
 
-    monkeypatch.setattr(lf, "apply_forecast", boom)
+    monkeypatch.setattr(columns, "apply_forecast", boom)
     with caplog.at_level(logging.WARNING, logger="liqsignal.freqtrade"):
         bad = lf.add_liq_columns(frame, {"pair": "BTC/USDT:USDT"}, None, {"timeframe": "1h"})
     assert bad["liq_short_cascade_prob"].isna().all() and bad["liq_long_armed"].isna().all()

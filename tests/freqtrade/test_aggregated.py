@@ -19,7 +19,6 @@ import pandas as pd
 import pytest
 from ft_replay_helpers import BUNDLED, FREQTRADE, ROOT, TESTDATA, ft_env
 
-import liqsignal.freqtrade as lf
 from liqsignal.config import MapConfig
 from liqsignal.data.provider import ExchangeStatus, aggregated_features_from_store
 from liqsignal.data.store import FeatherStore
@@ -29,10 +28,13 @@ from liqsignal.freqtrade import (
     LIQ_COLUMNS,
     LiqGuardMixin,
     add_liq_columns,
+    liq_context,
     liq_settings,
     refresh_in_background,
+    reset_liq_context,
     set_provider,
 )
+from liqsignal.guard_mixin import _same
 from liqsignal.guards import GUARD_COLUMNS
 
 PAIR = "BTC/USDT:USDT"
@@ -106,10 +108,9 @@ def candles() -> pd.DataFrame:
 
 @pytest.fixture(autouse=True)
 def _no_provider():
-    set_provider(None)
-    lf._WARNED.clear()
+    reset_liq_context()
     yield
-    set_provider(None)
+    reset_liq_context()
 
 
 def _at(feats: pd.DataFrame, dates: pd.Series) -> pd.DataFrame:
@@ -307,8 +308,8 @@ def test_fast_rows_equal_the_dataprovider_slice_and_detect_changed_columns(root,
         dp.analyzed = out[out["date"] + pd.Timedelta(hours=1) <= now].iloc[-1000:]
         fast = strat._liq_fast_row(PAIR, now, "1h", 3600, GUARD_COLUMNS)
         ref = strat._liq_dp_row(PAIR, "1h", GUARD_COLUMNS)
-        assert fast is not None and fast[1] == ref[1] and lf._same(fast[0], ref[0])
-    assert lf._ROWS[dp][PAIR].checked and not lf._ROWS[dp][PAIR].bad
+        assert fast is not None and fast[1] == ref[1] and _same(fast[0], ref[0])
+    assert liq_context(dp).rows[PAIR].checked and not liq_context(dp).rows[PAIR].bad
     _row, date, state = strat._liq_row(PAIR, t0, gc)
     assert state == "ok" and date == candles["date"].iloc[599].to_pydatetime()
     # a strategy that changes a guard column after add_liq_columns: the check sees it
@@ -317,18 +318,19 @@ def test_fast_rows_equal_the_dataprovider_slice_and_detect_changed_columns(root,
     add_liq_columns(candles, {"pair": PAIR}, dp, cfg)  # fresh arrays, not yet checked
     dp.analyzed = changed[changed["date"] + pd.Timedelta(hours=1) <= t0]
     strat._liq_fast_row(PAIR, t0, "1h", 3600, GUARD_COLUMNS)
-    assert lf._ROWS[dp][PAIR].bad
+    assert liq_context(dp).rows[PAIR].bad
     assert strat._liq_fast_row(PAIR, t0, "1h", 3600, GUARD_COLUMNS) is None  # dp path now
     # dry/live runs never keep arrays
     live = DP(root, runmode="dry_run")
     add_liq_columns(candles, {"pair": PAIR}, live, _config(root, ["binance"]))
-    assert live not in lf._ROWS
+    assert PAIR not in liq_context(live).rows
 
 
 CHECK_STRATEGY = '''
 import atexit, json, os
 from liq_trend import LiqTrendStrategy
-from liqsignal.freqtrade import _ROWS, _same
+from liqsignal.guard_mixin import _same
+from liqsignal.guard_mixin import _same
 from liqsignal.guards import GUARD_COLUMNS
 
 STATS = {"calls": 0, "fast": 0, "equal": 0, "missing": 0, "first": None, "bad": []}
