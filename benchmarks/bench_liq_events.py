@@ -44,7 +44,7 @@ import pandas as pd
 from websockets.asyncio.client import connect
 
 from liqsignal.alerts.events import BarView, EventDetector
-from liqsignal.alerts.service import alert_for
+from liqsignal.alerts.message import alert_for
 from liqsignal.config import MapConfig
 from liqsignal.data.replay.ws import (
     LiqEvent,

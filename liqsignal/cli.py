@@ -1026,7 +1026,7 @@ def build_parser() -> argparse.ArgumentParser:
         pass
 
     try:
-        from liqsignal.alerts.service import add_alerts_arguments, run_alerts
+        from liqsignal.cli_alerts import add_alerts_arguments, run_alerts
 
         al = sub.add_parser("alerts", help="refresh maps on a schedule and send Telegram alerts")
         add_alerts_arguments(al)

@@ -35,7 +35,7 @@ from liqsignal.columns import (
     set_provider,
 )
 from liqsignal.data.timeline import merge_point_in_time, timeframe_seconds
-from liqsignal.guard_mixin import LiqGuardMixin, liq_safe
+from liqsignal.guard_mixin import LiqGuardCallbacks, LiqGuardMixin, liq_safe
 
 __all__ = [
     "AGGREGATED_COLUMNS",
@@ -45,6 +45,7 @@ __all__ = [
     "SECTION_KEYS",
     "LiqConfigurationError",
     "LiqContext",
+    "LiqGuardCallbacks",
     "LiqGuardMixin",
     "LiqSettings",
     "add_liq_columns",

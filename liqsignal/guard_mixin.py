@@ -53,7 +53,7 @@ except ImportError as e:  # pragma: no cover - the mixin is for Freqtrade strate
         "liqsignal.guard_mixin needs Freqtrade: pip install 'liqsignal[freqtrade]'"
     ) from e
 
-__all__ = ["LiqGuardMixin", "liq_safe"]
+__all__ = ["LiqGuardCallbacks", "LiqGuardMixin", "liq_safe"]
 
 logger = logging.getLogger("liqsignal.freqtrade")
 
@@ -552,6 +552,34 @@ def _same(a: Mapping[str, float] | None, b: Mapping[str, float] | None) -> bool:
     return a.keys() == b.keys() and all(
         x == y or (math.isnan(x) and math.isnan(y)) for x, y in ((a[k], b[k]) for k in a)
     )
+
+
+class LiqGuardCallbacks(LiqGuardMixin):
+    """``LiqGuardMixin`` with Freqtrade's three callbacks already wired to the guards, for a
+    strategy that has no callbacks of its own: ``class S(LiqGuardCallbacks, IStrategy)``.
+    ``target_leverage`` is the leverage proposed before the guard caps it. A strategy with its
+    own callbacks uses ``LiqGuardMixin`` and calls the ``liq_*`` methods from them."""
+
+    target_leverage: ClassVar[float] = 3.0
+
+    def confirm_trade_entry(
+        self, pair: str, order_type: str, amount: float, rate: float, time_in_force: str,
+        current_time: datetime, entry_tag: str | None, side: str, **kwargs: Any,
+    ) -> bool:  # fmt: skip
+        return self.liq_confirm_trade_entry(pair, rate, side, current_time)
+
+    def leverage(
+        self, pair: str, current_time: datetime, current_rate: float, proposed_leverage: float,
+        max_leverage: float, entry_tag: str | None, side: str, **kwargs: Any,
+    ) -> float:  # fmt: skip
+        lev = min(self.target_leverage, max_leverage)
+        return self.liq_leverage(pair, current_time, current_rate, lev, max_leverage, side)
+
+    def custom_stoploss(
+        self, pair: str, trade: Any, current_time: datetime, current_rate: float,
+        current_profit: float, after_fill: bool, **kwargs: Any,
+    ) -> float | None:  # fmt: skip
+        return self.liq_custom_stoploss(pair, trade, current_time, current_rate)
 
 
 def _leverage_fallback(proposed: Any, max_leverage: Any) -> float:

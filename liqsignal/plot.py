@@ -686,3 +686,88 @@ def plot_evaluation(
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def render_pocket_png(
+    snapshot: Any,
+    feat: pd.DataFrame | None,
+    *,
+    market: str,
+    pocket: Any = None,
+    label: str | None = None,
+    bars: int = 72,
+    window_pct: float = 6.0,
+) -> bytes:
+    """A phone-sized PNG: recent price over the current map (levels as a heat strip, long
+    levels below, short above), the level profile on the right, the armed pocket marked.
+    ``snapshot``: a ``MapSnapshot`` (``price``, ``levels``); ``feat``: features with ``close``
+    (the provider's carry it); ``pocket``: anything with ``low``, ``high``, ``price`` (an
+    alert's ``Pocket``), marked with ``label``."""
+    import io
+
+    plt = _pyplot()
+
+    price = float(snapshot.price)
+    lo_p, hi_p = price * (1 - window_pct / 100), price * (1 + window_pct / 100)
+    closes = None
+    if feat is not None and "close" in feat.columns and len(feat):
+        tail = feat.tail(bars)
+        closes = pd.to_numeric(tail["close"], errors="coerce").to_numpy(dtype=float)
+        if np.isfinite(closes).any():
+            lo_p = min(lo_p, float(np.nanmin(closes)) * 0.995)
+            hi_p = max(hi_p, float(np.nanmax(closes)) * 1.005)
+    if pocket is not None:
+        lo_p, hi_p = min(lo_p, pocket.low * 0.995), max(hi_p, pocket.high * 1.005)
+    fig, (ax, ax2) = plt.subplots(
+        1, 2, figsize=(7.2, 4.8), gridspec_kw={"width_ratios": [3, 1]}, sharey=True
+    )
+    lv = snapshot.levels
+    lv = lv[(lv.index >= lo_p) & (lv.index <= hi_p)] if len(lv) else lv
+    if len(lv):
+        total = (lv["long_usd"].to_numpy(float) + lv["short_usd"].to_numpy(float))[:, None]
+        edges = lv.index.to_numpy(float)
+        n = len(closes) if closes is not None else 1
+        vmax = float(np.percentile(total[total > 0], 99)) if (total > 0).any() else 1.0
+        ax.imshow(
+            np.repeat(total, 2, axis=1),
+            aspect="auto",
+            origin="lower",
+            extent=(0, max(n - 1, 1), float(edges[0]), float(edges[-1])),
+            cmap="inferno",
+            vmin=0,
+            vmax=vmax,
+            interpolation="nearest",
+        )
+        step = float(np.median(np.diff(edges))) if len(edges) > 1 else price * 1e-3
+        below, above = lv[lv.index <= price], lv[lv.index >= price]
+        ax2.barh(below.index, below["long_usd"] / 1e6, height=step, color="tab:red", label="long")
+        ax2.barh(
+            above.index, above["short_usd"] / 1e6, height=step, color="tab:green", label="short"
+        )
+        ax2.legend(loc="lower right", fontsize=7)
+    if closes is not None:
+        ax.plot(np.arange(len(closes)), closes, color="cyan", lw=1.2, label="close")
+    ax.axhline(price, color="cyan", lw=0.6, ls=":")
+    ax2.axhline(price, color="cyan", lw=0.8)
+    if pocket is not None:
+        for a in (ax, ax2):
+            a.axhspan(pocket.low, pocket.high, color="yellow", alpha=0.45, lw=0)
+        ax.annotate(
+            label or "armed pocket",
+            xy=(0.02, (pocket.price - lo_p) / (hi_p - lo_p)),
+            xycoords="axes fraction",
+            color="yellow",
+            fontsize=9,
+            fontweight="bold",
+            va="center",
+        )
+    ax.set_ylim(lo_p, hi_p)
+    ax.set_xticks([])
+    ax.set_xlabel(f"last {bars} bars · map as of now")
+    ax.set_title(f"{market} liquidation map", fontsize=10)
+    ax2.set_xlabel("M USD per bin", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()

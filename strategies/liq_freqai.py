@@ -18,7 +18,6 @@ Run offline (replay exchange for the markets, FreqAI's XGBoost classifier)::
 # --- Do not remove these imports ---
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, ClassVar
 
 import numpy as np
@@ -27,10 +26,10 @@ from freqtrade.strategy import IStrategy
 from pandas import DataFrame
 
 from liqsignal.freqai import add_liq_features
-from liqsignal.freqtrade import LiqGuardMixin, liq_informative_pairs
+from liqsignal.freqtrade import LiqGuardCallbacks, liq_informative_pairs
 
 
-class LiqFreqAIStrategy(LiqGuardMixin, IStrategy):
+class LiqFreqAIStrategy(LiqGuardCallbacks, IStrategy):
     """
     FreqAI classifier on price and liquidation-map features, guarded by the map.
     """
@@ -112,46 +111,3 @@ class LiqFreqAIStrategy(LiqGuardMixin, IStrategy):
         dataframe.loc[dataframe["&s-up_or_down"] == "down", "exit_long"] = 1
         dataframe.loc[dataframe["&s-up_or_down"] == "up", "exit_short"] = 1
         return dataframe
-
-    # -- callbacks: the guards, one line each
-
-    def confirm_trade_entry(
-        self,
-        pair: str,
-        order_type: str,
-        amount: float,
-        rate: float,
-        time_in_force: str,
-        current_time: datetime,
-        entry_tag: str | None,
-        side: str,
-        **kwargs: Any,
-    ) -> bool:
-        return self.liq_confirm_trade_entry(pair, rate, side, current_time)
-
-    def leverage(
-        self,
-        pair: str,
-        current_time: datetime,
-        current_rate: float,
-        proposed_leverage: float,
-        max_leverage: float,
-        entry_tag: str | None,
-        side: str,
-        **kwargs: Any,
-    ) -> float:
-        return self.liq_leverage(
-            pair, current_time, current_rate, self.target_leverage, max_leverage, side
-        )
-
-    def custom_stoploss(
-        self,
-        pair: str,
-        trade: Any,
-        current_time: datetime,
-        current_rate: float,
-        current_profit: float,
-        after_fill: bool,
-        **kwargs: Any,
-    ) -> float | None:
-        return self.liq_custom_stoploss(pair, trade, current_time, current_rate)

@@ -20,23 +20,21 @@ Run (offline, replay exchange for the markets; see docs/freqtrade.md)::
 # --- Do not remove these imports ---
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, ClassVar
 
 import talib.abstract as ta
-from freqtrade.persistence import Trade
 from freqtrade.strategy import IntParameter, IStrategy
 from pandas import DataFrame
 
 from liqsignal.freqtrade import (
     LIQ_PLOT_CONFIG,
-    LiqGuardMixin,
+    LiqGuardCallbacks,
     add_liq_columns,
     liq_informative_pairs,
 )
 
 
-class LiqTrendStrategy(LiqGuardMixin, IStrategy):
+class LiqTrendStrategy(LiqGuardCallbacks, IStrategy):
     """
     EMA trend follower for USD-M perpetuals with liquidation-map guards.
 
@@ -144,48 +142,6 @@ class LiqTrendStrategy(LiqGuardMixin, IStrategy):
         dataframe.loc[(fast < slow) & (fast.shift(1) >= slow.shift(1)), "exit_long"] = 1
         dataframe.loc[(fast > slow) & (fast.shift(1) <= slow.shift(1)), "exit_short"] = 1
         return dataframe
-
-    # --- callbacks: one line each wires the liquidation guards in ---
-
-    def confirm_trade_entry(
-        self,
-        pair: str,
-        order_type: str,
-        amount: float,
-        rate: float,
-        time_in_force: str,
-        current_time: datetime,
-        entry_tag: str | None,
-        side: str,
-        **kwargs: Any,
-    ) -> bool:
-        return self.liq_confirm_trade_entry(pair, rate, side, current_time)
-
-    def leverage(
-        self,
-        pair: str,
-        current_time: datetime,
-        current_rate: float,
-        proposed_leverage: float,
-        max_leverage: float,
-        entry_tag: str | None,
-        side: str,
-        **kwargs: Any,
-    ) -> float:
-        lev = min(self.target_leverage, max_leverage)
-        return self.liq_leverage(pair, current_time, current_rate, lev, max_leverage, side)
-
-    def custom_stoploss(
-        self,
-        pair: str,
-        trade: Trade,
-        current_time: datetime,
-        current_rate: float,
-        current_profit: float,
-        after_fill: bool,
-        **kwargs: Any,
-    ) -> float | None:
-        return self.liq_custom_stoploss(pair, trade, current_time, current_rate)
 
 
 class LiqTrendControl(LiqTrendStrategy):

@@ -270,8 +270,8 @@ def test_report_and_cli_fit_on_a_users_file(btc4h, tmp_path, capsys):
 
 def test_alerts_carry_probability_side_horizon_and_precision(btc4h, model):
     from liqsignal.alerts.events import Event
-    from liqsignal.alerts.message import format_cluster_alert
-    from liqsignal.alerts.service import alert_for, bar_view
+    from liqsignal.alerts.message import alert_for, format_cluster_alert
+    from liqsignal.alerts.views import bar_view
 
     text = format_cluster_alert(market="BTC/USDT:USDT", side="short", price_low=101.0,
                                 price_high=102.0, usd=5e6, distance_pct=1.5, price=100.0,

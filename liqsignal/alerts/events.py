@@ -344,6 +344,51 @@ class EventDetector:
                 events.append(ev)
         return events
 
+    def observe_liquidation(
+        self,
+        market: str,
+        time: datetime,
+        price: float,
+        side: str,
+        consumed_usd: float,
+        *,
+        rearm: Mapping[str, Pocket | None] | None = None,
+        context: Mapping[str, float | None] | None = None,
+    ) -> list[Event]:
+        """Events raised by one realized liquidation on ``side`` at ``price`` (between bars).
+
+        "consumed": the price traded through the pocket ``side`` tracks since its "armed"
+        alert (``consumed_usd``: what the map lost there, from ``MapProvider.on_liquidation``),
+        with the same band cooldown as a bar's, so the bar that closes later does not report it
+        again. Then the arming is re-evaluated: ``rearm[side]`` is the pocket nearest price on
+        that side in the map after the event, given when the last bar armed that side; a
+        qualifying one the detector has not alerted (another band, or grown past the
+        escalation step) is "armed"/"escalated" now. Never changes which bar the detector saw
+        last, so the next bar is observed as usual."""
+        if side not in SIDES or not (math.isfinite(price) and price > 0):
+            return []
+        usd = float(consumed_usd) if math.isfinite(consumed_usd) and consumed_usd > 0 else 0.0
+        trade = BarView(
+            market,
+            time,
+            price,
+            price,
+            price,
+            consumed_usd={side: usd},
+            context=dict(context or {}),
+        )
+        prev = self._last_price.get(market, price)
+        events: list[Event] = []
+        ev = self._consumption(trade, side, prev)
+        if ev is not None:
+            events.append(ev)
+        for s, pocket in (rearm or {}).items():
+            if s in SIDES and pocket is not None and self._qualifies(pocket):
+                armed = self._arming(trade, s, pocket)
+                if armed is not None:
+                    events.append(armed)
+        return events
+
     def _arming(self, bar: BarView, side: str, pocket: Pocket) -> Event | None:
         band = self.band_of(pocket.price)
         mark = self._recent(bar.market, side, band, bar.time)

@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from liqsignal.exceptions import InputError
+
+if TYPE_CHECKING:
+    from liqsignal.alerts.events import Event
 
 __all__ = [
     "ALERT_KINDS",
@@ -67,6 +71,9 @@ class Alert:
     side: str | None = None
     photo: bytes | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: The pocket's USD of an "armed"/"escalated" alert (kept in the outbox, so a restart
+    #: knows what the last alert of a band said and an escalation can still fire).
+    usd: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.key, str) or not self.key.strip():
@@ -86,6 +93,10 @@ class Alert:
             raise InputError(f"Alert.photo must be PNG bytes or None (key {self.key!r})")
         if self.created_at.tzinfo is None:
             raise InputError(f"Alert.created_at must be timezone-aware (key {self.key!r})")
+        if self.usd is not None and not (
+            isinstance(self.usd, int | float) and math.isfinite(self.usd) and self.usd >= 0
+        ):
+            raise InputError(f"Alert.usd must be a finite USD amount >= 0 (key {self.key!r})")
 
     def __repr__(self) -> str:
         photo = f"{len(self.photo)} bytes" if self.photo is not None else "None"
@@ -341,4 +352,83 @@ def format_recovered_notice(*, source: str, stale_minutes: float | None = None) 
     tail = f" after {_fmt_minutes(stale_minutes)}" if stale_minutes is not None else ""
     return (
         f"{_KIND_ICON['recovered']} <b>Data recovered: {escape(source)}</b>{tail}\nAlerts resume."
+    )
+
+
+# -- events as messages ------------------------------------------------------------------
+
+
+def _stale_note(stale: Sequence[str]) -> str | None:
+    return f"data stale on {', '.join(stale)}: map built without it" if stale else None
+
+
+def signed_distance(side: str, distance_pct: float) -> float:
+    """Distance from price with the sign of the direction, as the alerts write it: a long
+    pocket (below price) negative, a short pocket (above) positive."""
+    d = abs(float(distance_pct))
+    return -d if side == "long" else d
+
+
+def alert_for(event: Event, *, now: datetime | None = None, stale: Sequence[str] = ()) -> Alert:
+    """The Telegram text (no picture) for one event, keyed for the outbox."""
+    ctx = event.context or {}
+    if event.kind in ("armed", "escalated"):
+        p = event.pocket
+        assert p is not None and event.side is not None and event.price is not None
+        text = format_cluster_alert(
+            market=event.market,
+            side=event.side,
+            price_low=p.low,
+            price_high=p.high,
+            usd=p.usd,
+            distance_pct=p.distance_pct,
+            price=event.price,
+            exchange_shares=dict(p.shares) or None,
+            cascade_depth=p.depth,
+            cascade_usd=p.cascade_usd,
+            oi_usd=ctx.get("oi_usd"),
+            oi_change_pct=ctx.get("oi_change_pct"),
+            funding_rate=ctx.get("funding_rate"),
+            kind=event.kind,
+            score=p.score,
+            probability=p.probability,
+            horizon_bars=p.horizon_bars,
+            threshold=p.threshold,
+            precision=p.precision,
+            note=_stale_note(stale) or f"bar {event.time:%Y-%m-%d %H:%M} UTC",
+        )
+    elif event.kind == "consumed":
+        assert event.side is not None
+        minutes = None
+        if event.armed_at is not None:
+            minutes = (event.time - event.armed_at).total_seconds() / 60.0
+        text = format_consumed_alert(
+            market=event.market,
+            side=event.side,
+            usd=event.consumed_usd or 0.0,
+            price_before=event.price_before or event.price or 1.0,
+            price_extreme=event.price_extreme or event.price or 1.0,
+            price_now=event.price,
+            minutes=minutes,
+        )
+    elif event.kind == "stale":
+        f = event.feed
+        text = format_stale_notice(
+            source=f"{event.exchange} {event.market}",
+            last_update=f.last_bar if f else None,
+            now=now,
+            reason=(f.error or "") if f else "",
+        )
+    else:
+        mins = None
+        if event.stale_since is not None:
+            mins = max(0.0, (event.time - event.stale_since).total_seconds() / 60.0)
+        text = format_recovered_notice(
+            source=f"{event.exchange} {event.market}", stale_minutes=mins
+        )
+    usd = event.pocket.usd if event.kind in ("armed", "escalated") and event.pocket else None
+    if usd is not None and not (math.isfinite(usd) and usd >= 0):
+        usd = None
+    return Alert(
+        key=event.key, kind=event.kind, market=event.market, side=event.side, text=text, usd=usd
     )

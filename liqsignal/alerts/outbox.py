@@ -69,7 +69,7 @@ def _busy(e: BaseException) -> bool:
 
 
 DEFAULT_OUTBOX_PATH = Path("user_data/liqsignal_alerts.sqlite")
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -110,6 +110,10 @@ CREATE TABLE IF NOT EXISTS tracked (
     updated_at REAL NOT NULL,
     PRIMARY KEY (market, side)
 );
+"""
+#: Version 3: the pocket's USD of each armed/escalated alert (restored into the detector).
+_SCHEMA_V3 = """
+ALTER TABLE alerts ADD COLUMN usd REAL;
 """
 
 
@@ -280,7 +284,10 @@ class Outbox:
                 )
             if version < SCHEMA_VERSION:
                 # version 0 is a new file, 1 lacks the tracked pockets; later versions add steps
-                steps = (_SCHEMA if version < 1 else "") + _SCHEMA_V2
+                steps = (_SCHEMA if version < 1 else "") + (_SCHEMA_V2 if version < 2 else "")
+                columns = {r[1] for r in c.execute("PRAGMA table_info(alerts)")}
+                if "usd" not in columns:  # (a new file's table is made just now, without it)
+                    steps += _SCHEMA_V3
                 for stmt in steps.split(";"):
                     if stmt.strip():
                         c.execute(stmt)
@@ -347,7 +354,7 @@ class Outbox:
                 return int(row[0])
             cur = c.execute(
                 "INSERT INTO alerts (key, kind, market, side, text, photo, created_at, "
-                "enqueued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "enqueued_at, usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     alert.key,
                     alert.kind,
@@ -357,6 +364,7 @@ class Outbox:
                     None if alert.photo is None else bytes(alert.photo),
                     alert.created_at.timestamp(),
                     now,
+                    alert.usd,
                 ),
             )
             assert cur.lastrowid is not None
@@ -460,7 +468,7 @@ class Outbox:
 
     def get(self, alert_id: int) -> OutboxEntry | None:
         """One alert by id, or None."""
-        rows = self._select(f"WHERE id = {int(alert_id)}", None)
+        rows = self._select("WHERE id = ?", None, (int(alert_id),))
         return rows[0] if rows else None
 
     def entries(self, status: str | None = None) -> list[OutboxEntry]:
@@ -469,7 +477,33 @@ class Outbox:
             return self._select("ORDER BY id", None)
         if status not in ("pending", "sent", "failed"):
             raise ConfigError(f"status must be pending, sent or failed, got {status!r}")
-        return self._select(f"WHERE status = '{status}' ORDER BY id", None)
+        return self._select("WHERE status = ? ORDER BY id", None, (status,))
+
+    def keys(self) -> dict[str, float | None]:
+        """Every stored alert's key with its pocket USD (None where the alert has none), in
+        enqueue order: what a restart needs, without loading texts and pictures."""
+        rows = self._read("SELECT key, usd FROM alerts ORDER BY id")
+        return {str(k): (None if u is None else float(u)) for k, u in rows}  # type: ignore[arg-type]
+
+    def prune(self, keep_s: float, photo_keep_s: float, *, now: float | None = None) -> int:
+        """Delete sent alerts (and their delivery records) finished more than ``keep_s`` ago and
+        drop the pictures of sent alerts finished more than ``photo_keep_s`` ago; pending and
+        failed alerts are never touched. Returns the number of alerts deleted."""
+        if not (keep_s >= 0 and photo_keep_s >= 0):
+            raise ConfigError(f"prune: ages must be >= 0 s, got {keep_s!r}, {photo_keep_s!r}")
+        t = time.time() if now is None else float(now)
+        with self._tx() as c:
+            c.execute(
+                "UPDATE alerts SET photo = NULL WHERE status = 'sent' AND photo IS NOT NULL "
+                "AND finished_at < ?",
+                (t - photo_keep_s,),
+            )
+            old = "SELECT id FROM alerts WHERE status = 'sent' AND finished_at < ?"
+            c.execute(f"DELETE FROM deliveries WHERE alert_id IN ({old})", (t - keep_s,))
+            cur = c.execute(
+                "DELETE FROM alerts WHERE status = 'sent' AND finished_at < ?", (t - keep_s,)
+            )
+            return int(cur.rowcount)
 
     def counts(self) -> dict[str, int]:
         """Number of alerts per status."""
@@ -478,15 +512,19 @@ class Outbox:
         out.update({str(s): int(n) for s, n in rows})  # type: ignore[call-overload]
         return out
 
-    def _select(self, where: str, limit: int | None) -> list[OutboxEntry]:
+    def _select(
+        self, where: str, limit: int | None, params: Sequence[object] = ()
+    ) -> list[OutboxEntry]:
+        """Rows of ``alerts``; ``where`` is one of this class's constant clauses with ``?``
+        placeholders for ``params`` (never a value formatted into the SQL)."""
         sql = (
             "SELECT id, key, kind, market, side, text, photo, created_at, enqueued_at, status, "
-            "attempts, last_attempt_at, finished_at, last_error, message_ids FROM alerts " + where
+            "attempts, last_attempt_at, finished_at, last_error, message_ids, usd FROM alerts "
+            + where
         )
-        params: Sequence[object] = ()
         if limit is not None:
             sql += " LIMIT ?"
-            params = (int(limit),)
+            params = (*params, int(limit))
         rows: list[Any] = self._read(sql, params)
         out = []
         for r in rows:
@@ -498,6 +536,7 @@ class Outbox:
                 text=r[5],
                 photo=None if r[6] is None else bytes(r[6]),
                 created_at=datetime.fromtimestamp(r[7], UTC),
+                usd=None if r[15] is None else float(r[15]),
             )
             enq = _ts(r[8])
             assert enq is not None

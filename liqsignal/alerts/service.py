@@ -10,8 +10,10 @@ One job, three parts, all on one asyncio loop:
   outbox through :class:`~liqsignal.alerts.telegram.TelegramSender` (marked sent after);
 - optional Telegram commands ``/status``, ``/map BTC``, ``/clusters BTC``, ``/mute 1h``.
 
-Standalone: ``liqsignal alerts --config config.json`` (:func:`add_alerts_arguments`,
-:func:`run_alerts`) stops cleanly on SIGINT/SIGTERM. Inside Freqtrade: from the strategy's
+Standalone: ``liqsignal alerts --config config.json`` (:mod:`liqsignal.cli_alerts`) stops
+cleanly on SIGINT/SIGTERM. The service's other rooms: the provider's data as the detector's
+inputs in :mod:`liqsignal.alerts.views`, message texts in :mod:`liqsignal.alerts.message`, the
+picture in :func:`liqsignal.plot.render_pocket_png`. Inside Freqtrade: from the strategy's
 ``bot_start`` call :func:`start_in_background` (a thread with its own loop; the strategy keeps
 reading the same provider) and ``stop()`` it in ``bot_cleanup``/at exit.
 
@@ -22,51 +24,46 @@ with markets (``liqsignal.alerts.markets`` or ``exchange.pair_whitelist``), exch
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import dataclasses
-import io
 import json
 import logging
 import math
 import re
 import signal
-import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pandas as pd
 
 from liqsignal.alerts.events import (
-    BarView,
     Event,
     EventDetector,
     EventRules,
-    FeedState,
     Pocket,
 )
 from liqsignal.alerts.message import (
     Alert,
+    alert_for,
     escape,
     fmt_pct,
     fmt_price,
     fmt_price_range,
     fmt_usd,
-    format_cluster_alert,
-    format_consumed_alert,
-    format_recovered_notice,
-    format_stale_notice,
+    signed_distance,
 )
 from liqsignal.alerts.outbox import DEFAULT_OUTBOX_PATH, Outbox
+from liqsignal.alerts.views import Provider, bar_view, feeds_of, market_context
 from liqsignal.config import MapConfig, section_kwargs
-from liqsignal.exceptions import ConfigError
+from liqsignal.exceptions import ConfigError, LiqsignalError
 from liqsignal.forecast import forecast_on_frame
+from liqsignal.plot import render_pocket_png
 
 __all__ = [
     "AlertConfig",
@@ -74,10 +71,7 @@ __all__ = [
     "MarketEntry",
     "ServiceSettings",
     "TickResult",
-    "add_alerts_arguments",
     "load_settings",
-    "render_pocket_png",
-    "run_alerts",
     "start_in_background",
 ]
 
@@ -118,6 +112,13 @@ class AlertConfig:
     polling: bool = False
     pictures: bool = True
     picture_bars: int = 72
+    #: Watch the venues' realized-liquidation streams (ccxt pro) of the markets: each event
+    #: consumes the map at once, can send "consumed" and re-arm (docs/alerts.md).
+    live_liquidations: bool = False
+    #: Sent alerts are deleted from the outbox after this many days, their pictures after
+    #: ``outbox_photo_days`` (pending and failed alerts are kept).
+    outbox_keep_days: float = 30.0
+    outbox_photo_days: float = 2.0
     stale_notices: bool = True
     stale_after_bars: float = 2.0
     history_bars: int = 1000
@@ -229,6 +230,8 @@ class AlertConfig:
 #: Sane ranges of the numeric keys: (lowest, lowest excluded?, highest).
 _ALERT_RANGES: dict[str, tuple[float, bool, float]] = {
     "interval_s": (0.0, True, 86_400.0),
+    "outbox_keep_days": (0.0, False, 36_500.0),
+    "outbox_photo_days": (0.0, False, 36_500.0),
     "stale_after_bars": (0.0, True, 10_000.0),
     "misfire_grace_s": (0.0, False, 86_400.0),
     "cooldown_minutes": (0.0, False, 525_600.0),
@@ -360,323 +363,6 @@ def load_settings(config: Mapping[str, Any] | str | Path) -> ServiceSettings:
     )
 
 
-# -- the provider, as the service uses it ----------------------------------------------------
-
-
-class Provider(Protocol):
-    """What the service needs from ``liqsignal.data.provider.MapProvider``."""
-
-    async def refresh(self) -> Any: ...
-
-    def snapshot(self, market: str, scan_range_pct: float | None = None) -> Any: ...
-
-    def features(self, market: str) -> pd.DataFrame: ...
-
-    def status(self, market: str) -> Mapping[str, Any]: ...
-
-    def price(self, market: str) -> float: ...
-
-
-def _num(row: Mapping[str, Any] | pd.Series, name: str) -> float | None:
-    if name not in row:
-        return None
-    try:
-        v = float(row[name])
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
-def _as_utc(t: Any) -> datetime | None:
-    if t is None:
-        return None
-    try:
-        ts = pd.Timestamp(t)
-    except (TypeError, ValueError):
-        return None
-    if ts is pd.NaT:
-        return None
-    if ts.tzinfo is None:
-        ts = ts.tz_localize("UTC")
-    return ts.to_pydatetime().astimezone(UTC)
-
-
-def _context(feat: pd.DataFrame) -> dict[str, float | None]:
-    """OI (USD), its change over the last 24 bars (percent) and the funding rate, when the
-    features frame carries them."""
-    out: dict[str, float | None] = {"oi_usd": None, "oi_change_pct": None, "funding_rate": None}
-    if feat.empty:
-        return out
-    oi: pd.Series | None = None
-    if "open_interest_value" in feat.columns:
-        oi = pd.to_numeric(feat["open_interest_value"], errors="coerce")
-    elif "open_interest_amount" in feat.columns and "close" in feat.columns:
-        oi = pd.to_numeric(feat["open_interest_amount"], errors="coerce") * feat["close"]
-    if oi is not None:
-        oi = oi.dropna()
-        if len(oi):
-            out["oi_usd"] = float(oi.iloc[-1])
-            if len(oi) > 1:
-                base = float(oi.iloc[max(0, len(oi) - 25)])
-                if base > 0:
-                    out["oi_change_pct"] = (float(oi.iloc[-1]) / base - 1.0) * 100.0
-    if "funding_rate" in feat.columns:
-        fr = pd.to_numeric(feat["funding_rate"], errors="coerce").dropna()
-        if len(fr):
-            out["funding_rate"] = float(fr.iloc[-1])
-    return out
-
-
-def _match_cluster(snapshot: Any, side: str, low: float, high: float, centre: float) -> Any:
-    """The snapshot's cluster on ``side`` overlapping [low, high] (nearest to ``centre``)."""
-    best, best_d = None, math.inf
-    for c in snapshot.clusters_on(side) if snapshot is not None else []:
-        if c.high >= low and c.low <= high:
-            d = abs(c.price - centre)
-            if d < best_d:
-                best, best_d = c, d
-    return best
-
-
-def bar_view(market: str, snapshot: Any, feat: pd.DataFrame, price: float) -> BarView | None:
-    """The detector's view of a market's last closed bar, from the provider's features (model
-    flags, pockets, predicted liquidations) and snapshot (per-exchange shares)."""
-    if feat is None or feat.empty:
-        return None
-    row = feat.iloc[-1]
-    when = _as_utc(feat.index[-1]) or _as_utc(getattr(snapshot, "time", None))
-    if when is None:
-        return None
-    armed: dict[str, Pocket | None] = {}
-    for side in SIDES:
-        flag = _num(row, f"liq_{side}_armed")
-        lo, hi = _num(row, f"liq_{side}_cluster_low"), _num(row, f"liq_{side}_cluster_high")
-        centre = _num(row, f"liq_{side}_cluster_price")
-        if not flag or lo is None or hi is None or centre is None:
-            armed[side] = None
-            continue
-        usd = _num(row, f"liq_{side}_cluster_usd") or 0.0
-        dist = _num(row, f"liq_{side}_cluster_dist_pct")
-        depth = int(_num(row, f"liq_{side}_cascade_depth") or 1)
-        cascade = _num(row, f"liq_{side}_cascade_usd") or usd
-        c = _match_cluster(snapshot, side, lo, hi, centre)
-        shares = dict(c.shares) if c is not None else {}
-        signed = (centre - price) / price * 100.0
-        if dist is not None and math.copysign(1.0, dist) == math.copysign(1.0, signed):
-            signed = dist
-        prob = _num(row, f"liq_{side}_cascade_prob")  # the forecast, when it ran
-        info = feat.attrs.get("liq_forecast") or {}
-        side_info = info.get(side) or {}
-        armed[side] = Pocket(
-            side,
-            lo,
-            hi,
-            centre,
-            usd,
-            signed,
-            max(1, depth),
-            cascade,
-            shares,
-            _num(row, f"liq_{side}_armed_score"),
-            probability=prob,
-            horizon_bars=info.get("horizon_bars") if prob is not None else None,
-            threshold=side_info.get("threshold") if prob is not None else None,
-            precision=side_info.get("precision") if prob is not None else None,
-        )
-    low = _num(row, "low") or price
-    high = _num(row, "high") or price
-    return BarView(
-        market,
-        when,
-        _num(row, "close") or price,
-        min(low, price),
-        max(high, price),
-        armed=armed,
-        consumed_usd={s: _num(row, f"liq_pred_{s}_usd") or 0.0 for s in SIDES},
-        flush=int(_num(row, "liq_flush") or 0),
-        context=_context(feat),
-    )
-
-
-def feeds_of(status: Mapping[str, Any]) -> list[FeedState]:
-    """Provider ``ExchangeStatus`` objects (or mappings) as :class:`FeedState`."""
-    out = []
-    for exchange, s in status.items():
-
-        def get(name: str, s: Any = s) -> Any:
-            return s.get(name) if isinstance(s, Mapping) else getattr(s, name, None)
-
-        out.append(
-            FeedState(
-                str(get("exchange") or exchange),
-                bool(get("stale")),
-                _as_utc(get("since")),
-                _as_utc(get("last_bar")),
-                get("error"),
-            )
-        )
-    return out
-
-
-# -- picture ---------------------------------------------------------------------------------
-
-
-def render_pocket_png(
-    snapshot: Any,
-    feat: pd.DataFrame | None,
-    *,
-    market: str,
-    pocket: Pocket | None = None,
-    bars: int = 72,
-    window_pct: float = 6.0,
-) -> bytes:
-    """A phone-sized PNG: recent price over the current map (levels as a heat strip, long
-    levels below, short above), the level profile on the right, the armed pocket marked."""
-    from liqsignal.plot import _pyplot
-
-    plt = _pyplot()
-    import numpy as np
-
-    price = float(snapshot.price)
-    lo_p, hi_p = price * (1 - window_pct / 100), price * (1 + window_pct / 100)
-    closes = None
-    if feat is not None and "close" in feat.columns and len(feat):
-        tail = feat.tail(bars)
-        closes = pd.to_numeric(tail["close"], errors="coerce").to_numpy(dtype=float)
-        if np.isfinite(closes).any():
-            lo_p = min(lo_p, float(np.nanmin(closes)) * 0.995)
-            hi_p = max(hi_p, float(np.nanmax(closes)) * 1.005)
-    if pocket is not None:
-        lo_p, hi_p = min(lo_p, pocket.low * 0.995), max(hi_p, pocket.high * 1.005)
-    fig, (ax, ax2) = plt.subplots(
-        1, 2, figsize=(7.2, 4.8), gridspec_kw={"width_ratios": [3, 1]}, sharey=True
-    )
-    lv = snapshot.levels
-    lv = lv[(lv.index >= lo_p) & (lv.index <= hi_p)] if len(lv) else lv
-    if len(lv):
-        total = (lv["long_usd"].to_numpy(float) + lv["short_usd"].to_numpy(float))[:, None]
-        edges = lv.index.to_numpy(float)
-        n = len(closes) if closes is not None else 1
-        vmax = float(np.percentile(total[total > 0], 99)) if (total > 0).any() else 1.0
-        ax.imshow(
-            np.repeat(total, 2, axis=1),
-            aspect="auto",
-            origin="lower",
-            extent=(0, max(n - 1, 1), float(edges[0]), float(edges[-1])),
-            cmap="inferno",
-            vmin=0,
-            vmax=vmax,
-            interpolation="nearest",
-        )
-        step = float(np.median(np.diff(edges))) if len(edges) > 1 else price * 1e-3
-        below, above = lv[lv.index <= price], lv[lv.index >= price]
-        ax2.barh(below.index, below["long_usd"] / 1e6, height=step, color="tab:red", label="long")
-        ax2.barh(
-            above.index, above["short_usd"] / 1e6, height=step, color="tab:green", label="short"
-        )
-        ax2.legend(loc="lower right", fontsize=7)
-    if closes is not None:
-        ax.plot(np.arange(len(closes)), closes, color="cyan", lw=1.2, label="close")
-    ax.axhline(price, color="cyan", lw=0.6, ls=":")
-    ax2.axhline(price, color="cyan", lw=0.8)
-    if pocket is not None:
-        for a in (ax, ax2):
-            a.axhspan(pocket.low, pocket.high, color="yellow", alpha=0.45, lw=0)
-        ax.annotate(
-            f"armed {pocket.side} pocket {fmt_usd(pocket.usd)}",
-            xy=(0.02, (pocket.price - lo_p) / (hi_p - lo_p)),
-            xycoords="axes fraction",
-            color="yellow",
-            fontsize=9,
-            fontweight="bold",
-            va="center",
-        )
-    ax.set_ylim(lo_p, hi_p)
-    ax.set_xticks([])
-    ax.set_xlabel(f"last {bars} bars · map as of now")
-    ax.set_title(f"{market} liquidation map", fontsize=10)
-    ax2.set_xlabel("M USD per bin", fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-# -- messages --------------------------------------------------------------------------------
-
-
-def _stale_note(stale: Sequence[str]) -> str | None:
-    return f"data stale on {', '.join(stale)}: map built without it" if stale else None
-
-
-def _signed_distance(side: str, distance_pct: float) -> float:
-    """Distance from price with the sign of the direction, as the alerts write it: a long
-    pocket (below price) negative, a short pocket (above) positive."""
-    d = abs(float(distance_pct))
-    return -d if side == "long" else d
-
-
-def alert_for(event: Event, *, now: datetime | None = None, stale: Sequence[str] = ()) -> Alert:
-    """The Telegram text (no picture) for one event, keyed for the outbox."""
-    ctx = event.context or {}
-    if event.kind in ("armed", "escalated"):
-        p = event.pocket
-        assert p is not None and event.side is not None and event.price is not None
-        text = format_cluster_alert(
-            market=event.market,
-            side=event.side,
-            price_low=p.low,
-            price_high=p.high,
-            usd=p.usd,
-            distance_pct=p.distance_pct,
-            price=event.price,
-            exchange_shares=dict(p.shares) or None,
-            cascade_depth=p.depth,
-            cascade_usd=p.cascade_usd,
-            oi_usd=ctx.get("oi_usd"),
-            oi_change_pct=ctx.get("oi_change_pct"),
-            funding_rate=ctx.get("funding_rate"),
-            kind=event.kind,
-            score=p.score,
-            probability=p.probability,
-            horizon_bars=p.horizon_bars,
-            threshold=p.threshold,
-            precision=p.precision,
-            note=_stale_note(stale) or f"bar {event.time:%Y-%m-%d %H:%M} UTC",
-        )
-    elif event.kind == "consumed":
-        assert event.side is not None
-        minutes = None
-        if event.armed_at is not None:
-            minutes = (event.time - event.armed_at).total_seconds() / 60.0
-        text = format_consumed_alert(
-            market=event.market,
-            side=event.side,
-            usd=event.consumed_usd or 0.0,
-            price_before=event.price_before or event.price or 1.0,
-            price_extreme=event.price_extreme or event.price or 1.0,
-            price_now=event.price,
-            minutes=minutes,
-        )
-    elif event.kind == "stale":
-        f = event.feed
-        text = format_stale_notice(
-            source=f"{event.exchange} {event.market}",
-            last_update=f.last_bar if f else None,
-            now=now,
-            reason=(f.error or "") if f else "",
-        )
-    else:
-        mins = None
-        if event.stale_since is not None:
-            mins = max(0.0, (event.time - event.stale_since).total_seconds() / 60.0)
-        text = format_recovered_notice(
-            source=f"{event.exchange} {event.market}", stale_minutes=mins
-        )
-    return Alert(key=event.key, kind=event.kind, market=event.market, side=event.side, text=text)
-
-
 # -- the service -----------------------------------------------------------------------------
 
 
@@ -731,6 +417,11 @@ class AlertService:
         self.ticks = 0
         self._started = False
         self._tick_lock = asyncio.Lock()
+        self._pruned_at = -math.inf
+        self._live: asyncio.Queue[Any] = asyncio.Queue()
+        self._live_lock = asyncio.Lock()
+        self._streams: Any = None
+        self._live_tasks: list[asyncio.Task[Any]] = []
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
@@ -773,9 +464,11 @@ class AlertService:
         if self.outbox is None:
             self.outbox = getattr(self.sender, "outbox", None)
         if self.outbox is not None:
-            keys = [e.alert.key for e in self.outbox.entries()]
+            stored = self.outbox.keys()  # keys and pocket USD only: no texts or pictures
+            keys = list(stored)
+            usd = {k: u for k, u in stored.items() if u is not None}
             tracked = self.outbox.tracked() if hasattr(self.outbox, "tracked") else []
-            n = self.detector.restore(keys, tracked=tracked)
+            n = self.detector.restore(keys, usd, tracked=tracked)
             self._saved_tracked = {(str(t["market"]), str(t["side"])): t for t in tracked}
             logger.info(
                 "Alert state restored from %d stored alert(s), %d tracked pocket(s)",
@@ -821,16 +514,39 @@ class AlertService:
                     self.last_refresh_at = datetime.now(UTC)
                 except Exception as exc:
                     result.refresh_error = f"{type(exc).__name__}: {exc}"
-                    logger.error("Refresh failed: %s", result.refresh_error)
+                    logger.error(
+                        "Refresh failed: %s",
+                        result.refresh_error,
+                        exc_info=exc if not isinstance(exc, LiqsignalError | OSError) else None,
+                    )
             result.refresh_end = time.perf_counter()
             try:
                 await self._evaluate(result)
             except Exception:
                 logger.exception("Alert evaluation failed")
+            await self._prune_outbox()
             result.done = time.perf_counter()
             self.ticks += 1
             self.last_tick = result
             return result
+
+    async def _prune_outbox(self, every_s: float = 3600.0) -> None:
+        """At most once per ``every_s``: delete sent alerts older than
+        ``alerts.outbox_keep_days`` and drop pictures of sent alerts older than
+        ``alerts.outbox_photo_days`` (the outbox would otherwise only grow)."""
+        now = time.monotonic()
+        if self.outbox is None or now - self._pruned_at < every_s:
+            return
+        self._pruned_at = now
+        keep = float(self.config.outbox_keep_days) * 86_400.0
+        photos = float(self.config.outbox_photo_days) * 86_400.0
+        try:
+            n = await asyncio.to_thread(self.outbox.prune, keep, photos)
+        except LiqsignalError as exc:  # busy or damaged: the next round tries again
+            logger.warning("Outbox not pruned: %s", exc)
+            return
+        if n:
+            logger.info("Outbox: %d sent alert(s) older than %g days deleted", n, keep / 86_400)
 
     async def evaluate(self) -> TickResult:
         """Detect, store and send events for the provider's current state (no refresh)."""
@@ -870,7 +586,12 @@ class AlertService:
                     try:
                         out.append(
                             render_pocket_png(
-                                snap, feat, market=result.alerts[i].market, pocket=pocket, bars=bars
+                                snap,
+                                feat,
+                                market=result.alerts[i].market,
+                                pocket=pocket,
+                                label=_pocket_label(pocket),
+                                bars=bars,
                             )
                         )
                     except Exception as exc:
@@ -882,6 +603,13 @@ class AlertService:
             for (i, *_), png in zip(pictures, pngs, strict=True):
                 if png is not None:
                     result.alerts[i] = dataclasses.replace(result.alerts[i], photo=png)
+        await self._deliver(result)
+        for ev in result.events:
+            logger.info("Alert event %s", ev.key)
+
+    async def _deliver(self, result: TickResult) -> None:
+        """Store ``result.alerts`` in the outbox, then send what is pending (the outbox is
+        the record: an alert is sent only once stored); save the tracked pockets."""
         if not result.alerts and (self.outbox is None or not self.outbox.counts()["pending"]):
             await self._save_tracked()
             return
@@ -910,8 +638,128 @@ class AlertService:
                 len(res.failed),
                 res.remaining,
             )
-        for ev in result.events:
-            logger.info("Alert event %s", ev.key)
+
+    # -- realized liquidations, as they happen -------------------------------------------
+
+    def on_liquidation(self, event: Any) -> None:
+        """Callback for :class:`~liqsignal.data.streams.LiquidationStreams` (``on_event``):
+        queue one realized liquidation for :meth:`handle_liquidation` on the service's loop."""
+        self._live.put_nowait(event)
+
+    async def _live_worker(self) -> None:
+        while True:
+            event = await self._live.get()
+            try:
+                await self.handle_liquidation(event)
+            except Exception:  # one bad event must not end live alerting
+                logger.exception("Realized liquidation %r not handled", event)
+
+    async def handle_liquidation(self, event: Any) -> TickResult:
+        """One realized liquidation (``market``, ``side`` liquidated, ``price``, ``ts_ms``):
+        consume the market's map at its price at once (``provider.on_liquidation``), send
+        "consumed" when it traded through the pocket an "armed" alert is tracking, and
+        re-evaluate the arming against the map after the event (``EventDetector.
+        observe_liquidation``). Alerts go through the outbox like a bar's, without a picture
+        (the picture waits for the next bar; a live alert should be quick)."""
+        result = TickResult()
+        market = str(getattr(event, "market", ""))
+        side, price = str(getattr(event, "side", "")), float(getattr(event, "price", math.nan))
+        if market not in self.markets or side not in SIDES or not (price > 0 and price < math.inf):
+            return result  # another market's, or not a usable event: the map is not touched
+        async with self._live_lock:
+            consume = getattr(self.provider, "on_liquidation", None)
+            usd = float(consume(event)) if consume is not None else 0.0
+            ts = getattr(event, "ts_ms", None)
+            when = datetime.fromtimestamp(ts / 1000.0, UTC) if ts else datetime.now(UTC)
+            feat = self.provider.features(market).tail(25)
+            events = self.detector.observe_liquidation(
+                market,
+                when,
+                price,
+                side,
+                usd,
+                rearm=self._rearm_pockets(market, feat, price),
+                context=market_context(feat),
+            )
+            for ev in events:
+                result.events.append(ev)
+                if self.outbox is None or not self.outbox.has_key(ev.key):
+                    result.alerts.append(alert_for(ev, now=when))
+            if result.alerts:
+                await self._deliver(result)
+            for ev in result.events:
+                logger.info("Alert event %s (realized liquidation)", ev.key)
+        result.done = time.perf_counter()
+        return result
+
+    def _start_live_streams(self) -> Any:
+        """With ``alerts.live_liquidations``: the venues' realized-liquidation streams of the
+        service's markets (ccxt pro, written to the store), each event into
+        :meth:`handle_liquidation`; None otherwise."""
+        if not self.config.live_liquidations:
+            return None
+        from liqsignal.data.streams import LiquidationStreams
+
+        venues = list(dict.fromkeys(ex for m in self.markets for ex in self.provider.status(m)))
+        streams = LiquidationStreams(
+            venues,
+            list(self.markets),
+            datadir=self.config.datadir,
+            ccxt_config=dict(self.config.ccxt_config or {}) or None,
+            on_event=[self.on_liquidation],
+        )
+        streams.keep_events = False
+        self._live_tasks = [
+            asyncio.create_task(streams.run(), name="liqsignal-live-streams"),
+            asyncio.create_task(self._live_worker(), name="liqsignal-live-alerts"),
+        ]
+        self._streams = streams
+        logger.info("live realized liquidations: %s on %s", ", ".join(self.markets), venues)
+        return streams
+
+    async def _stop_live_streams(self) -> None:
+        streams, tasks = self._streams, self._live_tasks
+        if streams is not None:
+            streams.stop()
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(t, 10.0)
+        self._streams, self._live_tasks = None, []
+
+    def _rearm_pockets(self, market: str, feat: pd.DataFrame, price: float) -> dict[str, Any]:
+        """Per side the last bar armed: the pocket nearest price in the map now."""
+        if feat.empty:
+            return {}
+        row = feat.iloc[-1]
+        sides = [s for s in SIDES if float(row.get(f"liq_{s}_armed", 0.0) or 0.0) > 0]
+        if not sides:
+            return {}
+        try:
+            snap = self.provider.snapshot(market)
+        except LiqsignalError as exc:
+            logger.warning("No map of %s to re-arm from: %s", market, exc)
+            return {}
+        out: dict[str, Any] = {}
+        for side in sides:
+            near = min(snap.clusters_on(side), key=lambda c: abs(c.price - price), default=None)
+            if near is None:
+                continue
+            score = row.get(f"liq_{side}_armed_score")
+            out[side] = Pocket(
+                side,
+                near.low,
+                near.high,
+                near.price,
+                near.usd,
+                (near.price - price) / price * 100.0,
+                max(1, int(near.depth)),
+                near.cascade_usd,
+                dict(near.shares),
+                None if score is None or not math.isfinite(float(score)) else float(score),
+            )
+        return out
 
     def _warn_if_empty(self, market: str, snap: Any, price: float) -> None:
         """Warn once per market while its map holds no levels (it can then never alert)."""
@@ -992,7 +840,7 @@ class AlertService:
                 shares = " ".join(f"{escape(k)} {v * 100:.0f}%" for k, v in c.shares.items())
                 lines.append(
                     f"  {fmt_price_range(c.low, c.high)} · {fmt_usd(c.usd)} · "
-                    f"{fmt_pct(_signed_distance(side, c.distance_pct))} · depth {c.depth}"
+                    f"{fmt_pct(signed_distance(side, c.distance_pct))} · depth {c.depth}"
                     + (f" · {shares}" if shares else "")
                 )
         stale = self.detector.stale_exchanges(market)
@@ -1094,6 +942,7 @@ class AlertService:
                 next_run_time=datetime.now(UTC),
             )
             scheduler.start()
+            self._start_live_streams()
             self._ready.set()
             logger.info(
                 "liqsignal alerts running: %d market(s), every %g s",
@@ -1104,6 +953,7 @@ class AlertService:
             logger.info("liqsignal alerts stopping")
         finally:
             self._ready.set()
+            await self._stop_live_streams()
             if scheduler.running:
                 scheduler.shutdown(wait=False)
             for sig in installed:
@@ -1213,100 +1063,5 @@ def start_in_background(
     return service.start_in_background()
 
 
-# -- command line ----------------------------------------------------------------------------
-
-
-def _check_sendable(cfg: AlertConfig) -> None:
-    import os
-
-    if not cfg.chat_ids:
-        raise ConfigError("liqsignal.alerts.chat_ids is empty: name the chats to alert")
-    if not (cfg.token or os.environ.get(cfg.token_env, "").strip()):
-        raise ConfigError(
-            f"no Telegram bot token: set the environment variable {cfg.token_env} "
-            "or liqsignal.alerts.token in an untracked config"
-        )
-
-
-def add_alerts_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``liqsignal alerts``."""
-    parser.add_argument("--config", required=True, help="Freqtrade-style JSON config")
-    parser.add_argument("--once", action="store_true", help="one refresh and evaluation, then exit")
-    parser.add_argument("--interval", type=float, help="seconds between rounds (overrides config)")
-    parser.add_argument("--datadir", help="Freqtrade data folder (overrides config)")
-    parser.add_argument(
-        "--log-level",
-        default="INFO",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log level of the messages on stderr (default INFO)",
-    )
-
-
-def setup_logging(level: str = "INFO") -> None:
-    """Log to stderr with times, unless the application already set up logging (Freqtrade)."""
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(
-            level=getattr(logging, level, logging.INFO),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            datefmt="%Y-%m-%dT%H:%M:%S%z",
-        )
-    # one line per HTTP request and per scheduler run is noise at INFO
-    for name in ("httpx", "httpcore", "apscheduler", "telegram", "aiohttp.access"):
-        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
-
-
-def run_alerts(args: argparse.Namespace) -> int:
-    """``liqsignal alerts``: run until SIGINT/SIGTERM (or one round with ``--once``)."""
-    setup_logging(str(getattr(args, "log_level", "INFO") or "INFO"))
-    settings = load_settings(args.config)
-    changes: dict[str, Any] = {}
-    if getattr(args, "interval", None):
-        changes["interval_s"] = float(args.interval)
-    if getattr(args, "datadir", None):
-        changes["datadir"] = str(args.datadir)
-    if changes:
-        settings = dataclasses.replace(
-            settings, alerts=dataclasses.replace(settings.alerts, **changes)
-        )
-    if not settings.alerts.enabled:
-        logger.warning("liqsignal.alerts.enabled is false; running anyway (explicit command)")
-    _check_sendable(settings.alerts)  # before any exchange client or file is created
-    provider = _provider_from_settings(settings)
-    service = AlertService(
-        provider,
-        settings.alerts,
-        markets=[m.market for m in settings.markets],
-        freqtrade_config=settings.freqtrade_config,
-    )
-    service.sender = service._build_sender()
-
-    async def main() -> int:
-        try:
-            if getattr(args, "once", False):
-                res = await service.tick()
-                reached = bool(getattr(service.sender, "_started", True))
-                print(
-                    f"liqsignal alerts: {len(res.events)} event(s), {res.sent} sent, "
-                    f"{res.pending} pending, {res.failed} failed"
-                    + (f"; refresh failed: {res.refresh_error}" if res.refresh_error else "")
-                    + ("" if reached else "; Telegram could not be reached")
-                )
-                if not reached:
-                    print(
-                        "liqsignal alerts: error: Telegram could not be reached (see the log); "
-                        "unsent alerts stay in the outbox",
-                        file=sys.stderr,
-                    )
-                ok = res.refresh_error is None and reached and not res.pending and not res.failed
-                return 0 if ok else 1
-            await service.run()
-            return 0
-        finally:
-            await service.aclose()
-            aclose = getattr(provider, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()
-
-    return asyncio.run(main())
+def _pocket_label(pocket: Pocket | None) -> str | None:
+    return f"armed {pocket.side} pocket {fmt_usd(pocket.usd)}" if pocket is not None else None
