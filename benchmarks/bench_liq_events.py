@@ -14,11 +14,14 @@ timing ``--speed`` times faster, on every venue at once; event ``i`` goes to mar
 rescaled to the market's map (its USD size kept).
 
 Per event the clock starts when the venue's server writes the frame (``time.perf_counter()`` in
-the same process) and stops when liqsignal has: parsed it (ccxt), normalised it, consumed the
-market's map at its price (``LiquidationMap.consume_to``), re-read the map's clusters
-(``snapshot``), run the alert event detector (``EventDetector.observe``) and, when it fires,
-assembled the Telegram message (``alert_for``): the point where the text would be handed to
-the Telegram sender. Baseline in the same run: a bare ``websockets`` client per venue,
+the same process) and stops when the real alert service has handled it
+(``AlertService.handle_liquidation``): parsed (ccxt), normalised, the market's map consumed at
+its price, the arming re-evaluated on the map after it, and, for an event that raises an alert
+("armed" on first sight of each market's pocket, "consumed" when a later event trades through
+it), the message stored in the SQLite outbox and sent by the real ``TelegramSender`` to the
+tests' local Bot API (``tests/alerts/fake_botapi.py``), its answer received. Every market's
+last bar is "armed" on both sides, so every event re-evaluates the arming (the worst case).
+Baseline in the same run: a bare ``websockets`` client per venue,
 subscribed to the same streams on the same servers, timed from the same send to ``json.loads``
 of the frame.
 """
@@ -34,17 +37,18 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
-from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from websockets.asyncio.client import connect
 
-from liqsignal.alerts.events import BarView, EventDetector
-from liqsignal.alerts.message import alert_for
+from liqsignal.alerts.outbox import Outbox
+from liqsignal.alerts.service import AlertConfig, AlertService
+from liqsignal.alerts.telegram import RetryPolicy, TelegramSender
 from liqsignal.config import MapConfig
 from liqsignal.data.replay.ws import (
     LiqEvent,
@@ -58,6 +62,11 @@ from liqsignal.engine import LiquidationMap
 from liqsignal.evaluate import load_coinglass
 from liqsignal.features import _seconds, prepare_inputs, validate_frame
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "alerts"))
+from fake_botapi import FakeBotAPI  # noqa: E402  (the tests' local Bot API on 127.0.0.1)
+
+TOKEN = "7000001:AAH-liqsignalBenchTokenSecret_xyz12"
 VENUES = ("binance", "bybit", "okx")
 WINDOW_START = pd.Timestamp("2025-05-25 22:09", tz="UTC")
 
@@ -77,7 +86,9 @@ def market_names(n: int) -> list[str]:
 
 def base_map() -> LiquidationMap:
     """A map built on the bundled real CoinGlass BTC bars (each market gets a copy)."""
-    df = load_coinglass().drop(columns=["realized_long_usd", "realized_short_usd"]).iloc[:1500]
+    # 1721 bars: the first close after bar 1500 with a pocket on both sides (long -4.6 %,
+    # short +1.5 %), so events can arm and then consume them
+    df = load_coinglass().drop(columns=["realized_long_usd", "realized_short_usd"]).iloc[:1721]
     validate_frame(df, need_oi=True)
     lmap = LiquidationMap(MapConfig())
     lmap.update(_seconds(df["date"]), prepare_inputs(df, proxy=False)[:, None, :])
@@ -100,37 +111,58 @@ def script(markets: list[str], minutes: float, copies: int, ref_price: float) ->
     return out
 
 
-class Pipeline:
-    """The per-event work from a StreamEvent to an assembled alert, timed."""
+class MapsProvider:
+    """The MapProvider interface over one real map per market (copies of the bundled BTC map,
+    no refresh): what the alert service reads and what a realized liquidation consumes."""
 
     def __init__(self, markets: list[str], lmap: LiquidationMap) -> None:
+        self.markets = list(markets)
         self.maps = {m: copy.deepcopy(lmap) for m in markets}
-        self.detector = EventDetector()
-        self.done: list[tuple[str, StreamEvent, float]] = []
-        self.alerts = 0
         self.consumed = 0.0
+        self.row = pd.DataFrame(
+            [{"liq_long_armed": 1.0, "liq_short_armed": 1.0, "liq_long_armed_score": 1.0,
+              "liq_short_armed_score": 1.0, "close": lmap.reference_price()}],
+            index=pd.DatetimeIndex([WINDOW_START], name="date"),
+        )  # fmt: skip
+
+    async def refresh(self) -> None:
+        return None
+
+    def features(self, market: str) -> pd.DataFrame:
+        return self.row  # the last bar armed both sides: every event re-evaluates the arming
+
+    def snapshot(self, market: str, scan_range_pct: float | None = None) -> Any:
+        return self.maps[market].snapshot(scan_range_pct=scan_range_pct)
+
+    def status(self, market: str) -> dict[str, Any]:
+        return {v: SimpleNamespace(exchange=v, stale=False, since=None, last_bar=None,
+                                   error=None) for v in VENUES}  # fmt: skip
+
+    def price(self, market: str) -> float:
+        return float(self.maps[market].reference_price())
+
+    def on_liquidation(self, ev: StreamEvent) -> float:
+        usd = self.maps[ev.market].consume_to(ev.price, ev.side)
+        self.consumed += usd
+        return usd
+
+
+class Pipeline:
+    """Each StreamEvent into the real alert service (``AlertService.handle_liquidation``: map
+    consumed, detector, message, outbox, Telegram call to the local Bot API), timed when the
+    handling returns: after the Telegram call has been answered for an event that alerts."""
+
+    def __init__(self, service: AlertService) -> None:
+        self.service = service
+        self.done: list[tuple[str, StreamEvent, float, int]] = []
+        self.tasks: list[asyncio.Task[Any]] = []
 
     def __call__(self, ev: StreamEvent) -> None:
-        lmap = self.maps[ev.market]
-        usd = lmap.consume_to(ev.price, ev.side)
-        self.consumed += usd
-        snap = lmap.snapshot(ev.price)
-        when = datetime.fromtimestamp(ev.ts_ms / 1000, tz=UTC)
-        view = BarView(
-            ev.market,
-            when,
-            ev.price,
-            ev.price,
-            ev.price,
-            armed={},
-            consumed_usd={ev.side: usd},
-            flush=(1 if ev.side == "long" else -1) if usd > 0 else 0,
-            context={"clusters": float(len(snap.clusters))},
-        )
-        for e in self.detector.observe(view):
-            alert_for(e)
-            self.alerts += 1
-        self.done.append((ev.exchange, ev, time.perf_counter()))
+        self.tasks.append(asyncio.ensure_future(self._handle(ev)))
+
+    async def _handle(self, ev: StreamEvent) -> None:
+        res = await self.service.handle_liquidation(ev)
+        self.done.append((ev.exchange, ev, time.perf_counter(), len(res.alerts)))
 
 
 async def bare_client(srv: LiquidationStreamServer, markets: list[str], out: list) -> None:
@@ -191,7 +223,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     lmap = base_map()
     events = script(markets, args.minutes, args.copies, lmap.reference_price())
     servers = {v: LiquidationStreamServer(v, markets, record_sends=True).start() for v in VENUES}
-    pipe = Pipeline(markets, lmap)
+    api = FakeBotAPI(valid_token=TOKEN)
+    await api.start()
+    tmp_box = tempfile.TemporaryDirectory()
+    box = Outbox(Path(tmp_box.name) / "bench.sqlite")
+    sender = TelegramSender([111], token=TOKEN, base_url=api.base_url,
+                            base_file_url=api.base_file_url, outbox=box,
+                            retry=RetryPolicy(max_age=None))  # fmt: skip
+    provider = MapsProvider(markets, lmap)
+    service = AlertService(
+        provider,
+        AlertConfig(chat_ids=(111,), pictures=False, interval_s=60, cooldown_minutes=60),
+        markets=markets,
+        sender=sender,
+    )
+    await service.start()
+    pipe = Pipeline(service)
     base: list[tuple[str, tuple[Any, ...], float]] = []
     tmp = tempfile.TemporaryDirectory()
     try:
@@ -219,20 +266,28 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(0.05)
         streams.stop()
         await task
+        await asyncio.gather(*pipe.tasks)
         for c in clients:
             c.cancel()
         await asyncio.gather(*clients, return_exceptions=True)
+        telegram_calls = len(api.calls_to("sendMessage"))
     finally:
         for s in servers.values():
             s.stop()
+        await service.aclose()
+        box.close()
+        await api.stop()
         tmp.cleanup()
-    lat, own, recv, bl = [], [], [], []
-    for v, ev, t_done in pipe.done:
+        tmp_box.cleanup()
+    lat, own, recv, bl, alerting = [], [], [], [], []
+    for v, ev, t_done, n_alerts in pipe.done:
         key = send_key(ev.market, ev.ts_ms, ev.side, ev.price, ev.amount)
         sent = (servers[v].sent_at or {}).get(key)
         if sent is None:
             continue
         lat.append((t_done - sent) * 1000)
+        if n_alerts:
+            alerting.append((t_done - sent) * 1000)
         recv.append((ev.received - sent) * 1000)
         own.append((t_done - ev.received) * 1000)
     for v, key, t in base:
@@ -253,8 +308,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "baseline_frames": len(base),
         "written": streams.writer.written,
-        "alerts": pipe.alerts,
-        "consumed_usd": pipe.consumed,
+        "alerts": sum(n for *_, n in pipe.done),
+        "telegram_calls": telegram_calls,
+        "alert_median_ms": statistics.median(alerting) if alerting else float("nan"),
+        "alert_p99_ms": pct(alerting, 99),
+        "alert_events": len(alerting),
+        "consumed_usd": provider.consumed,
         "median_ms": statistics.median(lat) if lat else float("nan"),
         "p99_ms": pct(lat, 99),
         "recv_median_ms": statistics.median(recv) if recv else float("nan"),
@@ -282,13 +341,18 @@ def main() -> int:
     print(
         f"processed {r['processed']} (timed {r['matched']}, dropped as duplicates "
         f"{r['duplicates']}), baseline frames {r['baseline_frames']}, store rows "
-        f"written {r['written']}, alerts assembled {r['alerts']}, map USD consumed "
-        f"{r['consumed_usd']:,.0f}"
+        f"written {r['written']}, alerts {r['alerts']} ({r['telegram_calls']} sendMessage "
+        f"calls answered), map USD consumed {r['consumed_usd']:,.0f}"
     )
     print("per venue (events, malformed, ignored, reconnects):", r["per_venue"])
     print(
-        f"event sent -> alert text ready: median {r['median_ms']:.2f} ms, p99 "
+        f"event sent -> handled by the alert service (for an alerting event: after its "
+        f"Telegram call was answered): median {r['median_ms']:.2f} ms, p99 "
         f"{r['p99_ms']:.2f} ms (targets < 100 ms, < 500 ms)"
+    )
+    print(
+        f"  events that sent an alert ({r['alert_events']}): median {r['alert_median_ms']:.2f} "
+        f"ms, p99 {r['alert_p99_ms']:.2f} ms"
     )
     print(
         f"  of which sent -> frame handed to ccxt's handler: median {r['recv_median_ms']:.2f} ms;"

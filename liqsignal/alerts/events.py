@@ -361,7 +361,8 @@ class EventDetector:
         alert (``consumed_usd``: what the map lost there, from ``MapProvider.on_liquidation``),
         with the same band cooldown as a bar's, so the bar that closes later does not report it
         again. Then the arming is re-evaluated: ``rearm[side]`` is the pocket nearest price on
-        that side in the map after the event, given when the last bar armed that side; a
+        that side in the map after the event, given when the last bar armed that side and the
+        event consumed levels (otherwise the map, and so its nearest pocket, is unchanged); a
         qualifying one the detector has not alerted (another band, or grown past the
         escalation step) is "armed"/"escalated" now. Never changes which bar the detector saw
         last, so the next bar is observed as usual."""

@@ -678,17 +678,21 @@ class AlertService:
                 price,
                 side,
                 usd,
-                rearm=self._rearm_pockets(market, feat, price),
+                # the map changed only if the event consumed levels: only then can the
+                # pocket nearest price be another one (and a snapshot costs a few ms)
+                rearm=self._rearm_pockets(market, feat, price) if usd > 0 else None,
                 context=market_context(feat),
             )
             for ev in events:
                 result.events.append(ev)
                 if self.outbox is None or not self.outbox.has_key(ev.key):
                     result.alerts.append(alert_for(ev, now=when))
-            if result.alerts:
-                await self._deliver(result)
-            for ev in result.events:
-                logger.info("Alert event %s (realized liquidation)", ev.key)
+        # delivered outside the lock: the next event is detected while this one is sent (the
+        # sender sends one flush at a time, every pending alert in order)
+        if result.alerts:
+            await self._deliver(result)
+        for ev in result.events:
+            logger.info("Alert event %s (realized liquidation)", ev.key)
         result.done = time.perf_counter()
         return result
 
