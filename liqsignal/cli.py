@@ -40,18 +40,18 @@ def _read_json(path: str, what: str = "--config") -> Any:
 
 
 def _load_engine_config(path: str | None) -> Any:
-    from liqsignal.config import MapConfig
+    """The engine settings of ``--config``: a Freqtrade config (its whole ``liqsignal`` section
+    is validated and resolved by ``liqsignal.config.load_settings``, as the strategy and the
+    alert service do) or a bare engine section (what ``liqsignal calibrate`` writes)."""
+    from liqsignal.config import MapConfig, load_settings
 
     if path is None:
         return MapConfig()
     data = _read_json(path)
     if not isinstance(data, dict):
         raise ConfigError(f"--config {path}: expected a JSON object, got {type(data).__name__}")
-    if "liqsignal" in data:  # a Freqtrade config: only its liqsignal.engine section counts
-        section = data["liqsignal"]
-        if not isinstance(section, dict):
-            raise ConfigError(f"--config {path}: liqsignal must be an object")
-        return MapConfig.from_dict(section.get("engine") or {})
+    if "liqsignal" in data:  # a Freqtrade config
+        return load_settings(data).engine
     return MapConfig.from_dict(data)  # a bare engine section
 
 
