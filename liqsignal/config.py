@@ -39,6 +39,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 
 from liqsignal.exceptions import ConfigError
 
@@ -184,7 +185,9 @@ def _unwrap(ann: Any) -> tuple[Any, list[Any], bool]:
     while True:
         if typing.get_origin(ann) is Annotated:
             args = typing.get_args(ann)
-            ann, meta = args[0], [*meta, *args[1:]]
+            for m in args[1:]:  # a Field(...) in Annotated carries its bounds in its metadata
+                meta.extend(m.metadata if isinstance(m, FieldInfo) else [m])
+            ann = args[0]
             continue
         if typing.get_origin(ann) in (Union, types.UnionType):
             members = [a for a in typing.get_args(ann) if a is not type(None)]
@@ -880,6 +883,10 @@ def read_config(config: Mapping[str, Any] | str | Path | None) -> Mapping[str, A
         return {}
     if isinstance(config, Mapping):
         return config
+    if not isinstance(config, str | Path):
+        raise ConfigError(
+            f"a config must be a mapping or a JSON file path, got {_shown(config, True)}"
+        )
     path = Path(config)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -894,15 +901,21 @@ def read_config(config: Mapping[str, Any] | str | Path | None) -> Mapping[str, A
     return data
 
 
-def load_settings(config: Mapping[str, Any] | str | Path | None) -> Settings:
+def load_settings(
+    config: Mapping[str, Any] | str | Path | None, *, in_freqtrade: bool = False
+) -> Settings:
     """Read and validate the ``liqsignal`` section of a Freqtrade-style config (a mapping or a
     JSON path; a missing section means the defaults) and resolve it against the bot's
     ``exchange`` (name, ``pair_whitelist``) and ``timeframe``. Raises ``ConfigError`` naming
-    the key path on bad input."""
+    the key path on bad input.
+
+    ``exchange`` is Freqtrade's own section: read standalone, one that is not a mapping is an
+    error; ``in_freqtrade`` (Freqtrade validated it already) ignores it rather than turning
+    the guards off over a section liqsignal does not own."""
     data = read_config(config)
     section = LiqsignalConfig.from_dict(data.get("liqsignal") or None)
     exchange = data.get("exchange")
-    if exchange is None:
+    if exchange is None or (in_freqtrade and not isinstance(exchange, Mapping)):
         exchange = {}
     if not isinstance(exchange, Mapping):
         raise ConfigError(

@@ -141,7 +141,7 @@ def liq_settings(config: Mapping[str, Any] | MapConfig | None) -> Settings:
     """
     if isinstance(config, MapConfig):
         return Settings.of_engine(config)
-    return load_settings(config)
+    return load_settings(config, in_freqtrade=True)
 
 
 def liq_informative_pairs(
