@@ -272,17 +272,31 @@ def _expect(ann: Any, meta: list[Any], nullable: bool) -> str:
     elif origin in (tuple, list):
         lo = next((m.min_length for m in meta if getattr(m, "min_length", None)), None)
         hi = next((m.max_length for m in meta if getattr(m, "max_length", None)), None)
-        item, _, _ = _unwrap(typing.get_args(ann)[0])
-        what = {float: "numbers", int: "integers", str: "strings"}.get(item, "values")
-        if lo and hi:
-            text = f"a list of {lo} to {hi} {what}"
-        else:
-            text = f"a non-empty list of {what}" if lo else f"a list of {what}"
+        size = f" of {lo} to {hi} items" if lo and hi else ""
+        text = ("a non-empty list" if lo and not hi else "a list") + size
+        each = ", each " + _expect(*_unwrap(typing.get_args(ann)[0]))
+        return text + null + each
     elif origin in (dict, Mapping) or _is_model(ann):
         text = "a mapping"
     else:
         text = "a valid value"
     return text + null
+
+
+def key_table(section: type[BaseModel]) -> list[tuple[str, str, str]]:
+    """(key, what its value must be, default as JSON) for every key of a section: the tables
+    of ``docs/configuration.md`` (a test keeps the two in step)."""
+    rows = []
+    for name, info in section.model_fields.items():
+        ann = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        leaf, meta, nullable = _unwrap(ann)
+        default = info.get_default(call_default_factory=True)
+        if isinstance(default, BaseModel):
+            shown = "{}"
+        else:
+            shown = json.dumps(list(default) if isinstance(default, tuple) else default)
+        rows.append((name, _expect(leaf, meta, nullable), shown))
+    return rows
 
 
 def _shown(value: Any, secret: bool) -> str:
@@ -698,6 +712,17 @@ class GuardConfig(_Section):
 # -- liqsignal.alerts ----------------------------------------------------------------------------
 
 
+#: ``liqsignal.alerts`` keys that are event rules of the same name (``AlertConfig.rules``).
+RULE_KEYS = (
+    "band_pct",
+    "escalate_usd_ratio",
+    "escalate_depth_step",
+    "min_usd",
+    "max_distance_pct",
+    "consumed_min_usd",
+)
+
+
 class AlertConfig(_Section):
     """The ``liqsignal.alerts`` section. Times in seconds unless named otherwise.
 
@@ -758,18 +783,12 @@ class AlertConfig(_Section):
         return self.token.get_secret_value() if self.token is not None else None
 
     def rules(self) -> Any:
-        """The event detector's rules (``liqsignal.alerts.events.EventRules``)."""
+        """The event detector's rules (``liqsignal.alerts.events.EventRules``): the keys of
+        ``RULE_KEYS`` by the same names, ``cooldown_minutes`` in seconds."""
         from liqsignal.alerts.events import EventRules
 
-        return EventRules(
-            cooldown_s=self.cooldown_minutes * 60.0,
-            band_pct=self.band_pct,
-            escalate_usd_ratio=self.escalate_usd_ratio,
-            escalate_depth_step=self.escalate_depth_step,
-            min_usd=self.min_usd,
-            max_distance_pct=self.max_distance_pct,
-            consumed_min_usd=self.consumed_min_usd,
-        )
+        same = {k: getattr(self, k) for k in RULE_KEYS}
+        return EventRules(cooldown_s=self.cooldown_minutes * 60.0, **same)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> AlertConfig:

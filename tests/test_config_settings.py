@@ -192,3 +192,15 @@ def test_cli_reads_a_bare_engine_section_and_names_the_file_on_bad_json(tmp_path
 def test_a_config_that_is_not_a_mapping_or_path():
     with pytest.raises(ConfigError, match="got a number"):
         load_settings(5)  # type: ignore[arg-type]
+
+
+def test_docs_list_every_key_with_its_type_range_and_default():
+    from pathlib import Path
+
+    from liqsignal.config import key_table
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    for cls in (LiqsignalConfig, MapConfig, GuardConfig, AlertConfig, ForecastConfig):
+        section = text.split(f"### `{cls.PATH}` ")[1].split("###")[0]
+        for key, must, default in key_table(cls):
+            assert f"| `{key}` | {must} | `{default}` |" in section, (cls.PATH, key)
