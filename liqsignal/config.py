@@ -58,6 +58,7 @@ __all__ = [
     "MarketEntry",
     "Settings",
     "alert_settings",
+    "file_settings",
     "load_settings",
     "read_config",
     "resolve_exchanges",
@@ -978,6 +979,17 @@ def load_settings(
 
 def _engine_keys(engine: MapConfig) -> dict[str, Any]:
     return {k: getattr(engine, k) for k in type(engine).model_fields}
+
+
+def file_settings(data: Mapping[str, Any]) -> Settings:
+    """The settings of a CLI ``--config`` file: a Freqtrade config (it has a ``liqsignal``
+    key), a bare ``liqsignal`` section (its keys among ``SECTION_KEYS``), or a bare engine
+    section (what ``liqsignal calibrate`` writes)."""
+    if "liqsignal" in data:
+        return load_settings(data)
+    if data and set(data) <= set(SECTION_KEYS):
+        return load_settings({"liqsignal": data})
+    return Settings.of_engine(MapConfig.from_dict(data))
 
 
 def alert_settings(config: Mapping[str, Any] | str | Path | None) -> Settings:

@@ -183,6 +183,14 @@ def test_cli_reads_a_bare_engine_section_and_names_the_file_on_bad_json(tmp_path
     bare = tmp_path / "engine.json"
     bare.write_text(json.dumps({"step_bps": 5, "step": None}))
     assert _load_engine_config(str(bare)).step_bps == 5
+    section = tmp_path / "section.json"  # a bare liqsignal section, as `liqsignal fit` takes
+    section.write_text(json.dumps({"engine": {"n_bins": 2400}, "forecast": {"horizon_bars": 4}}))
+    assert _load_engine_config(str(section)).n_bins == 2400
+    from liqsignal.cli_forecast import _config
+
+    engine, forecast = _config(str(section))
+    assert (engine.n_bins, forecast.horizon_bars) == (2400, 4)
+    assert _config(str(bare))[0].step_bps == 5
     bad = tmp_path / "bad.json"
     bad.write_text('{"liqsignal": {"engine": {"n_bins": 3}}}')
     with pytest.raises(ConfigError, match=r"^liqsignal.engine.n_bins must be"):
