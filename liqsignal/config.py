@@ -16,6 +16,7 @@ pasted under the wrong key stays hidden), nor anything under ``token``, ``token_
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -24,7 +25,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Self, Union
 
 import numpy as np
 from pydantic import (
@@ -153,7 +154,6 @@ Text = Annotated[str, Strict(), StringConstraints(min_length=1, pattern=r"\S")]
 Fraction = Annotated[float, Strict(), AllowInfNan(False), Field(ge=0.0, le=1.0)]
 Leverage = Annotated[float, Strict(), AllowInfNan(False), Field(ge=1.0, le=1000.0)]
 Weight = Annotated[float, Strict(), AllowInfNan(False), Field(ge=0.0)]
-ExchangeId = Annotated[str, Strict(), StringConstraints(min_length=1, pattern=r"\S")]
 ChatId = Annotated[
     Annotated[int, Strict()] | Annotated[str, Strict(), StringConstraints(pattern=r"\S")],
     Must("an integer chat id or an @channel name"),
@@ -376,7 +376,7 @@ class _Section(BaseModel):
             raise config_error(type(self), self.PATH, e) from None
 
     @classmethod
-    def validate_section(cls, data: Any, path: str | None = None) -> Any:
+    def validate_section(cls, data: Any, path: str | None = None) -> Self:
         """Build from a config mapping (None: the defaults), errors naming ``path``."""
         path = path or cls.PATH
         if data is None:
@@ -391,7 +391,7 @@ class _Section(BaseModel):
             msg = str(e)
         raise ConfigError(msg if path == cls.PATH else msg.replace(cls.PATH, path)) from None
 
-    def replace(self, **changes: Any) -> Any:
+    def replace(self, **changes: Any) -> Self:
         """A copy with some fields changed (validated again)."""
         values = {k: getattr(self, k) for k in type(self).model_fields}
         return type(self)(**{**values, **changes})
@@ -532,7 +532,7 @@ class MapConfig(_Section):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> MapConfig:
         """Build from a mapping (the ``liqsignal.engine`` config section); unknown keys fail."""
-        return cls.validate_section(data)  # type: ignore[no-any-return]
+        return cls.validate_section(data)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as JSON-ready values (lists for the leverage tuples)."""
@@ -559,7 +559,7 @@ class MapConfig(_Section):
         lo, hi = AUTO_GRID_BPS
         if lo <= self.step / price * 1e4 <= hi:
             return self
-        return self.replace(step=None, step_bps=AUTO_GRID_STEP_BPS, n_bins=None)  # type: ignore[no-any-return]
+        return self.replace(step=None, step_bps=AUTO_GRID_STEP_BPS, n_bins=None)
 
     def bins_for_price(self, price: float) -> int:
         """Number of bins so that +-``width`` of ``price`` fits (or ``n_bins`` when set)."""
@@ -636,7 +636,7 @@ class ForecastConfig(_Section):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> ForecastConfig:
         """Build from the ``liqsignal.forecast`` mapping; unknown keys fail, naming them."""
-        return cls.validate_section(data)  # type: ignore[no-any-return]
+        return cls.validate_section(data)
 
 
 # -- liqsignal.guards ----------------------------------------------------------------------------
@@ -707,7 +707,7 @@ class GuardConfig(_Section):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> GuardConfig:
         """Build from the ``liqsignal.guards`` mapping; unknown keys fail, naming them."""
-        return cls.validate_section(data)  # type: ignore[no-any-return]
+        return cls.validate_section(data)
 
 
 # -- liqsignal.alerts ----------------------------------------------------------------------------
@@ -794,7 +794,7 @@ class AlertConfig(_Section):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> AlertConfig:
         """Build from the ``liqsignal.alerts`` mapping; unknown keys fail, naming them."""
-        return cls.validate_section(data)  # type: ignore[no-any-return]
+        return cls.validate_section(data)
 
 
 # -- the whole section ---------------------------------------------------------------------------
@@ -814,14 +814,14 @@ class LiqsignalConfig(_Section):
     alerts: AlertConfig = AlertConfig()
     #: Exchanges whose maps are aggregated (ccxt ids); see ``resolve_exchanges`` for the order.
     exchanges: Annotated[
-        tuple[ExchangeId, ...] | None, BeforeValidator(_exchange_ids), Field(min_length=1)
+        tuple[Text, ...] | None, BeforeValidator(_exchange_ids), Field(min_length=1)
     ] = None
     forecast: ForecastConfig = ForecastConfig()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> LiqsignalConfig:
         """Build from the ``liqsignal`` mapping (None: every default)."""
-        return cls.validate_section(data)  # type: ignore[no-any-return]
+        return cls.validate_section(data)
 
 
 #: Keys of the ``liqsignal`` section of a Freqtrade config.
@@ -883,18 +883,12 @@ class Settings:
 
     def with_alerts(self, **changes: Any) -> Settings:
         """A copy with some ``liqsignal.alerts`` keys changed (validated again)."""
-        return _replace(self, alerts=self.alerts.replace(**changes))
+        return dataclasses.replace(self, alerts=self.alerts.replace(**changes))
 
     @classmethod
     def of_engine(cls, engine: MapConfig) -> Settings:
         """Defaults around a given engine (a ``MapConfig`` where a config is expected)."""
         return cls(engine=engine, exchanges=(engine.exchange,))
-
-
-def _replace(s: Settings, **changes: Any) -> Settings:
-    import dataclasses
-
-    return dataclasses.replace(s, **changes)
 
 
 def read_config(config: Mapping[str, Any] | str | Path | None) -> Mapping[str, Any]:
