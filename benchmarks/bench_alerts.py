@@ -29,8 +29,9 @@ sys.path.insert(0, str(ROOT / "tests" / "alerts"))
 from fake_botapi import FakeBotAPI  # noqa: E402
 
 from liqsignal.alerts.outbox import Outbox  # noqa: E402
-from liqsignal.alerts.service import AlertConfig, AlertService  # noqa: E402
+from liqsignal.alerts.service import AlertService  # noqa: E402
 from liqsignal.alerts.telegram import RetryPolicy, TelegramSender  # noqa: E402
+from liqsignal.config import AlertConfig  # noqa: E402
 from liqsignal.engine import Cluster, MapSnapshot  # noqa: E402
 
 TOKEN = "7000001:AAH-liqsignalBenchTokenSecret_xyz12"

@@ -213,7 +213,7 @@ def config_campaign(t: Tally) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     import test_config_bounds as tcb
 
-    from liqsignal.alerts.service import AlertConfig, load_settings
+    from liqsignal.config import AlertConfig, alert_settings
     from liqsignal.freqtrade import liq_settings
     from liqsignal.guards import GuardConfig
 
@@ -243,7 +243,7 @@ def config_campaign(t: Tally) -> None:
             elif area == "section":
                 liq_settings(value)  # type: ignore[arg-type]
             elif area == "top_exchange":
-                load_settings(
+                alert_settings(
                     {"exchange": value, "liqsignal": {"alerts": {"markets": ["BTC/USDT:USDT"]}}}
                 )
             else:

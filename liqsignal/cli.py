@@ -40,19 +40,17 @@ def _read_json(path: str, what: str = "--config") -> Any:
 
 
 def _load_engine_config(path: str | None) -> Any:
-    from liqsignal.config import MapConfig
+    """The engine settings of ``--config`` (``liqsignal.config.file_settings``: a Freqtrade
+    config, whose whole ``liqsignal`` section is validated and resolved as the strategy and the
+    alert service do it, a bare ``liqsignal`` section, or a bare engine section)."""
+    from liqsignal.config import MapConfig, file_settings
 
     if path is None:
         return MapConfig()
     data = _read_json(path)
     if not isinstance(data, dict):
         raise ConfigError(f"--config {path}: expected a JSON object, got {type(data).__name__}")
-    if "liqsignal" in data:  # a Freqtrade config: only its liqsignal.engine section counts
-        section = data["liqsignal"]
-        if not isinstance(section, dict):
-            raise ConfigError(f"--config {path}: liqsignal must be an object")
-        return MapConfig.from_dict(section.get("engine") or {})
-    return MapConfig.from_dict(data)  # a bare engine section
+    return file_settings(data).engine
 
 
 #: Quote currencies recognised at the end of a compact market name (``BTCUSDT``).

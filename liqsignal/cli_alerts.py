@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import sys
 from typing import Any
 
-from liqsignal.alerts.service import AlertService, _provider_from_settings, load_settings
+from liqsignal.alerts.service import AlertService, _provider_from_settings
+from liqsignal.config import AlertConfig, alert_settings
 from liqsignal.exceptions import ConfigError
 
 __all__ = ["add_alerts_arguments", "run_alerts", "setup_logging"]
@@ -18,12 +18,12 @@ __all__ = ["add_alerts_arguments", "run_alerts", "setup_logging"]
 logger = logging.getLogger("liqsignal.alerts.service")
 
 
-def _check_sendable(cfg: Any) -> None:
+def _check_sendable(cfg: AlertConfig) -> None:
     import os
 
     if not cfg.chat_ids:
         raise ConfigError("liqsignal.alerts.chat_ids is empty: name the chats to alert")
-    if not (cfg.token or os.environ.get(cfg.token_env, "").strip()):
+    if not (cfg.bot_token or os.environ.get(cfg.token_env, "").strip()):
         raise ConfigError(
             f"no Telegram bot token: set the environment variable {cfg.token_env} "
             "or liqsignal.alerts.token in an untracked config"
@@ -61,16 +61,14 @@ def setup_logging(level: str = "INFO") -> None:
 def run_alerts(args: argparse.Namespace) -> int:
     """``liqsignal alerts``: run until SIGINT/SIGTERM (or one round with ``--once``)."""
     setup_logging(str(getattr(args, "log_level", "INFO") or "INFO"))
-    settings = load_settings(args.config)
+    settings = alert_settings(args.config)
     changes: dict[str, Any] = {}
     if getattr(args, "interval", None):
         changes["interval_s"] = float(args.interval)
     if getattr(args, "datadir", None):
         changes["datadir"] = str(args.datadir)
     if changes:
-        settings = dataclasses.replace(
-            settings, alerts=dataclasses.replace(settings.alerts, **changes)
-        )
+        settings = settings.with_alerts(**changes)
     if not settings.alerts.enabled:
         logger.warning("liqsignal.alerts.enabled is false; running anyway (explicit command)")
     _check_sendable(settings.alerts)  # before any exchange client or file is created

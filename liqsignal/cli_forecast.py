@@ -110,7 +110,7 @@ def read_user_data(path: str | Path) -> pd.DataFrame:
 
 
 def _config(path: str | None) -> tuple[Any, Any]:
-    from liqsignal.config import ForecastConfig, MapConfig
+    from liqsignal.config import ForecastConfig, MapConfig, file_settings
 
     if path is None:
         return MapConfig(), ForecastConfig()
@@ -118,10 +118,10 @@ def _config(path: str | None) -> tuple[Any, Any]:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise InputError(f"{path}: not a readable JSON config ({e})") from e
-    section = data.get("liqsignal", data) if isinstance(data, dict) else {}
-    return MapConfig.from_dict(section.get("engine")), ForecastConfig.from_dict(
-        section.get("forecast")
-    )
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    settings = file_settings(data)
+    return settings.engine, settings.forecast
 
 
 def run_fit(args: argparse.Namespace) -> int:

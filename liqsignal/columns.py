@@ -28,12 +28,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from liqsignal.config import ForecastConfig, MapConfig
+from liqsignal.config import SECTION_KEYS, MapConfig, Settings, load_settings
 from liqsignal.data.timeline import TF_UNITS, merge_point_in_time
 from liqsignal.exceptions import ConfigError, LiqsignalError
 from liqsignal.features import FEATURE_COLUMNS, compute_features
 from liqsignal.forecast import FORECAST_COLUMNS, apply_forecast
-from liqsignal.guards import FORECAST_GUARD_COLUMNS, GUARD_COLUMNS, GuardConfig
+from liqsignal.guards import FORECAST_GUARD_COLUMNS, GUARD_COLUMNS
 
 try:  # Freqtrade prints its OperationalException as one line and exits 2
     from freqtrade.exceptions import OperationalException as _FtOperationalException
@@ -70,8 +70,6 @@ __all__ = [
 #: The Freqtrade-facing modules log as ``liqsignal.freqtrade`` (one name to filter in a bot).
 logger = logging.getLogger("liqsignal.freqtrade")
 
-#: Keys of the ``liqsignal`` section of a Freqtrade config.
-SECTION_KEYS: tuple[str, ...] = ("engine", "guards", "alerts", "exchanges", "forecast")
 
 _OI_COLS = ("open_interest_amount", "open_interest_value")
 
@@ -113,67 +111,20 @@ LIQ_PLOT_CONFIG: dict[str, Any] = {
 }
 
 
-@dataclass(frozen=True)
-class LiqSettings:
-    """The parsed ``liqsignal`` section: the engine's and the guards' settings."""
-
-    engine: MapConfig
-    guards: GuardConfig
-    #: Keys set explicitly under ``liqsignal.guards`` (they win over hyperoptable parameters).
-    guard_keys: frozenset[str] = frozenset()
-    #: ``liqsignal.exchanges``, the bot's own exchange first (the reference); one entry: the
-    #: single-exchange columns, several: the aggregated ones (``add_liq_columns``).
-    exchanges: tuple[str, ...] = ()
-    #: ``liqsignal.forecast``: the cascade-risk forecast's settings.
-    forecast: ForecastConfig = field(default_factory=ForecastConfig)
+#: The parsed ``liqsignal`` section (``liqsignal.config.Settings``): engine, guards, exchanges,
+#: forecast, alerts.
+LiqSettings = Settings
 
 
-def liq_settings(config: Mapping[str, Any] | MapConfig | None) -> LiqSettings:
-    """Read the ``liqsignal`` section of a Freqtrade config (or take a ``MapConfig``).
+def liq_settings(config: Mapping[str, Any] | MapConfig | None) -> Settings:
+    """Read the ``liqsignal`` section of a Freqtrade config (or take a ``MapConfig``) with
+    ``liqsignal.config.load_settings``, as the alert service and the CLI do.
 
     Raises ``ConfigError`` naming the key on bad input; a missing section means defaults.
     """
     if isinstance(config, MapConfig):
-        return LiqSettings(config, GuardConfig())
-    section = (config or {}).get("liqsignal") or {}
-    if not isinstance(section, Mapping):
-        raise ConfigError(f"liqsignal: expected a mapping, got {type(section).__name__}")
-    unknown = sorted(set(section) - set(SECTION_KEYS))
-    if unknown:
-        raise ConfigError(f"liqsignal: unknown key(s) {unknown}; known keys: {list(SECTION_KEYS)}")
-    guards = section.get("guards") or {}
-    engine_section = section.get("engine") or {}
-    if not isinstance(engine_section, Mapping):
-        raise ConfigError(
-            f"liqsignal.engine must be a mapping, got {type(engine_section).__name__}"
-        )
-    engine = dict(engine_section)
-    exchange = (config or {}).get("exchange")
-    if "exchange" not in engine and isinstance(exchange, Mapping) and exchange.get("name"):
-        engine["exchange"] = str(exchange["name"])  # the bot's venue picks the formula
-    own = str(exchange["name"]) if isinstance(exchange, Mapping) and exchange.get("name") else None
-    return LiqSettings(
-        MapConfig.from_dict(engine),
-        GuardConfig.from_dict(guards),
-        frozenset(guards) if isinstance(guards, Mapping) else frozenset(),
-        _exchanges(section.get("exchanges"), own),
-        ForecastConfig.from_dict(section.get("forecast")),
-    )
-
-
-def _exchanges(value: Any, own: str | None) -> tuple[str, ...]:
-    """``liqsignal.exchanges`` as a tuple, the bot's exchange first (added when not listed)."""
-    if value is None:
-        names: list[str] = []
-    elif isinstance(value, str) or not isinstance(value, Sequence):
-        raise ConfigError(f"liqsignal.exchanges: expected a list of exchange ids, got {value!r}")
-    else:
-        names = [str(v).lower() for v in value]
-    if not names:
-        return (own,) if own else ()
-    if own is not None:
-        names = [own.lower()] + [n for n in names if n != own.lower()]
-    return tuple(dict.fromkeys(names))
+        return Settings.of_engine(config)
+    return load_settings(config, in_freqtrade=True)
 
 
 def liq_informative_pairs(

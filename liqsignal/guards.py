@@ -24,15 +24,13 @@ configured fail-open or fail-closed answer (``GuardConfig.on_stale``).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from liqsignal.config import section_kwargs
-from liqsignal.exceptions import ConfigError
+from liqsignal.config import GuardConfig
 from liqsignal.tiers import liquidation_price, load_tiers, max_leverage_of, tier_for
 
 __all__ = [
@@ -71,131 +69,6 @@ GUARD_COLUMNS: tuple[str, ...] = (
 FORECAST_GUARD_COLUMNS: tuple[str, ...] = ("liq_long_cascade_prob", "liq_short_cascade_prob")
 
 _SIDES = ("long", "short")
-_FAIL = ("open", "closed")
-_STOP_MODES = ("tighten", "exit")
-
-
-def _num(name: str, value: Any, *, lo: float, hi: float = math.inf, lo_open: bool = False) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > lo if lo_open else value >= lo) and value <= hi
-    if not ok:
-        rng = f"{'(' if lo_open else '['}{lo}, {hi}]"
-        raise ConfigError(f"liqsignal.guards.{name} must be a number in {rng}, got {value!r}")
-
-
-@dataclass(frozen=True)
-class GuardConfig:
-    """Settings of the risk guards (the ``liqsignal.guards`` config section).
-
-    Distances are in percent of price (1.0 = 1 %).
-    """
-
-    #: Master switch; False makes every guard answer "allow / unchanged".
-    enabled: bool = True
-    #: Entry guard: refuse an entry when a pocket on its side is within ``entry_distance_pct``.
-    entry_enabled: bool = True
-    entry_distance_pct: float = 1.0
-    #: ... and the pocket (nearest cluster) holds at least this much notional (USD).
-    entry_min_usd: float = 0.0
-    #: Leverage guard: own liquidation price beyond the cascade's far end plus this buffer.
-    leverage_enabled: bool = True
-    leverage_buffer_pct: float = 1.0
-    #: Entry guard: refuse when the side's cascade probability is above this (None: off). No
-    #: probability (NaN: no model, too little history) follows ``on_stale``.
-    entry_max_prob: float | None = None
-    #: Leverage guard: leverage x cascade probability at most this (None: off); e.g. 0.5 caps
-    #: a 10 % probability at 5x. No probability follows ``on_stale``.
-    leverage_prob_budget: float | None = None
-    #: Leverage never goes below this (Binance's minimum is 1).
-    min_leverage: float = 1.0
-    #: Position notional (USD) that picks the maintenance-margin tier; None: the engine's
-    #: ``position_notional``.
-    position_notional: float | None = None
-    #: Stop guard: act when a pocket on the position's side is armed ...
-    stop_enabled: bool = True
-    #: ... with at least this armed score ...
-    stop_min_score: float = 0.0
-    #: ... "tighten": stop just beyond the pocket's near edge; "exit": stop at the rate.
-    stop_mode: str = "tighten"
-    #: Tighten: the stop sits this far (percent of price) on the safe side of the pocket's edge.
-    stop_buffer_pct: float = 0.2
-    #: The tightened stop is never closer to the rate than this (percent); "exit" uses it too.
-    stop_min_distance_pct: float = 0.1
-    #: Tighten with no pocket on the side (armed by the forecast alone): the stop this far
-    #: (percent) from the rate.
-    stop_no_pocket_pct: float = 1.0
-    #: The last analysed candle is stale when it closed more than this many candles ago.
-    max_age_candles: float = 2.0
-    #: Stale or missing data: "open" lets entries through with the proposed leverage;
-    #: "closed" refuses entries and caps leverage at ``min_leverage``. Stops keep the strategy's
-    #: own stop in both modes (no action is taken on data that is not there).
-    on_stale: str = "open"
-    #: Backtesting and hyperopt: log each decision at INFO (True) or at DEBUG (False, the
-    #: default: a line costs about 1 ms in Freqtrade's log handlers, hundreds per backtest).
-    #: Dry-run and live always log decisions at INFO.
-    log_backtest_decisions: bool = False
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for name in (
-            "enabled",
-            "entry_enabled",
-            "leverage_enabled",
-            "stop_enabled",
-            "log_backtest_decisions",
-        ):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(
-                    f"liqsignal.guards.{name} must be true or false, got {getattr(self, name)!r}"
-                )
-        _num("entry_distance_pct", self.entry_distance_pct, lo=0.0, hi=100.0)
-        _num("entry_min_usd", self.entry_min_usd, lo=0.0, hi=1e15)
-        _num("leverage_buffer_pct", self.leverage_buffer_pct, lo=0.0, hi=100.0)
-        _num("min_leverage", self.min_leverage, lo=1.0, hi=1000.0)
-        if self.position_notional is not None:
-            _num("position_notional", self.position_notional, lo=0.0, hi=1e12, lo_open=True)
-        if self.entry_max_prob is not None:
-            _num("entry_max_prob", self.entry_max_prob, lo=0.0, hi=1.0)
-        if self.leverage_prob_budget is not None:
-            _num("leverage_prob_budget", self.leverage_prob_budget, lo=0.0, hi=1000.0, lo_open=True)
-        _num("stop_min_score", self.stop_min_score, lo=0.0, hi=1e6)
-        if self.stop_mode not in _STOP_MODES:
-            raise ConfigError(
-                f"liqsignal.guards.stop_mode must be one of {list(_STOP_MODES)}, "
-                f"got {self.stop_mode!r}"
-            )
-        _num("stop_buffer_pct", self.stop_buffer_pct, lo=0.0, hi=50.0)
-        _num("stop_min_distance_pct", self.stop_min_distance_pct, lo=0.0, hi=50.0, lo_open=True)
-        _num("stop_no_pocket_pct", self.stop_no_pocket_pct, lo=0.0, hi=50.0, lo_open=True)
-        _num("max_age_candles", self.max_age_candles, lo=0.0, hi=1e6, lo_open=True)
-        if self.on_stale not in _FAIL:
-            raise ConfigError(
-                f"liqsignal.guards.on_stale must be one of {list(_FAIL)}, got {self.on_stale!r}"
-            )
-
-    @property
-    def fail_open(self) -> bool:
-        return self.on_stale == "open"
-
-    @property
-    def uses_forecast(self) -> bool:
-        """True when a probability rule is on (the guards then read the forecast columns)."""
-        return self.entry_max_prob is not None or self.leverage_prob_budget is not None
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> GuardConfig:
-        """Build from the ``liqsignal.guards`` mapping; unknown keys fail, naming them."""
-        if data is None:
-            return cls()
-        kwargs = section_kwargs(cls, data, "liqsignal.guards")
-        for key in ("entry_distance_pct", "entry_min_usd", "leverage_buffer_pct", "min_leverage"):
-            if isinstance(kwargs.get(key), int) and not isinstance(kwargs.get(key), bool):
-                kwargs[key] = float(kwargs[key])
-        return cls(**kwargs)
-
-    def replace(self, **changes: Any) -> GuardConfig:
-        """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True)

@@ -4,17 +4,13 @@ MemoryError later, and no message shows a secret, even one put under the wrong k
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from liqsignal.alerts.events import EventRules
-from liqsignal.alerts.service import AlertConfig, load_settings
-from liqsignal.config import MapConfig
+from liqsignal.config import AlertConfig, GuardConfig, MapConfig, alert_settings
 from liqsignal.engine import LiquidationMap
 from liqsignal.exceptions import ConfigError
 from liqsignal.freqtrade import liq_settings
-from liqsignal.guards import GuardConfig
 
 TOKEN = "123456789:AAH-secretsecretsecretsecretsecret00"
 
@@ -86,7 +82,7 @@ def test_defaults_are_inside_the_ranges_and_unchanged():
     cfg = MapConfig()
     assert MapConfig.from_dict(cfg.to_dict()) == cfg
     assert (cfg.n_bins, cfg.heatmap_frames, cfg.cascade_max_depth) == (None, 2000, 10)
-    guards = {k: v for k, v in dataclasses.asdict(GuardConfig()).items() if k != "extra"}
+    guards = GuardConfig().model_dump()
     assert GuardConfig.from_dict(guards) == GuardConfig()
     assert AlertConfig.from_dict({}) == AlertConfig()
 
@@ -110,7 +106,7 @@ def test_engine_section_of_the_wrong_shape(section):
     with pytest.raises(ConfigError, match=r"liqsignal.engine must be a mapping"):
         MapConfig.from_dict(section)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"liqsignal.engine must be a mapping"):
-        load_settings({"liqsignal": {"engine": section, "alerts": {"markets": ["BTC/USDT:USDT"]}}})
+        alert_settings({"liqsignal": {"engine": section, "alerts": {"markets": ["BTC/USDT:USDT"]}}})
 
 
 @pytest.mark.parametrize("section", [["a"], "x", 3])
@@ -202,7 +198,7 @@ def test_event_rules_have_upper_bounds():
 def test_top_level_exchange_not_a_mapping_in_the_alert_service(exchange):
     cfg = {"exchange": exchange, "liqsignal": {"alerts": {"markets": ["BTC/USDT:USDT"]}}}
     with pytest.raises(ConfigError, match=r"^exchange must be a mapping"):
-        load_settings(cfg)
+        alert_settings(cfg)
 
 
 @pytest.mark.parametrize(

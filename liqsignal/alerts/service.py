@@ -17,9 +17,10 @@ picture in :func:`liqsignal.plot.render_pocket_png`. Inside Freqtrade: from the 
 ``bot_start`` call :func:`start_in_background` (a thread with its own loop; the strategy keeps
 reading the same provider) and ``stop()`` it in ``bot_cleanup``/at exit.
 
-Settings: :class:`AlertConfig` from the ``liqsignal.alerts`` section of a Freqtrade-style config,
-with markets (``liqsignal.alerts.markets`` or ``exchange.pair_whitelist``), exchanges
-(``liqsignal.exchanges`` or ``exchange.name``) and the engine (``liqsignal.engine``).
+Settings: ``liqsignal.config.alert_settings`` reads a Freqtrade-style config into
+``liqsignal.config.Settings`` (``AlertConfig`` from ``liqsignal.alerts``, markets from
+``liqsignal.alerts.markets`` or ``exchange.pair_whitelist``, exchanges by
+``liqsignal.config.resolve_exchanges``, the engine from ``liqsignal.engine``).
 """
 
 from __future__ import annotations
@@ -27,10 +28,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import math
-import re
 import signal
 import threading
 import time
@@ -45,7 +44,6 @@ import pandas as pd
 from liqsignal.alerts.events import (
     Event,
     EventDetector,
-    EventRules,
     Pocket,
 )
 from liqsignal.alerts.message import (
@@ -58,309 +56,22 @@ from liqsignal.alerts.message import (
     fmt_usd,
     signed_distance,
 )
-from liqsignal.alerts.outbox import DEFAULT_OUTBOX_PATH, Outbox
+from liqsignal.alerts.outbox import Outbox
 from liqsignal.alerts.views import Provider, bar_view, feeds_of, market_context
-from liqsignal.config import MapConfig, section_kwargs
+from liqsignal.config import AlertConfig, Settings, alert_settings
 from liqsignal.exceptions import ConfigError, LiqsignalError
 from liqsignal.forecast import forecast_on_frame
 from liqsignal.plot import render_pocket_png
 
 __all__ = [
-    "AlertConfig",
     "AlertService",
-    "MarketEntry",
-    "ServiceSettings",
     "TickResult",
-    "load_settings",
     "start_in_background",
 ]
 
 logger = logging.getLogger(__name__)
 
 SIDES = ("long", "short")
-
-
-# -- settings --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AlertConfig:
-    """The ``liqsignal.alerts`` section. Times in seconds unless named otherwise.
-
-    ``chat_ids``: the only chats that get alerts and whose commands are answered.
-    ``token``: bot token, only in an untracked config; else the variable ``token_env``.
-    ``interval_s``: refresh and evaluation period. ``polling``: answer commands.
-    ``pictures``: attach a heatmap PNG to armed/escalated alerts (``picture_bars`` of price).
-    Event rules: ``cooldown_minutes``, ``band_pct``, ``escalate_usd_ratio``,
-    ``escalate_depth_step``, ``min_usd``, ``max_distance_pct``, ``consumed_min_usd``.
-    ``max_age_s``: an alert not delivered within this is dropped rather than sent late.
-    ``ccxt_config``: exchange -> ccxt settings for the provider (e.g. a local replay's urls).
-    """
-
-    enabled: bool = True
-    chat_ids: tuple[int | str, ...] = ()
-    token: str | None = None
-    token_env: str = "LIQSIGNAL_TELEGRAM_TOKEN"
-    base_url: str | None = None
-    base_file_url: str | None = None
-    outbox: str = str(DEFAULT_OUTBOX_PATH)
-    markets: tuple[str, ...] = ()
-    timeframe: str = "1h"
-    datadir: str = "user_data/data"
-    interval_s: float = 60.0
-    misfire_grace_s: float = 30.0
-    polling: bool = False
-    pictures: bool = True
-    picture_bars: int = 72
-    #: Watch the venues' realized-liquidation streams (ccxt pro) of the markets: each event
-    #: consumes the map at once, can send "consumed" and re-arm (docs/alerts.md).
-    live_liquidations: bool = False
-    #: Sent alerts are deleted from the outbox after this many days, their pictures after
-    #: ``outbox_photo_days`` (pending and failed alerts are kept).
-    outbox_keep_days: float = 30.0
-    outbox_photo_days: float = 2.0
-    stale_notices: bool = True
-    stale_after_bars: float = 2.0
-    history_bars: int = 1000
-    cooldown_minutes: float = 240.0
-    band_pct: float = 0.5
-    escalate_usd_ratio: float = 1.5
-    escalate_depth_step: int = 2
-    min_usd: float = 0.0
-    max_distance_pct: float | None = None
-    consumed_min_usd: float = 0.0
-    max_age_s: float | None = 3600.0
-    disable_notification: bool = False
-    ccxt_config: Mapping[str, Any] | None = None
-    #: Longest wait for one venue's answer per round (None: half of ``interval_s``): a slow
-    #: venue goes stale for the round instead of delaying every market.
-    venue_timeout_s: float | None = None
-    #: Per-market engine settings over ``liqsignal.engine``, e.g.
-    #: ``{"ETH/USDT:USDT": {"step_bps": 5, "step": null}}``. Without them each market still
-    #: gets a grid that suits its price (``engine.auto_grid``: a 5 bps relative grid when the
-    #: absolute step does not suit it).
-    market_engines: Mapping[str, Any] | None = None
-
-    def __post_init__(self) -> None:
-        _check_types(self)
-        chats = []
-        for c in self.chat_ids:
-            if isinstance(c, bool) or not isinstance(c, int | str) or not str(c).strip():
-                raise ConfigError(
-                    f"liqsignal.alerts.chat_ids: each must be an integer or an @channel, got {c!r}"
-                )
-            chats.append(c)
-        for name, (lo, lo_open, hi) in _ALERT_RANGES.items():
-            v = getattr(self, name)
-            if v is None and name in ("max_age_s", "venue_timeout_s"):
-                continue
-            ok = math.isfinite(v) and (v > lo if lo_open else v >= lo) and v <= hi
-            if not ok:
-                rng = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
-                raise ConfigError(f"liqsignal.alerts.{name} must be in {rng}, got {v!r}")
-        if self.ccxt_config is not None and not (
-            isinstance(self.ccxt_config, Mapping)
-            and all(isinstance(v, Mapping) for v in self.ccxt_config.values())
-        ):
-            # values may hold API keys: name the key, never show the value
-            raise ConfigError(
-                "liqsignal.alerts.ccxt_config must map exchange ids to ccxt settings "
-                '(e.g. {"binance": {"urls": {...}}}), got a '
-                f"{type(self.ccxt_config).__name__}"
-            )
-        if self.market_engines is not None and not (
-            isinstance(self.market_engines, Mapping)
-            and all(isinstance(v, Mapping) for v in self.market_engines.values())
-        ):
-            raise ConfigError(
-                "liqsignal.alerts.market_engines must map markets to engine settings "
-                '(e.g. {"ETH/USDT:USDT": {"step": null, "step_bps": 5}}), got '
-                f"{self.market_engines!r}"
-            )
-        if not _ENV_NAME.fullmatch(self.token_env):
-            # never echo it: a token pasted here instead of a variable name is a secret
-            raise ConfigError(
-                "liqsignal.alerts.token_env must be the name of an environment variable "
-                "(letters, digits and _, e.g. LIQSIGNAL_TELEGRAM_TOKEN), not a value; put the "
-                "token itself in that variable"
-            )
-        if not self.outbox.strip():
-            raise ConfigError("liqsignal.alerts.outbox must be a file path")
-        self.rules()  # validates the event rules, naming the key
-
-    def rules(self) -> EventRules:
-        try:
-            return EventRules(
-                cooldown_s=self.cooldown_minutes * 60.0,
-                band_pct=self.band_pct,
-                escalate_usd_ratio=self.escalate_usd_ratio,
-                escalate_depth_step=self.escalate_depth_step,
-                min_usd=self.min_usd,
-                max_distance_pct=self.max_distance_pct,
-                consumed_min_usd=self.consumed_min_usd,
-            )
-        except ConfigError as e:
-            raise ConfigError(f"liqsignal.{e}") from None
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> AlertConfig:
-        """Build from the ``liqsignal.alerts`` mapping; unknown keys fail, naming them."""
-        if data is None:
-            return cls()
-        kwargs = section_kwargs(cls, data, "liqsignal.alerts")
-        for key in ("chat_ids", "markets"):
-            if key in kwargs:
-                v = kwargs[key]
-                if isinstance(v, str | int) and not isinstance(v, bool):
-                    v = [v]
-                if not isinstance(v, list | tuple):
-                    raise ConfigError(f"liqsignal.alerts.{key} must be a list, got {v!r}")
-                kwargs[key] = tuple(v)
-        return cls(**kwargs)
-
-    def __repr__(self) -> str:  # never show the token
-        shown = dataclasses.replace(self, token="<hidden>" if self.token else None)
-        return (
-            "AlertConfig("
-            + ", ".join(f"{f.name}={getattr(shown, f.name)!r}" for f in dataclasses.fields(self))
-            + ")"
-        )
-
-
-#: Sane ranges of the numeric keys: (lowest, lowest excluded?, highest).
-_ALERT_RANGES: dict[str, tuple[float, bool, float]] = {
-    "interval_s": (0.0, True, 86_400.0),
-    "outbox_keep_days": (0.0, False, 36_500.0),
-    "outbox_photo_days": (0.0, False, 36_500.0),
-    "stale_after_bars": (0.0, True, 10_000.0),
-    "misfire_grace_s": (0.0, False, 86_400.0),
-    "cooldown_minutes": (0.0, False, 525_600.0),
-    "picture_bars": (1, False, 10_000),
-    "history_bars": (1, False, 100_000),
-    "max_age_s": (0.0, True, 30 * 86_400.0),
-    "venue_timeout_s": (0.0, True, 86_400.0),
-}
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-#: Keys whose values are never shown in an error message.
-_SECRET_KEYS = frozenset({"token"})
-
-_TYPES: dict[str, tuple[type, ...]] = {
-    "bool": (bool,),
-    "int": (int,),
-    "float": (int, float),
-    "str": (str,),
-}
-
-
-def _check_types(cfg: AlertConfig) -> None:
-    for f in dataclasses.fields(cfg):
-        v = getattr(cfg, f.name)
-        t = str(f.type)
-        if v is None and "None" in t:
-            continue
-        base = t.split("|")[0].strip()
-        if base in _TYPES:
-            ok = isinstance(v, _TYPES[base]) and not (base != "bool" and isinstance(v, bool))
-            if not ok:
-                got = f"a {type(v).__name__}" if f.name in _SECRET_KEYS else repr(v)
-                raise ConfigError(
-                    f"liqsignal.alerts.{f.name} must be {base}"
-                    + (" or null" if "None" in t else "")
-                    + f", got {got}"
-                )
-        elif base.startswith("tuple[str") and not all(isinstance(x, str) for x in v):
-            raise ConfigError(f"liqsignal.alerts.{f.name} must be a list of strings, got {v!r}")
-
-
-@dataclass(frozen=True)
-class MarketEntry:
-    """One market and the exchanges its map aggregates."""
-
-    market: str
-    exchanges: tuple[str, ...]
-    timeframe: str = "1h"
-
-
-@dataclass(frozen=True)
-class ServiceSettings:
-    """Everything the service reads from a Freqtrade-style config."""
-
-    alerts: AlertConfig
-    markets: tuple[MarketEntry, ...]
-    engine: MapConfig
-    freqtrade_config: Mapping[str, Any] = field(default_factory=dict)
-    ccxt_config: Mapping[str, Any] | None = None
-    #: Engine settings per market (``engine`` with ``market_engines`` over it).
-    engines: Mapping[str, MapConfig] = field(default_factory=dict)
-
-
-def load_settings(config: Mapping[str, Any] | str | Path) -> ServiceSettings:
-    """Read a Freqtrade-style config (mapping or JSON path). Raises ``ConfigError`` naming the
-    key on bad input."""
-    if not isinstance(config, Mapping):
-        path = Path(config)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file {str(path)!r} not found") from None
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"config file {str(path)!r} is not valid JSON: {e}") from None
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"config file {str(path)!r} must hold a JSON object")
-        config = data
-    section = config.get("liqsignal") or {}
-    if not isinstance(section, Mapping):
-        raise ConfigError("liqsignal: expected a mapping")
-    alerts = AlertConfig.from_dict(section.get("alerts"))
-    exchange = config.get("exchange") or {}
-    if not isinstance(exchange, Mapping):
-        raise ConfigError(
-            'exchange must be a mapping (Freqtrade\'s section, e.g. {"name": "binance"}), got '
-            f"{type(exchange).__name__}; list the venues under liqsignal.exchanges"
-        )
-    exchanges = section.get("exchanges")
-    if exchanges is None:
-        exchanges = [exchange.get("name")] if exchange.get("name") else ["binance"]
-    if isinstance(exchanges, str):
-        exchanges = [exchanges]
-    if not isinstance(exchanges, list | tuple) or not exchanges:
-        raise ConfigError(f"liqsignal.exchanges must be a non-empty list, got {exchanges!r}")
-    for name in exchanges:
-        if not isinstance(name, str) or not name.strip():
-            raise ConfigError(f"liqsignal.exchanges: each must be an exchange id, got {name!r}")
-    markets = alerts.markets or tuple(exchange.get("pair_whitelist") or ())
-    if not markets:
-        raise ConfigError(
-            "liqsignal.alerts.markets is empty and exchange.pair_whitelist names no pair: "
-            'list the markets to watch, e.g. ["BTC/USDT:USDT"]'
-        )
-    timeframe = alerts.timeframe or str(config.get("timeframe") or "1h")
-    engine = MapConfig.from_dict(section.get("engine"))
-    engines: dict[str, MapConfig] = {}
-    per = dict(alerts.market_engines or {})
-    unknown = sorted(set(per) - set(markets))
-    if unknown:
-        raise ConfigError(
-            f"liqsignal.alerts.market_engines: {unknown} not among the markets {list(markets)}"
-        )
-    base = dict(section.get("engine") or {})
-    for m in markets:
-        if m in per:
-            try:
-                engines[m] = MapConfig.from_dict({**base, **dict(per[m])})
-            except ConfigError as e:
-                raise ConfigError(f"liqsignal.alerts.market_engines[{m!r}]: {e}") from None
-        else:
-            engines[m] = engine
-    ccxt = alerts.ccxt_config
-    return ServiceSettings(
-        alerts,
-        tuple(MarketEntry(m, tuple(exchanges), timeframe) for m in markets),
-        engine,
-        config,
-        ccxt if isinstance(ccxt, Mapping) else None,
-        engines,
-    )
 
 
 # -- the service -----------------------------------------------------------------------------
@@ -441,7 +152,7 @@ class AlertService:
             raise ConfigError("liqsignal.alerts.chat_ids is empty: name the chats to alert")
         sender = TelegramSender(
             self.config.chat_ids,
-            token=self.config.token,
+            token=self.config.bot_token,
             token_env=self.config.token_env,
             base_url=self.config.base_url,
             base_file_url=self.config.base_file_url,
@@ -1020,7 +731,7 @@ class AlertService:
         return self._thread is not None and self._thread.is_alive()
 
 
-def _provider_from_settings(settings: ServiceSettings) -> Any:
+def _provider_from_settings(settings: Settings) -> Any:
     from liqsignal.data.provider import MapProvider, MarketSpec
 
     a = settings.alerts
@@ -1048,7 +759,7 @@ def start_in_background(
     alert service in a background thread sharing ``provider``, return it (call ``.stop()`` on
     exit). Returns None when ``liqsignal.alerts.enabled`` is false. Raises ``ConfigError`` on a
     bad config, before any thread starts."""
-    settings = load_settings(config)
+    settings = alert_settings(config)
     if not settings.alerts.enabled:
         logger.info("liqsignal alerts disabled (liqsignal.alerts.enabled is false)")
         return None

@@ -19,7 +19,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from liqsignal.alerts.service import AlertConfig, AlertService
+from liqsignal.alerts.service import AlertService
+from liqsignal.config import AlertConfig
 from liqsignal.data.exchanges import RetryPolicy
 from liqsignal.data.provider import MapProvider, MarketSpec
 from liqsignal.data.replay.server import ManualClock, ReplayExchange

@@ -380,7 +380,7 @@ async def test_a_market_whose_map_is_empty_is_warned_about_once(make_sender, out
 def test_each_market_gets_its_engine_and_a_grid_that_suits_its_price():
     import numpy as np
 
-    from liqsignal.alerts.service import load_settings
+    from liqsignal.config import alert_settings
     from liqsignal.engine import LiquidationMap
 
     cfg = {
@@ -393,7 +393,7 @@ def test_each_market_gets_its_engine_and_a_grid_that_suits_its_price():
             },
         },
     }
-    s = load_settings(cfg)
+    s = alert_settings(cfg)
     assert s.engines["BTC/USDT:USDT"].step == 50.0
     assert s.engines["SOL/USDT:USDT"].step_bps == 10
     # ETH at about 2,300 USD with the default 50 USD step: the map uses a relative grid
@@ -405,10 +405,10 @@ def test_each_market_gets_its_engine_and_a_grid_that_suits_its_price():
     bad = {**cfg, "liqsignal": {"alerts": {"markets": ["BTC/USDT:USDT"]}}}
     bad["liqsignal"]["alerts"]["market_engines"] = {"DOGE/USDT:USDT": {}}
     with pytest.raises(Exception, match=r"liqsignal.alerts.market_engines"):
-        load_settings(bad)
+        alert_settings(bad)
     bad["liqsignal"]["alerts"]["market_engines"] = {"BTC/USDT:USDT": {"n_bins": 10**9}}
     with pytest.raises(Exception, match=r"market_engines\['BTC/USDT:USDT'\].*n_bins"):
-        load_settings(bad)
+        alert_settings(bad)
 
 
 async def test_one_slow_venue_does_not_delay_the_round(tmp_path):

@@ -15,8 +15,9 @@ import pandas as pd
 import pytest
 
 from liqsignal.alerts.outbox import Outbox
-from liqsignal.alerts.service import AlertConfig, AlertService, load_settings
+from liqsignal.alerts.service import AlertService
 from liqsignal.alerts.telegram import TelegramSender
+from liqsignal.config import AlertConfig, alert_settings
 from liqsignal.engine import Cluster, MapSnapshot
 from liqsignal.exceptions import ConfigError
 
@@ -434,7 +435,7 @@ def test_settings_from_freqtrade_config():
             "alerts": {"chat_ids": [111, "@chan"], "cooldown_minutes": 30, "token": "secret-x"},
         },
     }
-    s = load_settings(cfg)
+    s = alert_settings(cfg)
     assert [m.market for m in s.markets] == ["BTC/USDT:USDT", "ETH/USDT:USDT"]
     assert s.markets[0].exchanges == ("binance", "bybit")
     assert s.engine.armed_distance_pct == 2.0
@@ -457,17 +458,17 @@ def test_settings_from_freqtrade_config():
 )
 def test_config_errors_name_the_key(section, key):
     with pytest.raises(ConfigError) as ei:
-        load_settings({"exchange": {"pair_whitelist": [M]}, "liqsignal": {"alerts": section}})
+        alert_settings({"exchange": {"pair_whitelist": [M]}, "liqsignal": {"alerts": section}})
     assert key in str(ei.value)
 
 
 def test_config_needs_markets_and_a_readable_file(tmp_path):
     with pytest.raises(ConfigError, match="pair_whitelist"):
-        load_settings({"liqsignal": {"alerts": {"chat_ids": [1]}}})
+        alert_settings({"liqsignal": {"alerts": {"chat_ids": [1]}}})
     bad = tmp_path / "c.json"
     bad.write_text("{not json")
     with pytest.raises(ConfigError, match="not valid JSON"):
-        load_settings(bad)
+        alert_settings(bad)
 
 
 def test_no_token_is_a_config_error_naming_the_variable(monkeypatch, provider):

@@ -128,8 +128,10 @@ def test_settings_put_the_bots_exchange_first():
     cfg = {"exchange": {"name": "binance"}, "liqsignal": {"exchanges": ["okx", "binance", "bybit"]}}
     assert liq_settings(cfg).exchanges == ("binance", "okx", "bybit")
     assert liq_settings({"exchange": {"name": "binance"}}).exchanges == ("binance",)
-    with pytest.raises(ConfigError, match="exchanges"):
-        liq_settings({"liqsignal": {"exchanges": "okx"}})
+    # one id alone is a list of one, as for the alert service (liqsignal.config)
+    assert liq_settings({"liqsignal": {"exchanges": "okx"}}).exchanges == ("okx",)
+    with pytest.raises(ConfigError, match=r"liqsignal\.exchanges"):
+        liq_settings({"liqsignal": {"exchanges": 5}})
 
 
 def test_backtest_columns_equal_aggregated_features_from_store(root, candles):
