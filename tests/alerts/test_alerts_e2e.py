@@ -22,7 +22,7 @@ import pytest
 from liqsignal.alerts.service import AlertConfig, AlertService
 from liqsignal.data.exchanges import RetryPolicy
 from liqsignal.data.provider import MapProvider, MarketSpec
-from liqsignal.data.replay.server import ManualClock, ReplayExchange
+from liqsignal.replay.server import ManualClock, ReplayExchange
 
 from .conftest import CHAT_A
 
