@@ -40,6 +40,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from liqsignal._optional import require
 from liqsignal.config import ForecastConfig, MapConfig
 from liqsignal.data.timeline import TF_UNITS, merge_point_in_time, timeframe_seconds
 from liqsignal.exceptions import ConfigError, LiqsignalError
@@ -55,11 +56,9 @@ from liqsignal.guards import (
     stop_decision,
 )
 
-try:  # the mixin's hyperoptable parameters; the rest of the module works without Freqtrade
-    from freqtrade.exceptions import OperationalException as _FtOperationalException
-    from freqtrade.strategy import DecimalParameter
-except ImportError as e:  # pragma: no cover - freqtrade is a dependency
-    raise ImportError("liqsignal.freqtrade needs Freqtrade: pip install 'freqtrade>=2026.9'") from e
+require("freqtrade", extra="freqtrade", feature="liqsignal.freqtrade (the Freqtrade columns)")
+from freqtrade.exceptions import OperationalException as _FtOperationalException  # noqa: E402
+from freqtrade.strategy import DecimalParameter  # noqa: E402
 
 
 class LiqConfigurationError(ConfigError, _FtOperationalException):
