@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python benchmarks/bench_backtest.py`` (``--check`` exits 1 when the time ratio
 is above 1.3; ``--quick`` skips the one-year timing). Everything runs offline: markets come from
-the replay exchange (liqsignal.data.replay), candles from the bundled files.
+the replay exchange (liqsignal.replay), candles from the bundled files.
 
 1. Speed: ``freqtrade backtesting`` wall time of LiqTrendStrategy against LiqTrendControl (same
    entries and exits, no liq columns, no guards), one year of 5m BTC/USDT:USDT (2023-05-01 ->
@@ -45,8 +45,8 @@ PROPOSED = 10.0  # the sample strategy's target leverage
 LEVERAGES = (10.0, 25.0)  # leverage guard measured at these proposals
 TARGET_RATIO = 1.3
 
-from liqsignal.data.replay import ReplayExchange  # noqa: E402
 from liqsignal.guards import GuardConfig, entry_decision, leverage_decision  # noqa: E402
+from liqsignal.replay import ReplayExchange  # noqa: E402
 from liqsignal.tiers import liquidation_price, load_tiers, tier_for  # noqa: E402
 
 

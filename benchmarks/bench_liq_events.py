@@ -4,7 +4,7 @@ Run: ``.venv/bin/python benchmarks/bench_liq_events.py`` (``--minutes 5 --speed 
 ``--check`` exits 1 when the median is not under 100 ms or the p99 not under 500 ms).
 
 Offline and real: three local WebSocket venues (Binance USD-M, Bybit, OKX,
-``liqsignal.data.replay.ws``) serve 50 real Binance USD-M perpetual names (from the bundled
+``liqsignal.replay.ws``) serve 50 real Binance USD-M perpetual names (from the bundled
 leverage-tier file); the real ccxt.pro clients watch all 50 markets on each venue through
 :class:`liqsignal.data.streams.LiquidationStreams` (which also writes the store, in its own
 thread). Events are the bundled real Hyperliquid liquidations of the file's busiest stretch
@@ -50,17 +50,17 @@ from liqsignal.alerts.outbox import Outbox
 from liqsignal.alerts.service import AlertConfig, AlertService
 from liqsignal.alerts.telegram import RetryPolicy, TelegramSender
 from liqsignal.config import MapConfig
-from liqsignal.data.replay.ws import (
+from liqsignal.data.streams import LiquidationStreams, StreamConfig, StreamEvent
+from liqsignal.engine import LiquidationMap
+from liqsignal.evaluate import load_coinglass
+from liqsignal.features import _seconds, prepare_inputs, validate_frame
+from liqsignal.replay.ws import (
     LiqEvent,
     LiquidationStreamServer,
     ct_val,
     load_events,
     send_key,
 )
-from liqsignal.data.streams import LiquidationStreams, StreamConfig, StreamEvent
-from liqsignal.engine import LiquidationMap
-from liqsignal.evaluate import load_coinglass
-from liqsignal.features import _seconds, prepare_inputs, validate_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "alerts"))

@@ -8,7 +8,7 @@ Data: the 50 markets are GENERATED from the bundled real BTC/USDT:USDT 1h slice
 renamed ``Q<two letters>`` and its prices are rescaled by a factor from 0.001 to 3 (volumes and
 OI amounts divided by it, so USD notional stays real), and each venue's open interest is scaled
 (Binance 1, Bybit 0.6, OKX 0.35). Same price path for every market: speed does not depend on it.
-Each venue is a replay server (``liqsignal.data.replay``) in this process, on 127.0.0.1, on one
+Each venue is a replay server (``liqsignal.replay``) in this process, on 127.0.0.1, on one
 manual clock that the benchmark advances one hour per cycle; the real ccxt clients talk to them
 with ccxt's rate limiter at 1 ms (a real exchange's limits would add waiting, see docs/provider.md).
 The servers share the process (and the GIL) with the provider, so wall times are pessimistic.
@@ -33,11 +33,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import liqsignal.data.replay.bybit
-import liqsignal.data.replay.okx  # noqa: F401  (registers the venues)
+import liqsignal.replay.bybit
+import liqsignal.replay.okx  # noqa: F401  (registers the venues)
 from liqsignal.config import MapConfig
 from liqsignal.data.provider import MapProvider, MarketSpec, RefreshReport
-from liqsignal.data.replay.server import ManualClock, ReplayExchange
+from liqsignal.replay.server import ManualClock, ReplayExchange
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "tests" / "testdata" / "replay_binance" / "futures"

@@ -1032,7 +1032,7 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:  # pragma: no cover - python-telegram-bot / apscheduler missing
         pass
 
-    from liqsignal.data.replay.__main__ import add_replay_arguments, run_replay
+    from liqsignal.replay.__main__ import add_replay_arguments, run_replay
 
     r = sub.add_parser(
         "replay",

@@ -5,7 +5,7 @@ live table.
         [--datadir user_data/data] [--ccxt-config FILE] [--duration SECONDS]
 
 ``--ccxt-config`` is a JSON object ``{"<exchange>": {ccxt settings}}``, e.g. the overlay that
-``python -m liqsignal.data.replay.ws`` prints, so the command runs against local servers.
+``python -m liqsignal.replay.ws`` prints, so the command runs against local servers.
 """
 
 from __future__ import annotations

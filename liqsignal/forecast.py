@@ -622,6 +622,9 @@ def choose_threshold(
 def _fit_side(
     x: np.ndarray, y: np.ndarray, feats: list[str], target_precision: float, c: float
 ) -> SideModel:
+    from liqsignal._optional import require
+
+    require("sklearn", extra="forecast", feature="fitting the cascade forecast")
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -994,6 +997,9 @@ def score_probabilities(
     """ROC AUC, log loss, Brier score and ECE of ``p`` against 0/1 ``y`` (sklearn.metrics),
     with the base rate of ``y`` and the log loss of the constant ``base_rate`` (the training
     rate; default: the rate of ``y`` itself). AUC is NaN when ``y`` has one class only."""
+    from liqsignal._optional import require
+
+    require("sklearn", extra="forecast", feature="scoring the cascade forecast")
     from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 
     y = np.asarray(y, dtype=np.float64)
@@ -1251,13 +1257,11 @@ def format_forecast_report(report: Mapping[str, Any]) -> str:
 def plot_forecast(report: Mapping[str, Any], path: str | Path) -> Path:
     """Reliability diagrams (pooled out-of-sample, per side, map vs map-free) and the AUC
     table per dataset, side and fold, in one PNG."""
-    try:
-        import matplotlib
+    from liqsignal._optional import require
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as e:  # pragma: no cover - plot extra
-        raise ImportError("plot_forecast needs matplotlib: pip install 'liqsignal[plot]'") from e
+    require("matplotlib", extra="plot", feature="plot_forecast").use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.8), gridspec_kw={"width_ratios": [1, 1, 1.4]})
     for ax, s in zip(axes[:2], SIDES, strict=True):
         d = report.get("pooled", {}).get(s)

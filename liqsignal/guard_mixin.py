@@ -22,6 +22,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import pandas as pd
 
+from liqsignal._optional import require
 from liqsignal.columns import (
     _FAST_MODES,
     GUARD_POS,
@@ -46,12 +47,8 @@ from liqsignal.guards import (
     stop_decision,
 )
 
-try:  # the mixin's hyperoptable parameters
-    from freqtrade.strategy import DecimalParameter
-except ImportError as e:  # pragma: no cover - the mixin is for Freqtrade strategies
-    raise ImportError(
-        "liqsignal.guard_mixin needs Freqtrade: pip install 'liqsignal[freqtrade]'"
-    ) from e
+require("freqtrade", extra="freqtrade", feature="liqsignal.freqtrade (the guard mixin)")
+from freqtrade.strategy import DecimalParameter  # noqa: E402  (the hyperoptable parameters)
 
 __all__ = ["LiqGuardCallbacks", "LiqGuardMixin", "liq_safe"]
 

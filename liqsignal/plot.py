@@ -37,13 +37,11 @@ DEFAULT_BUCKETS: dict[str, tuple[float, float]] = {
 
 
 def _pyplot():  # type: ignore[no-untyped-def]
-    try:
-        import matplotlib
+    from liqsignal._optional import require
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as e:  # pragma: no cover - matplotlib is a dependency
-        raise ImportError("liqsignal pictures need matplotlib: pip install matplotlib") from e
+    require("matplotlib", extra="plot", feature="liqsignal pictures").use("Agg")
+    import matplotlib.pyplot as plt
+
     return plt
 
 

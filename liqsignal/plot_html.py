@@ -25,11 +25,12 @@ __all__ = ["write_map_html"]
 
 
 def _plotly() -> Any:
-    try:
-        import plotly.graph_objects as go
-        from plotly.subplots import make_subplots
-    except ImportError as e:  # pragma: no cover - plotly is in the plot extra
-        raise ImportError("the interactive map needs plotly: pip install plotly") from e
+    from liqsignal._optional import require
+
+    require("plotly", extra="plot", feature="the interactive map")
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
     return go, make_subplots
 
 

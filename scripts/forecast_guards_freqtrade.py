@@ -1,7 +1,7 @@
 """The probability entry guard in a real ``freqtrade backtesting`` run, on the bundled BTC 1h data.
 
 Three runs of the sample strategy (``LiqTrendStrategy``) over the same period, offline against
-the replay exchange (``liqsignal.data.replay``):
+the replay exchange (``liqsignal.replay``):
 
 - guards off (``liqsignal.guards.enabled = false``): every entry signal is taken;
 - probability guard: only ``guards.entry_max_prob`` (``--max-prob``; the pocket rule, the
@@ -43,9 +43,9 @@ from forecast_guards import HORIZONS, outcomes  # noqa: E402
 
 from liqsignal import forecast as fc  # noqa: E402
 from liqsignal.config import MapConfig  # noqa: E402
-from liqsignal.data.replay import ReplayExchange  # noqa: E402
 from liqsignal.datasets import load_dataset, load_datasets  # noqa: E402
 from liqsignal.features import compute_features  # noqa: E402
+from liqsignal.replay import ReplayExchange  # noqa: E402
 
 BUNDLED = ROOT / "user_data" / "data" / "binance"
 FREQTRADE = Path(sys.executable).with_name("freqtrade")

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Create the virtual environment and install liqsignal with its test and plot extras.
+# Create the virtual environment and install liqsignal editable with every extra and the test
+# tools (the dev extra: what the README demo and the tests need).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${LIQSIGNAL_VENV:-.venv}"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e ".[dev,plot]"
+"$VENV/bin/python" -m pip install -q -e ".[dev]"

@@ -143,7 +143,7 @@ def test_map_live_through_ccxt_against_the_replay(tmp_path, capsys):
     import shutil
     from pathlib import Path
 
-    from liqsignal.data.replay.server import Fault, ReplayExchange
+    from liqsignal.replay import Fault, ReplayExchange
 
     src = Path(__file__).parent / "testdata" / "replay_binance"
     shutil.copytree(src, tmp_path / "replay")

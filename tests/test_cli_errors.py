@@ -193,7 +193,7 @@ def test_replay_runs_as_the_readme_writes_it(tmp_path):
 def test_bad_guard_key_inside_freqtrade_is_one_line(tmp_path):
     """A misspelt ``liqsignal.guards`` key in a real `freqtrade backtesting`: one ERROR line
     naming the key, exit 2, no "Fatal exception!" traceback."""
-    from liqsignal.data.replay import ReplayExchange
+    from liqsignal.replay import ReplayExchange
 
     cfg = json.loads((ROOT / "config.example.json").read_text())
     cfg["liqsignal"]["guards"]["entry_distnce_pct"] = 1.0
@@ -222,7 +222,7 @@ def test_download_from_the_replay_gets_past_open_interest(tmp_path, capsys):
     """`download --since/--until` against the replay: open interest months before today is not
     clamped to Binance's 30 days (the replay on 127.0.0.1 serves what its files hold)."""
     from liqsignal.data.download import loopback_config
-    from liqsignal.data.replay import ReplayExchange
+    from liqsignal.replay import ReplayExchange
 
     with ReplayExchange(TESTDATA / "replay_binance") as rx:
         overlay = tmp_path / "overlay.json"

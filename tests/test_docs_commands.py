@@ -52,7 +52,7 @@ NOT_RUN: dict[str, str] = {
 }
 
 #: servers that run until stopped, even when a doc shows them without ``&``
-SERVER = re.compile(r"^(liqsignal replay|python -m liqsignal\.data\.replay(\.ws)?)\s.*--port\s")
+SERVER = re.compile(r"^(liqsignal replay|python -m liqsignal\.replay(\.ws)?)\s.*--port\s")
 
 #: blocks (by their first command) that take long: run, but marked slow
 SLOW = re.compile(r"freqtrade |liqsignal (evaluate|calibrate|demo|fit|map)|scripts/")

@@ -43,7 +43,7 @@ def test_missing_result_is_one_line(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_backtest_prints_the_report_and_guard_report_reads_it(tmp_path, capsys):
-    from liqsignal.data.replay import ReplayExchange
+    from liqsignal.replay import ReplayExchange
 
     cfg = json.loads((ROOT / "config.example.json").read_text())
     cfg["liqsignal"]["guards"]["log_backtest_decisions"] = True

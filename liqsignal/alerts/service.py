@@ -628,6 +628,9 @@ class AlertService:
     async def run(self, stop: asyncio.Event | None = None, *, install_signals: bool = True) -> None:
         """Run until ``stop`` is set (or SIGINT/SIGTERM, when ``install_signals`` and on the
         main thread): an interval job, first run now, misfires coalesced, one at a time."""
+        from liqsignal._optional import require
+
+        require("apscheduler", extra="alerts", feature="the alert service's schedule")
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
         from apscheduler.triggers.interval import IntervalTrigger
 

@@ -40,28 +40,25 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-try:
-    import telegram
-    from telegram.error import (
-        BadRequest,
-        ChatMigrated,
-        Conflict,
-        Forbidden,
-        InvalidToken,
-        NetworkError,
-        RetryAfter,
-        TelegramError,
-        TimedOut,
-    )
-    from telegram.request import HTTPXRequest
-except ImportError as _e:  # pragma: no cover - exercised only without the dependency
-    raise ImportError(
-        "liqsignal.alerts.telegram needs python-telegram-bot: pip install python-telegram-bot"
-    ) from _e
-
+from liqsignal._optional import require
 from liqsignal.alerts.message import Alert, escape
 from liqsignal.alerts.outbox import Outbox
 from liqsignal.exceptions import ConfigError
+
+require("telegram", extra="alerts", feature="Telegram alerts (liqsignal.alerts)")
+import telegram  # noqa: E402
+from telegram.error import (  # noqa: E402
+    BadRequest,
+    ChatMigrated,
+    Conflict,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
+from telegram.request import HTTPXRequest  # noqa: E402
 
 __all__ = [
     "CAPTION_LIMIT",

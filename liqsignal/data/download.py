@@ -28,6 +28,8 @@ from typing import Any
 import pandas as pd
 
 from liqsignal.data.exchanges import EXCHANGES, ExchangeClient, RetryPolicy, timeframe_to_ms
+from liqsignal.data.jobs import JobResult
+from liqsignal.data.liquidation_history import LIQUIDATION_TYPES, run_liquidation_job
 from liqsignal.data.store import FeatherStore
 from liqsignal.exceptions import ConfigError, DataError, LiqsignalError
 
@@ -44,28 +46,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_CANDLE_TYPES = ("futures", "mark", "funding_rate", "open_interest", "taker_buy")
-#: realized-liquidation jobs (liqsignal.data.liquidation_history), added by --liquidations
-LIQUIDATION_TYPES = ("liquidations", "liquidation_events")
 FUNDING_TF = "1h"  # Freqtrade's funding_fee_timeframe and mark_ohlcv_timeframe
 MARK_TF = "1h"
-
-
-@dataclass
-class JobResult:
-    """Outcome of one (exchange, market, timeframe, candle type) job."""
-
-    exchange: str
-    market: str
-    timeframe: str
-    candle_type: str
-    status: str  # "ok", "skipped" or "failed"
-    symbol: str | None = None
-    rows_fetched: int = 0
-    rows_added: int = 0
-    rows_total: int = 0
-    path: Path | None = None
-    message: str = ""
-    gaps: list[tuple[int, int]] = field(default_factory=list)  # empty windows between rows (ms)
 
 
 @dataclass
@@ -201,8 +183,6 @@ async def _run_job(
     chunk_pages: int,
 ) -> JobResult:
     if job.candle_type in LIQUIDATION_TYPES:
-        from liqsignal.data.liquidation_history import run_liquidation_job
-
         return await run_liquidation_job(
             client,
             str(store.datadir),

@@ -23,8 +23,8 @@ import time
 
 import pandas as pd
 
-from liqsignal.data.download import JobResult
 from liqsignal.data.exchanges import ExchangeClient, timeframe_to_ms
+from liqsignal.data.jobs import JobResult
 from liqsignal.data.liquidations import LiquidationStore
 from liqsignal.exceptions import ConfigError, DataError
 

@@ -23,7 +23,7 @@ from liqsignal.alerts.service import AlertService
 from liqsignal.config import AlertConfig
 from liqsignal.data.exchanges import RetryPolicy
 from liqsignal.data.provider import MapProvider, MarketSpec
-from liqsignal.data.replay.server import ManualClock, ReplayExchange
+from liqsignal.replay.server import ManualClock, ReplayExchange
 
 from .conftest import CHAT_A
 

@@ -252,7 +252,8 @@ async def test_missing_token_names_the_env_var(monkeypatch, api):
 def test_missing_library_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "telegram", None)
     monkeypatch.delitem(sys.modules, "liqsignal.alerts.telegram")
-    with pytest.raises(ImportError, match="pip install python-telegram-bot"):
+    hint = r"python-telegram-bot.*pip install 'liqsignal\[alerts\]'"
+    with pytest.raises(ImportError, match=hint):
         importlib.import_module("liqsignal.alerts.telegram")
 
 

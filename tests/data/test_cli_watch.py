@@ -1,4 +1,4 @@
-"""``liqsignal watch`` and ``python -m liqsignal.data.replay.ws``: the commands as documented,
+"""``liqsignal watch`` and ``python -m liqsignal.replay.ws``: the commands as documented,
 against the local WebSocket venues, with the real ccxt.pro clients."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 
 from liqsignal.cli import main
 from liqsignal.data.liquidations import LiquidationStore
-from liqsignal.data.replay.ws import LiquidationStreamServer, load_events
+from liqsignal.replay.ws import LiquidationStreamServer, load_events
 
 VENUES = ("binance", "bybit", "okx")
 
@@ -81,7 +81,7 @@ def test_documented_offline_commands(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "liqsignal.data.replay.ws",
+            "liqsignal.replay.ws",
             "--venue",
             "binance",
             "--venue",

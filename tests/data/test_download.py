@@ -14,14 +14,14 @@ from freqtrade.data.history.datahandlers.featherdatahandler import FeatherDataHa
 from freqtrade.enums import CandleType
 from venues_util import TESTDATA, VENUES, Venues, start_venues, stop_venues
 
-import liqsignal.data.replay.bybit
-import liqsignal.data.replay.okx  # noqa: F401  (registers the venue)
+import liqsignal.replay.bybit
+import liqsignal.replay.okx  # noqa: F401  (registers the venue)
 from liqsignal.data.download import add_download_arguments, download, run_download
 from liqsignal.data.exchanges import RetryPolicy
-from liqsignal.data.replay.faults import FaultRule, Faults
-from liqsignal.data.replay.server import ReplayExchange
 from liqsignal.data.store import FeatherStore
 from liqsignal.exceptions import ConfigError
+from liqsignal.replay.server import ReplayExchange
+from liqsignal.replay.testing import KINDS, FaultRule, Faults
 
 SINCE = "2026-01-01"
 UNTIL = "2026-03-05"
@@ -138,19 +138,7 @@ def test_failing_exchange_and_market_are_reported_others_carry_on(
     assert not summary.ok and "failed" in summary.table()
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        "timeout",
-        "rate_limit",
-        "server_error",
-        "malformed",
-        "empty_page",
-        "duplicate_rows",
-        "out_of_order",
-        "delist",
-    ],
-)
+@pytest.mark.parametrize("kind", KINDS)
 def test_each_fault_keeps_stored_rows_and_spares_other_exchanges(
     venues: dict[str, tuple[ReplayExchange, Faults]], tmp_path: Path, kind: str
 ) -> None:

@@ -14,7 +14,7 @@ from liq_util import SYM, TESTDATA, coinglass_bars, make_gate_datadir, real_even
 
 from liqsignal.cli import main
 from liqsignal.data.liquidations import LiquidationStore, realized_from_store
-from liqsignal.data.replay.server import ReplayExchange
+from liqsignal.replay.server import ReplayExchange
 
 
 @pytest.fixture(scope="module")

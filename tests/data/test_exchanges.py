@@ -12,8 +12,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-import liqsignal.data.replay.bybit
-import liqsignal.data.replay.okx  # noqa: F401  (registers the venue)
+import liqsignal.replay.bybit
+import liqsignal.replay.okx  # noqa: F401  (registers the venue)
 from liqsignal.data.exchanges import (
     EXCHANGES,
     ExchangeClient,
@@ -21,9 +21,9 @@ from liqsignal.data.exchanges import (
     _retry_after_seconds,
     timeframe_to_ms,
 )
-from liqsignal.data.replay.faults import Faults
-from liqsignal.data.replay.server import ReplayExchange
 from liqsignal.exceptions import ConfigError, PermanentDataError
+from liqsignal.replay.server import ReplayExchange
+from liqsignal.replay.testing import Faults
 
 TESTDATA = Path(__file__).resolve().parents[1] / "testdata" / "replay_binance"
 VENUES = ("binance", "bybit", "okx")

@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 from venues_util import TESTDATA, VENUES, Venues, start_venues, stop_venues
 
-import liqsignal.data.replay.bybit
-import liqsignal.data.replay.okx  # noqa: F401  (registers the venue)
+import liqsignal.replay.bybit
+import liqsignal.replay.okx  # noqa: F401  (registers the venue)
 from liqsignal.data.exchanges import ExchangeClient, RetryPolicy
-from liqsignal.data.replay.faults import FaultRule, Faults
-from liqsignal.data.replay.server import Fault, ReplayExchange
 from liqsignal.exceptions import ConfigError, PermanentDataError, TemporaryDataError
+from liqsignal.replay import Fault, ReplayExchange
+from liqsignal.replay.testing import FaultRule, Faults
 
 CANDLES = {"binance": "/fapi/v1/klines", "bybit": "/v5/market/kline", "okx": "/api/v5/market/"}
 FUNDING = {
@@ -179,8 +179,8 @@ def test_fault_rules_validate() -> None:
     ],
 )
 def test_row_faults_hit_the_page_not_one_row(body: Any, path: tuple[str, ...]) -> None:
-    from liqsignal.data.replay.faults import _rewrite_rows
-    from liqsignal.data.replay.server import Response
+    from liqsignal.replay.messages import Response
+    from liqsignal.replay.testing import _rewrite_rows
 
     resp = Response(200, json.dumps(body).encode(), {})
     out = json.loads(_rewrite_rows(resp, "duplicate_rows", 0).body)

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 from liq_util import RESOURCES, ROOT
 
-from liqsignal.data.replay.server import ReplayExchange
+from liqsignal.replay.server import ReplayExchange
 
 BUNDLED = ROOT / "user_data" / "data" / "binance"
 FREQTRADE = Path(sys.executable).with_name("freqtrade")

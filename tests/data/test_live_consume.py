@@ -12,18 +12,18 @@ import pandas as pd
 import pytest
 from venues_util import start_venues, stop_venues
 
-import liqsignal.data.replay.bybit
-import liqsignal.data.replay.okx  # noqa: F401  (registers the venue)
+import liqsignal.replay.bybit
+import liqsignal.replay.okx  # noqa: F401  (registers the venue)
 from liqsignal import nb
 from liqsignal.config import MapConfig
 from liqsignal.data.exchanges import RetryPolicy
 from liqsignal.data.provider import MapProvider, MarketSpec
-from liqsignal.data.replay.server import ManualClock
-from liqsignal.data.replay.ws import LiquidationStreamServer, load_events
 from liqsignal.data.streams import LiquidationStreams, StreamConfig
 from liqsignal.engine import LiquidationMap
 from liqsignal.exceptions import InputError
 from liqsignal.features import _seconds, prepare_inputs, validate_frame
+from liqsignal.replay.server import ManualClock
+from liqsignal.replay.ws import LiquidationStreamServer, load_events
 
 
 def inputs(btc_frame: pd.DataFrame, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 from venues_util import VENUES, Venues, start_venues, stop_venues
 
-import liqsignal.data.replay.bybit
-import liqsignal.data.replay.okx  # noqa: F401  (registers the venue)
+import liqsignal.replay.bybit
+import liqsignal.replay.okx  # noqa: F401  (registers the venue)
 from liqsignal.config import MapConfig
 from liqsignal.data.exchanges import RetryPolicy
 from liqsignal.data.provider import (
@@ -27,9 +27,9 @@ from liqsignal.data.provider import (
     aggregated_features_from_store,
     oi_timeframe_for,
 )
-from liqsignal.data.replay.faults import Faults
-from liqsignal.data.replay.server import ManualClock, ReplayExchange
 from liqsignal.exceptions import ConfigError, DataError
+from liqsignal.replay.server import ManualClock, ReplayExchange
+from liqsignal.replay.testing import Faults
 
 OI_SCALE = {"binance": 1.0, "bybit": 0.6, "okx": 0.35}
 VENUE_ID = {"binance": "BTCUSDT", "bybit": "BTCUSDT", "okx": "BTC-USDT-SWAP"}

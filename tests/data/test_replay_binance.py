@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from liqsignal.data.replay import Fault, ReplayExchange
 from liqsignal.exceptions import ConfigError
+from liqsignal.replay import Fault, ReplayExchange
 
 DATADIR = Path(__file__).resolve().parents[1] / "testdata" / "replay_binance"
 FUT = DATADIR / "futures"
@@ -279,7 +279,7 @@ def test_command_line_prints_the_overlay_and_stops_on_sigint(tmp_path):
         [
             sys.executable,
             "-m",
-            "liqsignal.data.replay",
+            "liqsignal.replay",
             "--datadir",
             str(tmp_path / "dd"),
             "--port",

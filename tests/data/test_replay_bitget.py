@@ -16,8 +16,8 @@ import pytest
 from liq_util import TESTDATA
 
 from liqsignal.data.exchanges import ExchangeClient, RetryPolicy
-from liqsignal.data.replay.server import ReplayExchange
 from liqsignal.exceptions import PermanentDataError
+from liqsignal.replay.server import ReplayExchange
 
 SYM = "BTC/USDT:USDT"
 FUT = TESTDATA / "futures"

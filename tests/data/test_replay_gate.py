@@ -20,8 +20,8 @@ from liq_util import SYM, TESTDATA, coinglass_bars, make_gate_datadir, real_even
 
 from liqsignal.data.exchanges import ExchangeClient, RetryPolicy
 from liqsignal.data.liquidations import events_from_ccxt
-from liqsignal.data.replay.gate import CONTRACT_SIZE
-from liqsignal.data.replay.server import ReplayExchange
+from liqsignal.replay.gate import CONTRACT_SIZE
+from liqsignal.replay.server import ReplayExchange
 
 
 @pytest.fixture(scope="module")

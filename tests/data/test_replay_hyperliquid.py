@@ -18,7 +18,7 @@ import pytest
 from liq_util import TESTDATA
 
 from liqsignal.data.exchanges import ExchangeClient, RetryPolicy
-from liqsignal.data.replay.server import ReplayExchange
+from liqsignal.replay.server import ReplayExchange
 
 SYM = "BTC/USDC:USDC"
 FUT = TESTDATA / "futures"

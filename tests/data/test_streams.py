@@ -1,5 +1,5 @@
 """Live liquidation streams: the real ccxt.pro clients of Binance USD-M, Bybit and OKX against
-local WebSocket servers speaking each venue's stream (liqsignal.data.replay.ws).
+local WebSocket servers speaking each venue's stream (liqsignal.replay.ws).
 
 Events are real: rows of the bundled Hyperliquid liquidation file (time, price, size), replayed
 in each venue's message shape; where a test needs a given side it says so (the file's own side
@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from liqsignal.data.liquidations import LiquidationStore
-from liqsignal.data.replay.ws import (
+from liqsignal.data.streams import LiquidationStreams, StreamConfig, StreamEvent
+from liqsignal.replay.ws import (
     CT_VAL,
     LiqEvent,
     LiquidationStreamServer,
@@ -25,7 +26,6 @@ from liqsignal.data.replay.ws import (
     out_of_order,
     with_duplicates,
 )
-from liqsignal.data.streams import LiquidationStreams, StreamConfig, StreamEvent
 
 VENUES = ("binance", "bybit", "okx")
 FAST = StreamConfig(

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from liqsignal.data.replay.faults import Faults
-from liqsignal.data.replay.server import ReplayExchange
+from liqsignal.replay.server import ReplayExchange
+from liqsignal.replay.testing import Faults
 
 TESTDATA = Path(__file__).resolve().parents[1] / "testdata" / "replay_binance"
 VENUES = ("binance", "bybit", "okx")

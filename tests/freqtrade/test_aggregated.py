@@ -360,7 +360,7 @@ class LiqTrendCheck(LiqTrendStrategy):
 
 @pytest.mark.slow
 def test_fast_rows_equal_get_analyzed_dataframe_over_a_real_backtest(tmp_path):
-    from liqsignal.data.replay import ReplayExchange
+    from liqsignal.replay import ReplayExchange
 
     sdir = tmp_path / "strategies"
     sdir.mkdir()

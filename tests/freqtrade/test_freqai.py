@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from ft_replay_helpers import BUNDLED, FREQTRADE, ROOT, ft_env
 
-from liqsignal.data.replay import ReplayExchange
 from liqsignal.freqai import FREQAI_FEATURES, add_liq_features
+from liqsignal.replay import ReplayExchange
 
 
 class _DP:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from ft_replay_helpers import BUNDLED, FREQTRADE, ROOT, ft_env
 
-from liqsignal.data.replay import ReplayExchange
+from liqsignal.replay import ReplayExchange
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from ft_replay_helpers import BUNDLED, FREQTRADE, ROOT, ft_env
 
-from liqsignal.data.replay import ReplayExchange
 from liqsignal.freqtrade import LIQ_COLUMNS, LIQ_FORECAST_COLUMNS
+from liqsignal.replay import ReplayExchange
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from ft_replay_helpers import BUNDLED, FREQTRADE, STRATEGY_PATH, ft_env
 
-from liqsignal.data.replay import ReplayExchange
+from liqsignal.replay import ReplayExchange
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from ft_replay_helpers import FREQTRADE, TESTDATA, ft_env
 
-from liqsignal.data.replay import ReplayExchange
+from liqsignal.replay import ReplayExchange
 
 pytestmark = pytest.mark.slow
 

@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 from ft_replay_helpers import BUNDLED, FREQTRADE, ROOT, ft_env
 
-from liqsignal.data.replay import ReplayExchange
 from liqsignal.freqtrade import add_liq_columns
 from liqsignal.guards import GuardConfig, entry_decision, leverage_decision
+from liqsignal.replay import ReplayExchange
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from ft_replay_helpers import FREQTRADE, ROOT, TESTDATA, ft_env
 
-from liqsignal.data.replay import ReplayExchange
+from liqsignal.replay import ReplayExchange
 
 pytestmark = pytest.mark.slow
 

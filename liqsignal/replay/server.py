@@ -1,6 +1,6 @@
-"""Core of the local replay exchange: HTTP server, data source, replay clock, request log, faults.
+"""Core of the local replay exchange: HTTP server, data source, replay clock, request log.
 
-Venue modules (``binance.py``; later ``bybit.py``, ``okx.py``) only add handlers to the route table
+Venue modules (``binance.py``, ``bybit.py``, ``okx.py``, ...) only add handlers to the route table
 ``{(method, path): handler}`` through a ``register(exchange)`` function; everything they need is
 reachable from the :class:`Request` a handler receives (``req.exchange.data``, ``req.now_ms``).
 
@@ -11,36 +11,31 @@ data source caches loaded frames behind a lock, the request log is append-only u
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 import pandas as pd
 
 from liqsignal.exceptions import ConfigError, CorruptFileError
+from liqsignal.replay._venue import LocalService
+from liqsignal.replay.messages import Handler, Request, RequestRecord, Response, json_response
+from liqsignal.replay.testing import FaultInjector
 
 __all__ = [
     "VENUES",
     "DataSource",
-    "Fault",
-    "FaultInjector",
     "ManualClock",
     "ReplayClock",
     "ReplayExchange",
-    "Request",
-    "RequestRecord",
-    "Response",
-    "json_response",
     "timeframe_to_ms",
 ]
 
@@ -48,12 +43,12 @@ logger = logging.getLogger(__name__)
 
 #: venue name -> module that provides ``register(exchange)``; other venues add themselves here.
 VENUES: dict[str, str] = {
-    "binance": "liqsignal.data.replay.binance",
-    "bybit": "liqsignal.data.replay.bybit",
-    "okx": "liqsignal.data.replay.okx",
-    "gate": "liqsignal.data.replay.gate",
-    "hyperliquid": "liqsignal.data.replay.hyperliquid",
-    "bitget": "liqsignal.data.replay.bitget",
+    "binance": "liqsignal.replay.binance",
+    "bybit": "liqsignal.replay.bybit",
+    "okx": "liqsignal.replay.okx",
+    "gate": "liqsignal.replay.gate",
+    "hyperliquid": "liqsignal.replay.hyperliquid",
+    "bitget": "liqsignal.replay.bitget",
 }
 
 _TF_UNITS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
@@ -267,112 +262,6 @@ class DataSource:
 
 
 # --------------------------------------------------------------------------------------------
-# requests, responses, faults
-
-
-class RequestRecord(NamedTuple):
-    """One served request as the log keeps it."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    body: bytes
-    exchange: ReplayExchange
-    now_ms: int
-    visible_until: int | None
-
-
-@dataclass
-class Response:
-    status: int
-    body: bytes
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-Handler = Callable[[Request], Response]
-
-
-def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    body = json.dumps(obj, separators=(",", ":")).encode()
-    h = {"Content-Type": "application/json"}
-    h.update(headers or {})
-    return Response(status, body, h)
-
-
-@dataclass
-class Fault:
-    """One injected fault: requests whose path starts with ``path_prefix`` (and method matches)
-    get ``status``/``body`` instead of the real answer, after sleeping ``delay_s``.
-
-    ``status=None`` with a delay only slows the request down. ``times=None`` means forever.
-    """
-
-    path_prefix: str
-    status: int | None = 500
-    body: Any = None
-    delay_s: float = 0.0
-    method: str | None = None
-    times: int | None = None
-    hits: int = 0
-
-    def matches(self, req: Request) -> bool:
-        if self.method is not None and self.method != req.method:
-            return False
-        if self.times is not None and self.hits >= self.times:
-            return False
-        return req.path.startswith(self.path_prefix)
-
-
-class FaultInjector:
-    """Consulted before every handler; returns a Response to short-circuit, or None.
-
-    Only fixed status codes and delays are implemented here; venue-specific faults (rate-limit
-    headers, malformed bodies, ...) extend :meth:`consult`.
-    """
-
-    def __init__(self) -> None:
-        self.faults: list[Fault] = []
-        self._lock = threading.Lock()
-
-    def add(self, fault: Fault) -> Fault:
-        with self._lock:
-            self.faults.append(fault)
-        return fault
-
-    def clear(self) -> None:
-        with self._lock:
-            self.faults.clear()
-
-    def consult(self, req: Request) -> Response | None:
-        with self._lock:
-            fault = next((f for f in self.faults if f.matches(req)), None)
-            if fault is not None:
-                fault.hits += 1
-        if fault is None:
-            return None
-        if fault.delay_s:
-            time.sleep(fault.delay_s)
-        if fault.status is None:
-            return None
-        body = fault.body
-        if body is None:  # plain text, like a proxy's error page: clients map the status alone
-            text = f"injected fault: HTTP {fault.status}".encode()
-            return Response(fault.status, text, {"Content-Type": "text/plain"})
-        if isinstance(body, bytes | str):
-            raw = body.encode() if isinstance(body, str) else body
-            return Response(fault.status, raw, {"Content-Type": "application/json"})
-        return json_response(body, fault.status)
-
-
-# --------------------------------------------------------------------------------------------
 # server
 
 
@@ -416,7 +305,7 @@ class _Server(ThreadingHTTPServer):
     exchange: ReplayExchange
 
 
-class ReplayExchange:
+class ReplayExchange(LocalService):
     """A local exchange on 127.0.0.1 serving a Freqtrade datadir, with a replay clock.
 
     ``with ReplayExchange("user_data/data/binance", speed=600, start="2026-01-10") as rx:``
@@ -440,6 +329,7 @@ class ReplayExchange:
         venues: Iterable[str] = ("binance",),
         forming_candle: bool = True,
     ) -> None:
+        self.name = "replay exchange"
         self.data = DataSource(datadir)
         self.forming_candle = forming_candle
         start_ms = _parse_time(start)
@@ -522,21 +412,8 @@ class ReplayExchange:
         self._server = None
         self._thread = None
 
-    def __enter__(self) -> ReplayExchange:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise ConfigError("replay exchange is not running: use start() or a with block")
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+    def _bound_port(self) -> int | None:
+        return None if self._server is None else int(self._server.server_address[1])
 
     # helpers --------------------------------------------------------------------------------
     def paths(self) -> list[str]:

@@ -18,28 +18,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from liqsignal.data.replay import server
-from liqsignal.data.replay.server import ReplayExchange, Request, Response, json_response
+from liqsignal.replay._venue import (
+    Venue,
+    VenueError,
+    decimal_text,
+    serves,
+    timeframe_names,
+)
+from liqsignal.replay.messages import Request, Response, json_response
+from liqsignal.replay.server import ReplayExchange
 
-__all__ = ["ccxt_config", "register"]
-
-server.VENUES.setdefault("okx", __name__)
+__all__ = ["ccxt_config", "instrument", "register"]
 
 BARS = {
-    "1m": "1m",
-    "3m": "3m",
-    "5m": "5m",
-    "15m": "15m",
-    "30m": "30m",
-    "1H": "1h",
-    "2H": "2h",
-    "4H": "4h",
-    "6Hutc": "6h",
-    "12Hutc": "12h",
-    "1Dutc": "1d",
-    "6H": "6h",
-    "12H": "12h",
-    "1D": "1d",
+    **timeframe_names("1m 3m 5m 15m 30m 1h 2h 4h 6h 12h 1d", upper=True),
+    **{f"{name}utc": tf for name, tf in timeframe_names("6h 12h 1d", upper=True).items()},
 }
 OI_PERIODS = {"5m": "5m", "1H": "1h", "1D": "1d"}
 CT_VAL = {"BTC": 0.01, "ETH": 0.1}
@@ -53,57 +46,62 @@ def ccxt_config(url: str) -> dict[str, Any]:
     }
 
 
-class OkxError(Exception):
-    def __init__(self, code: str, msg: str, status: int = 200) -> None:
-        super().__init__(msg)
-        self.code, self.msg, self.status = code, msg, status
+class OkxError(VenueError):
+    status = 200
+
+    def response(self, req: Request) -> Response:
+        return json_response({"code": self.code, "msg": self.msg, "data": []}, self.status)
 
 
 def _ok(data: list[Any]) -> Response:
     return json_response({"code": "0", "msg": "", "data": data})
 
 
-def _s(x: Any) -> str:
-    if x is None or (isinstance(x, float) and np.isnan(x)):
-        return ""
-    return np.format_float_positional(float(x), trim="-", precision=10)
+_s = decimal_text("")
 
 
-class _Okx:
+def instrument(
+    inst: str, base: str, quote: str, settle: str, ct_val: str, listed_ms: int, tick: str
+) -> dict[str, str]:
+    """One USDT swap of ``/api/v5/public/instruments`` (also the stream replay's list)."""
+    return {
+        "instType": "SWAP",
+        "instId": inst,
+        "uly": f"{base}-{quote}",
+        "instFamily": f"{base}-{quote}",
+        "baseCcy": "",
+        "quoteCcy": "",
+        "settleCcy": settle,
+        "ctVal": ct_val,
+        "ctMult": "1",
+        "ctValCcy": base,
+        "ctType": "linear",
+        "listTime": str(listed_ms),
+        "expTime": "",
+        "lever": "100",
+        "tickSz": tick,
+        "lotSz": "0.01",
+        "minSz": "0.01",
+        "maxLmtSz": "100000000",
+        "maxMktSz": "10000",
+        "state": "live",
+        "alias": "",
+        "category": "1",
+        "optType": "",
+        "stk": "",
+        "ruleType": "normal",
+    }
+
+
+class _Okx(Venue):
+    error = OkxError
+    bad_param = ("51000", "Parameter {name} error")
+    market_key = "instId"
+    no_market = ("50014", "Parameter instId can not be empty")
+    unknown_market = ("51001", "Instrument ID does not exist")
+
     def __init__(self, rx: ReplayExchange) -> None:
-        self.rx = rx
-        self.data = rx.data
-        self.inst = {  # BTC-USDT-SWAP -> BTC_USDT_USDT
-            f"{base}-{quote}-SWAP": fp
-            for base, quote, settle, fp in self.data.perpetuals()
-            if quote == settle
-        }
-
-    def _inst(self, req: Request) -> str:
-        inst = req.query.get("instId")
-        if not inst:
-            raise OkxError("50014", "Parameter instId can not be empty")
-        if inst not in self.inst:
-            raise OkxError("51001", "Instrument ID does not exist")
-        return inst
-
-    @staticmethod
-    def _int(req: Request, name: str) -> int | None:
-        v = req.query.get(name)
-        if v in (None, ""):
-            return None
-        try:
-            return int(str(v))
-        except ValueError:
-            raise OkxError("51000", f"Parameter {name} error") from None
-
-    def _limit(self, req: Request, default: int, maximum: int) -> int:
-        limit = self._int(req, "limit")
-        if limit is None:
-            return default
-        if not 1 <= limit <= maximum:
-            raise OkxError("51000", "Parameter limit error")
-        return limit
+        super().__init__(rx, "{base}-{quote}-SWAP", settles="*")  # BTC-USDT-SWAP
 
     def _window(
         self, req: Request, df: pd.DataFrame, lo_key: str, hi_key: str, limit: int
@@ -112,9 +110,8 @@ class _Okx:
         ts = df["ts"].to_numpy()
         lo_v = self._int(req, lo_key)
         hi_v = self._int(req, hi_key)
-        cap = req.now_ms if req.visible_until is None else min(req.now_ms, req.visible_until)
         lo = 0 if lo_v is None else int(np.searchsorted(ts, lo_v, "right"))
-        hi = int(np.searchsorted(ts, cap, "right"))
+        hi = int(np.searchsorted(ts, self._cap(req), "right"))
         if hi_v is not None:
             hi = min(hi, int(np.searchsorted(ts, hi_v, "left")))
         lo = max(lo, hi - limit)
@@ -124,55 +121,28 @@ class _Okx:
         return CT_VAL.get(inst.split("-")[0], 1.0)
 
     # handlers -------------------------------------------------------------------------------
+    @serves("/api/v5/public/time")
     def time(self, req: Request) -> Response:
         return _ok([{"ts": str(req.now_ms)}])
 
+    @serves("/api/v5/public/instruments")
     def instruments(self, req: Request) -> Response:
         if req.query.get("instType") != "SWAP":
             return _ok([])
         out = []
-        for inst, fp in sorted(self.inst.items()):
+        for inst, fp in sorted(self.markets.items()):
             base, quote, settle = fp.split("_")
-            df = self.data.frame(fp, self.data.timeframes(fp, "futures")[0], "futures")
-            listed = int(df["ts"].iloc[0]) if df is not None and len(df) else 0
-            out.append(
-                {
-                    "instType": "SWAP",
-                    "instId": inst,
-                    "uly": f"{base}-{quote}",
-                    "instFamily": f"{base}-{quote}",
-                    "baseCcy": "",
-                    "quoteCcy": "",
-                    "settleCcy": settle,
-                    "ctVal": _s(self._ct_val(inst)),
-                    "ctMult": "1",
-                    "ctValCcy": base,
-                    "ctType": "linear",
-                    "listTime": str(listed),
-                    "expTime": "",
-                    "lever": "100",
-                    "tickSz": "0.1",
-                    "lotSz": "0.01",
-                    "minSz": "0.01",
-                    "maxLmtSz": "100000000",
-                    "maxMktSz": "10000",
-                    "state": "live",
-                    "alias": "",
-                    "category": "1",
-                    "optType": "",
-                    "stk": "",
-                    "ruleType": "normal",
-                }
-            )
+            ct = _s(self._ct_val(inst))
+            out.append(instrument(inst, base, quote, settle, ct, self.listed_ms(fp), "0.1"))
         return _ok(out)
 
     def _candles(self, req: Request, ctype: str) -> Response:
-        inst = self._inst(req)
+        inst = self._market(req)
         bar = req.query.get("bar", "1m")
         if bar not in BARS:
             raise OkxError("51000", "Parameter bar error")
         limit = self._limit(req, 100, 300)
-        df = self.data.frame(self.inst[inst], BARS[bar], ctype)
+        df = self.data.frame(self.markets[inst], BARS[bar], ctype)
         if df is None:
             return _ok([])
         rows = self._window(req, df, "before", "after", limit)
@@ -187,23 +157,17 @@ class _Okx:
             out.append(row)
         return _ok(out)
 
+    @serves("/api/v5/market/candles", "/api/v5/market/history-candles")
     def candles(self, req: Request) -> Response:
         return self._candles(req, "futures")
 
+    @serves("/api/v5/market/mark-price-candles", "/api/v5/market/history-mark-price-candles")
     def mark_candles(self, req: Request) -> Response:
         return self._candles(req, "mark")
 
-    def funding(self, req: Request) -> Response:
-        inst = self._inst(req)
-        limit = self._limit(req, 100, 100)
-        fp = self.inst[inst]
-        tfs = self.data.timeframes(fp, "funding_rate")
-        if not tfs:
-            return _ok([])
-        df = self.data.frame(fp, tfs[0], "funding_rate")
-        if df is None:
-            return _ok([])
-        col = "funding_rate" if "funding_rate" in df.columns else "open"
+    @serves("/api/v5/public/funding-rate-history")
+    def funding_history(self, req: Request) -> Response:
+        inst, limit, df, col = self.market_funding(req, 100, 100)
         rows = self._window(req, df, "before", "after", limit)
         return _ok(
             [
@@ -219,13 +183,14 @@ class _Okx:
             ]
         )
 
+    @serves("/api/v5/rubik/stat/contracts/open-interest-history")
     def oi_history(self, req: Request) -> Response:
-        inst = self._inst(req)
+        inst = self._market(req)
         period = req.query.get("period", "5m")
         if period not in OI_PERIODS:
             raise OkxError("51000", "Parameter period error")
         limit = self._limit(req, 100, 100)
-        df = self.data.frame(self.inst[inst], OI_PERIODS[period], "open_interest")
+        df = self.data.frame(self.markets[inst], OI_PERIODS[period], "open_interest")
         if df is None:
             return _ok([])
         rows = self._window(req, df, "begin", "end", limit)
@@ -242,16 +207,12 @@ class _Okx:
             ]
         )
 
+    @serves("/api/v5/public/open-interest")
     def open_interest(self, req: Request) -> Response:
-        inst = self._inst(req)
-        fp = self.inst[inst]
-        tfs = self.data.timeframes(fp, "open_interest")
-        df = self.data.frame(fp, tfs[0], "open_interest") if tfs else None
+        inst = self._market(req)
+        df = self.first_frame(self.markets[inst], "open_interest")
+        df = None if df is None else self.visible(df, req)
         if df is None or df.empty:
-            return _ok([])
-        cap = req.visible_until
-        df = df if cap is None else df[df["ts"] <= cap]
-        if df.empty:
             return _ok([])
         r = df.iloc[-1]
         ct = self._ct_val(inst)
@@ -269,28 +230,6 @@ class _Okx:
         )
 
 
-def _guard(fn: Any) -> Any:
-    def handler(req: Request) -> Response:
-        try:
-            return fn(req)  # type: ignore[no-any-return]
-        except OkxError as e:
-            return json_response({"code": e.code, "msg": e.msg, "data": []}, e.status)
-
-    return handler
-
-
 def register(rx: ReplayExchange) -> None:
     """Add the OKX routes to ``rx``."""
-    o = _Okx(rx)
-    for path, fn in (
-        ("/api/v5/public/time", o.time),
-        ("/api/v5/public/instruments", o.instruments),
-        ("/api/v5/market/candles", o.candles),
-        ("/api/v5/market/history-candles", o.candles),
-        ("/api/v5/market/mark-price-candles", o.mark_candles),
-        ("/api/v5/market/history-mark-price-candles", o.mark_candles),
-        ("/api/v5/public/funding-rate-history", o.funding),
-        ("/api/v5/rubik/stat/contracts/open-interest-history", o.oi_history),
-        ("/api/v5/public/open-interest", o.open_interest),
-    ):
-        rx.route("GET", path, _guard(fn))
+    _Okx(rx).register()

@@ -21,26 +21,19 @@ from typing import Any
 
 import numpy as np
 
-from liqsignal.data.replay import server
-from liqsignal.data.replay.server import ReplayExchange, Request, Response, json_response
+from liqsignal.replay._venue import (
+    Venue,
+    VenueError,
+    decimal_text,
+    serves,
+    timeframe_names,
+)
+from liqsignal.replay.messages import Request, Response, json_response
+from liqsignal.replay.server import ReplayExchange
 
 __all__ = ["ccxt_config", "register"]
 
-server.VENUES.setdefault("bitget", __name__)
-
-GRANULARITY = {
-    "1m": "1m",
-    "3m": "3m",
-    "5m": "5m",
-    "15m": "15m",
-    "30m": "30m",
-    "1H": "1h",
-    "4H": "4h",
-    "6H": "6h",
-    "12H": "12h",
-    "1D": "1d",
-    "1W": "1w",
-}
+GRANULARITY = timeframe_names("1m 3m 5m 15m 30m 1h 4h 6h 12h 1d 1w", upper=True)
 URL_KEYS = ("spot", "mix", "user", "p2p", "broker", "margin", "common", "tax", "convert", "copy",
             "earn", "uta")  # fmt: skip
 
@@ -53,69 +46,42 @@ def ccxt_config(url: str) -> dict[str, Any]:
     }
 
 
-class BitgetError(Exception):
-    def __init__(self, code: str, msg: str, status: int = 400) -> None:
-        super().__init__(msg)
-        self.code, self.msg, self.status = code, msg, status
+class BitgetError(VenueError):
+    def response(self, req: Request) -> Response:
+        body = {"code": self.code, "msg": self.msg, "requestTime": req.now_ms, "data": None}
+        return json_response(body, self.status)
 
 
 def _ok(data: Any, now_ms: int) -> Response:
     return json_response({"code": "00000", "msg": "success", "requestTime": now_ms, "data": data})
 
 
-def _s(x: Any) -> str:
-    if x is None or (isinstance(x, float) and np.isnan(x)):
-        return "0"
-    return np.format_float_positional(float(x), trim="-", precision=10)
+_s = decimal_text("0")
 
 
-class _Bitget:
+class _Bitget(Venue):
+    error = BitgetError
+    bad_param = ("40020", "Parameter {name} error")
+    no_market = ("40019", "Parameter symbol cannot be empty")
+    unknown_market = ("40309", "The symbol has been removed")
+
     def __init__(self, rx: ReplayExchange) -> None:
-        self.rx = rx
-        self.data = rx.data
-        self.symbols = {  # BTCUSDT -> BTC_USDT_USDT
-            base + quote: fp
-            for base, quote, settle, fp in self.data.perpetuals()
-            if quote == settle == "USDT"
-        }
+        super().__init__(rx, settles="USDT")  # BTCUSDT
 
     def _symbol(self, req: Request) -> str:
-        sym = req.query.get("symbol")
-        if not sym:
-            raise BitgetError("40019", "Parameter symbol cannot be empty")
-        if sym not in self.symbols:
-            raise BitgetError("40309", "The symbol has been removed")
+        sym = self._market(req)
         if req.query.get("productType", "").upper() != "USDT-FUTURES":
             raise BitgetError("40020", "Parameter productType error")
         return sym
 
-    @staticmethod
-    def _int(req: Request, name: str) -> int | None:
-        v = req.query.get(name)
-        if v in (None, ""):
-            return None
-        try:
-            return int(str(v))
-        except ValueError:
-            raise BitgetError("40020", f"Parameter {name} error") from None
-
-    def _limit(self, req: Request, key: str, default: int, maximum: int) -> int:
-        limit = self._int(req, key)
-        if limit is None:
-            return default
-        if not 1 <= limit <= maximum:
-            raise BitgetError("40020", f"Parameter {key} error")
-        return limit
-
-    def _cap(self, req: Request) -> int:
-        return req.now_ms if req.visible_until is None else min(req.now_ms, req.visible_until)
-
     # handlers -------------------------------------------------------------------------------
+    @serves("/api/v2/public/time")
     def time(self, req: Request) -> Response:
         return _ok({"serverTime": str(req.now_ms)}, req.now_ms)
 
+    @serves("/api/v2/spot/public/coins")
     def coins(self, req: Request) -> Response:
-        names = sorted({"USDT", *(fp.split("_")[0] for fp in self.symbols.values())})
+        names = sorted({"USDT", *(fp.split("_")[0] for fp in self.markets.values())})
         return _ok(
             [
                 {"coinId": str(i + 1), "coin": c, "transfer": "true", "chains": []}
@@ -124,11 +90,12 @@ class _Bitget:
             req.now_ms,
         )
 
+    @serves("/api/v2/mix/market/contracts")
     def contracts(self, req: Request) -> Response:
         if req.query.get("productType", "").upper() != "USDT-FUTURES":
             return _ok([], req.now_ms)
         out = []
-        for sym, fp in sorted(self.symbols.items()):
+        for sym, fp in sorted(self.markets.items()):
             base, quote, _settle = fp.split("_")
             out.append(
                 {
@@ -172,17 +139,11 @@ class _Bitget:
         gran = req.query.get("granularity", "")
         if gran not in GRANULARITY:
             raise BitgetError("40020", "Parameter granularity error")
-        limit = self._limit(req, "limit", 100, maximum)
-        df = self.data.frame(self.symbols[sym], GRANULARITY[gran], ctype)
+        limit = self._limit(req, 100, maximum)
+        df = self.data.frame(self.markets[sym], GRANULARITY[gran], ctype)
         if df is None:
             return _ok([], req.now_ms)
-        ts = df["ts"].to_numpy()
-        start, end = self._int(req, "startTime"), self._int(req, "endTime")
-        end = self._cap(req) if end is None else min(end, self._cap(req))
-        lo = 0 if start is None else int(np.searchsorted(ts, start, "left"))
-        hi = int(np.searchsorted(ts, end, "right"))
-        lo = max(lo, hi - limit)
-        rows = df.iloc[lo:hi] if hi > lo else df.iloc[0:0]
+        rows = df.iloc[self._newest(req, df["ts"].to_numpy(), "startTime", "endTime", limit)]
         out = []
         for r in rows.itertuples(index=False):
             vol = float(getattr(r, "volume", np.nan)) if ctype == "futures" else np.nan
@@ -199,25 +160,24 @@ class _Bitget:
             )
         return _ok(out, req.now_ms)
 
+    @serves("/api/v2/mix/market/candles")
     def candles(self, req: Request) -> Response:
         return self._candles(req, "futures", 1000)
 
+    @serves("/api/v2/mix/market/history-candles")
     def history_candles(self, req: Request) -> Response:
         return self._candles(req, "futures", 200)
 
+    @serves("/api/v2/mix/market/history-mark-candles")
     def history_mark_candles(self, req: Request) -> Response:
         return self._candles(req, "mark", 200)
 
-    def funding(self, req: Request) -> Response:
+    @serves("/api/v2/mix/market/history-fund-rate")
+    def funding_history(self, req: Request) -> Response:
         sym = self._symbol(req)
-        size = self._limit(req, "pageSize", 20, 100)
-        page = self._limit(req, "pageNo", 1, 1_000_000)
-        fp = self.symbols[sym]
-        tfs = self.data.timeframes(fp, "funding_rate")
-        df = self.data.frame(fp, tfs[0], "funding_rate") if tfs else None
-        if df is None:
-            return _ok([], req.now_ms)
-        col = "funding_rate" if "funding_rate" in df.columns else "open"
+        size = self._limit(req, 20, 100, "pageSize")
+        page = self._limit(req, 1, 1_000_000, "pageNo")
+        df, col = self.funding_of(self.markets[sym])
         visible = df[df["ts"] <= self._cap(req)].iloc[::-1]
         rows = visible.iloc[(page - 1) * size : page * size]
         return _ok(
@@ -229,27 +189,6 @@ class _Bitget:
         )
 
 
-def _guard(fn: Any) -> Any:
-    def handler(req: Request) -> Response:
-        try:
-            return fn(req)  # type: ignore[no-any-return]
-        except BitgetError as e:
-            body = {"code": e.code, "msg": e.msg, "requestTime": req.now_ms, "data": None}
-            return json_response(body, e.status)
-
-    return handler
-
-
 def register(rx: ReplayExchange) -> None:
     """Add the Bitget routes to ``rx``."""
-    b = _Bitget(rx)
-    for path, fn in (
-        ("/api/v2/public/time", b.time),
-        ("/api/v2/spot/public/coins", b.coins),
-        ("/api/v2/mix/market/contracts", b.contracts),
-        ("/api/v2/mix/market/candles", b.candles),
-        ("/api/v2/mix/market/history-candles", b.history_candles),
-        ("/api/v2/mix/market/history-mark-candles", b.history_mark_candles),
-        ("/api/v2/mix/market/history-fund-rate", b.funding),
-    ):
-        rx.route("GET", path, _guard(fn))
+    _Bitget(rx).register()

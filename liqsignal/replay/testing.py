@@ -1,4 +1,8 @@
-"""Inject faults into a running replay exchange, per venue path, symbol and call number.
+"""Fault injection for tests: make a replay exchange misbehave, per path, symbol and call number.
+
+Two layers. :class:`FaultInjector` (``rx.faults``, consulted by the server before every handler)
+holds plain :class:`Fault` rules: a fixed status and body, or a delay, for requests under a path
+prefix, e.g. ``rx.faults.add(Fault("/fapi/v1/klines", status=503, times=1))``.
 
 ``faults = Faults(rx)`` wraps every route of ``rx`` once; then e.g.
 ``faults.rate_limit("/v5/market/kline", retry_after=0.2, times=2)`` answers the next two matching
@@ -27,12 +31,91 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from liqsignal.data.replay.server import ReplayExchange, Request, Response, json_response
 from liqsignal.exceptions import ConfigError
+from liqsignal.replay.messages import Request, Response, json_response
 
-__all__ = ["FaultRule", "Faults"]
+if TYPE_CHECKING:
+    from liqsignal.replay.server import ReplayExchange
+
+__all__ = ["Fault", "FaultInjector", "FaultRule", "Faults"]
+
+_R = TypeVar("_R")
+
+
+class _Rules(Generic[_R]):
+    """A list of rules behind a lock (requests are served from several threads)."""
+
+    def __init__(self) -> None:
+        self.rules: list[_R] = []
+        self._lock = threading.Lock()
+
+    def add(self, rule: _R) -> _R:
+        with self._lock:
+            self.rules.append(rule)
+        return rule
+
+    def clear(self) -> None:
+        with self._lock:
+            self.rules.clear()
+
+
+@dataclass
+class Fault:
+    """One injected fault: requests whose path starts with ``path_prefix`` (and method matches)
+    get ``status``/``body`` instead of the real answer, after sleeping ``delay_s``.
+
+    ``status=None`` with a delay only slows the request down. ``times=None`` means forever.
+    """
+
+    path_prefix: str
+    status: int | None = 500
+    body: Any = None
+    delay_s: float = 0.0
+    method: str | None = None
+    times: int | None = None
+    hits: int = 0
+
+    def matches(self, req: Request) -> bool:
+        if self.method is not None and self.method != req.method:
+            return False
+        if self.times is not None and self.hits >= self.times:
+            return False
+        return req.path.startswith(self.path_prefix)
+
+
+class FaultInjector(_Rules[Fault]):
+    """Consulted before every handler; returns a Response to short-circuit, or None.
+
+    Only fixed status codes and delays; venue-shaped faults (rate-limit bodies, malformed or
+    rewritten pages, delisting) are :class:`Faults`.
+    """
+
+    @property
+    def faults(self) -> list[Fault]:
+        return self.rules
+
+    def consult(self, req: Request) -> Response | None:
+        with self._lock:
+            fault = next((f for f in self.rules if f.matches(req)), None)
+            if fault is not None:
+                fault.hits += 1
+        if fault is None:
+            return None
+        if fault.delay_s:
+            time.sleep(fault.delay_s)
+        if fault.status is None:
+            return None
+        body = fault.body
+        if body is None:  # plain text, like a proxy's error page: clients map the status alone
+            text = f"injected fault: HTTP {fault.status}".encode()
+            return Response(fault.status, text, {"Content-Type": "text/plain"})
+        if isinstance(body, bytes | str):
+            raw = body.encode() if isinstance(body, str) else body
+            return Response(fault.status, raw, {"Content-Type": "application/json"})
+        return json_response(body, fault.status)
+
 
 KINDS = (
     "timeout",
@@ -152,25 +235,14 @@ def _rewrite_rows(resp: Response, kind: str, seed: int) -> Response:
     return Response(resp.status, json.dumps(obj).encode(), dict(resp.headers))
 
 
-class Faults:
+class Faults(_Rules[FaultRule]):
     """Fault rules for one :class:`ReplayExchange`; installs itself around every route."""
 
     def __init__(self, rx: ReplayExchange) -> None:
+        super().__init__()
         self.rx = rx
-        self.rules: list[FaultRule] = []
-        self._lock = threading.Lock()
         for key, handler in list(rx.routes.items()):
             rx.routes[key] = self._wrap(handler)
-
-    # -- rules --------------------------------------------------------------------------------
-    def add(self, rule: FaultRule) -> FaultRule:
-        with self._lock:
-            self.rules.append(rule)
-        return rule
-
-    def clear(self) -> None:
-        with self._lock:
-            self.rules.clear()
 
     def timeout(self, path: str = "", delay_s: float = 2.0, **kw: Any) -> FaultRule:
         return self.add(FaultRule("timeout", path, delay_s=delay_s, **kw))

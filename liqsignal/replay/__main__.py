@@ -1,6 +1,6 @@
 """Command line of the replay exchange: serve a datadir on 127.0.0.1 until Ctrl-C.
 
-``python -m liqsignal.data.replay --datadir user_data/data/binance --port 8765 --speed 600
+``python -m liqsignal.replay --datadir user_data/data/binance --port 8765 --speed 600
 --start 2026-01-10T00:00Z`` prints the ccxt / Freqtrade ``exchange.ccxt_config`` overlay as JSON.
 """
 
@@ -13,34 +13,43 @@ import math
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
-from liqsignal.data.replay.server import VENUES, ReplayExchange
 from liqsignal.exceptions import LiqsignalError
+from liqsignal.replay.server import VENUES, ReplayExchange
+
+T = TypeVar("T", int, float)
 
 
-def _port(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= v <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0-65535 (0 = any free), got {v}")
-    return v
+def _checked(
+    cast: Callable[[str], T], ok: Callable[[T], bool], what: str, bounds: str
+) -> Callable[[str], T]:
+    """An argparse type: ``cast`` the text, then ``ok`` or an error saying ``bounds``."""
+
+    def parse(text: str) -> T:
+        try:
+            v = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"{bounds}, got {v}")
+        return v
+
+    return parse
 
 
-def _speed(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (v > 0 and math.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
-    return v
+_port = _checked(
+    int, lambda v: 0 <= v <= 65535, "a port number", "a port is 0-65535 (0 = any free)"
+)
+_speed = _checked(
+    float, lambda v: v > 0 and math.isfinite(v), "a number", "expected a finite number > 0"
+)
 
 
 def add_replay_arguments(p: argparse.ArgumentParser) -> None:
-    """The replay server's options (``python -m liqsignal.data.replay`` and ``liqsignal
+    """The replay server's options (``python -m liqsignal.replay`` and ``liqsignal
     replay`` share them)."""
     p.add_argument(
         "--datadir", required=True, help="Freqtrade datadir, e.g. user_data/data/binance"
@@ -90,7 +99,7 @@ def _write(path: str, data: dict[str, object]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m liqsignal.data.replay", description=__doc__.splitlines()[0]
+        prog="python -m liqsignal.replay", description=__doc__.splitlines()[0]
     )
     add_replay_arguments(p)
     return run_replay(p.parse_args(argv))

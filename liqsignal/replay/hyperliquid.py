@@ -19,12 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from liqsignal.data.replay import server
-from liqsignal.data.replay.server import ReplayExchange, Request, Response, json_response
+from liqsignal.replay._venue import Venue, VenueError, decimal_text, serves
+from liqsignal.replay.messages import Request, Response, json_response
+from liqsignal.replay.server import ReplayExchange, timeframe_to_ms
 
 __all__ = ["ccxt_config", "register"]
-
-server.VENUES.setdefault("hyperliquid", __name__)
 
 INTERVALS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "8h", "12h", "1d", "3d", "1w")
 MAX_CANDLES = 5000
@@ -40,30 +39,30 @@ def ccxt_config(url: str) -> dict[str, Any]:
     }
 
 
-class HyperliquidError(Exception):
-    def __init__(self, message: str, status: int = 422) -> None:
-        super().__init__(message)
-        self.message, self.status = message, status
+class HyperliquidError(VenueError):
+    """Hyperliquid answers a request it cannot read with HTTP 422 and a plain-text reason."""
+
+    status = 422
+
+    def __init__(self, message: str) -> None:
+        super().__init__(None, message)
+
+    def response(self, req: Request) -> Response:
+        return Response(self.status, self.msg.encode(), {"Content-Type": "text/plain"})
 
 
-def _s(x: Any) -> str:
-    if x is None or (isinstance(x, float) and np.isnan(x)):
-        return "0.0"
-    return np.format_float_positional(float(x), trim="-", precision=10)
+_s = decimal_text("0.0")
 
 
-class _Hyperliquid:
+class _Hyperliquid(Venue):
+    error = HyperliquidError
+    method = "POST"
+
     def __init__(self, rx: ReplayExchange) -> None:
-        self.rx = rx
-        self.data = rx.data
-        self.coins = {  # BTC -> BTC_USDC_USDC
-            base: fp
-            for base, quote, settle, fp in self.data.perpetuals()
-            if quote == settle == "USDC"
-        }
+        super().__init__(rx, "{base}", settles="USDC")  # coins by name: BTC
 
     @staticmethod
-    def _int(obj: dict[str, Any], name: str) -> int | None:
+    def _field_int(obj: dict[str, Any], name: str) -> int | None:
         v = obj.get(name)
         if v is None:
             return None
@@ -77,12 +76,8 @@ class _Hyperliquid:
             raise HyperliquidError("Failed to deserialize the JSON body: missing field `coin`")
         return coin
 
-    def _cap(self, req: Request) -> int:
-        return req.now_ms if req.visible_until is None else min(req.now_ms, req.visible_until)
-
     def _last_close(self, fp: str) -> float:
-        tfs = self.data.timeframes(fp, "futures")
-        df = self.data.frame(fp, tfs[0], "futures") if tfs else None
+        df = self.first_frame(fp, "futures")
         return float(df["close"].iloc[-1]) if df is not None and len(df) else 0.0
 
     # handlers -------------------------------------------------------------------------------
@@ -90,15 +85,15 @@ class _Hyperliquid:
         return {
             "universe": [
                 {"name": coin, "szDecimals": SZ_DECIMALS.get(coin, 2), "maxLeverage": 40}
-                for coin in sorted(self.coins)
+                for coin in sorted(self.markets)
             ],
             "marginTables": [],
         }
 
     def meta_and_ctxs(self) -> list[Any]:
         ctxs = []
-        for coin in sorted(self.coins):
-            px = _s(self._last_close(self.coins[coin]))
+        for coin in sorted(self.markets):
+            px = _s(self._last_close(self.markets[coin]))
             ctxs.append(
                 {
                     "funding": "0.0000125",
@@ -116,7 +111,7 @@ class _Hyperliquid:
         return [self.meta(), ctxs]
 
     def spot_meta(self) -> dict[str, Any]:
-        names = ["USDC", *sorted(self.coins)]
+        names = ["USDC", *sorted(self.markets)]
         tokens = [
             {
                 "name": name,
@@ -138,17 +133,17 @@ class _Hyperliquid:
         interval = r.get("interval")
         if interval not in INTERVALS:
             raise HyperliquidError(f"Failed to deserialize the JSON body: interval {interval!r}")
-        if coin not in self.coins:
+        if coin not in self.markets:
             return []
-        df = self.data.frame(self.coins[coin], str(interval), "futures")
+        df = self.data.frame(self.markets[coin], str(interval), "futures")
         if df is None:
             return []
-        start = self._int(r, "startTime") or 0
-        end = min(self._int(r, "endTime") or self._cap(req), self._cap(req))
+        start = self._field_int(r, "startTime") or 0
+        end = min(self._field_int(r, "endTime") or self._cap(req), self._cap(req))
         ts = df["ts"].to_numpy()
         lo = int(np.searchsorted(ts, start, "left"))
         hi = min(int(np.searchsorted(ts, end, "right")), lo + MAX_CANDLES)
-        step = server.timeframe_to_ms(str(interval))
+        step = timeframe_to_ms(str(interval))
         return [
             {
                 "t": int(row.ts),
@@ -165,20 +160,17 @@ class _Hyperliquid:
             for row in df.iloc[lo:hi].itertuples(index=False)
         ]
 
-    def funding(self, req: Request, body: dict[str, Any]) -> list[dict[str, Any]]:
+    def funding_history(self, req: Request, body: dict[str, Any]) -> list[dict[str, Any]]:
         coin = self._coin(body)
-        if coin not in self.coins:
+        if coin not in self.markets:
             return []
-        fp = self.coins[coin]
-        tfs = self.data.timeframes(fp, "funding_rate")
-        df = self.data.frame(fp, tfs[0], "funding_rate") if tfs else None
-        if df is None:
+        df, col = self.funding_of(self.markets[coin])
+        if df.empty:  # no funding file
             return []
-        col = "funding_rate" if "funding_rate" in df.columns else "open"
-        start = self._int(body, "startTime")
+        start = self._field_int(body, "startTime")
         if start is None:
             raise HyperliquidError("Failed to deserialize the JSON body: missing `startTime`")
-        end = min(self._int(body, "endTime") or self._cap(req), self._cap(req))
+        end = min(self._field_int(body, "endTime") or self._cap(req), self._cap(req))
         ts = df["ts"].to_numpy()
         lo = int(np.searchsorted(ts, start, "left"))
         hi = min(int(np.searchsorted(ts, end, "right")), lo + MAX_FUNDING)
@@ -192,6 +184,7 @@ class _Hyperliquid:
             for row in df.iloc[lo:hi].itertuples(index=False)
         ]
 
+    @serves("/info")
     def info(self, req: Request) -> Response:
         try:
             body = json.loads(req.body or b"{}")
@@ -211,18 +204,10 @@ class _Hyperliquid:
         if kind == "candleSnapshot":
             return json_response(self.candles(req, body))
         if kind == "fundingHistory":
-            return json_response(self.funding(req, body))
+            return json_response(self.funding_history(req, body))
         raise HyperliquidError(f"Failed to deserialize the JSON body: unknown variant `{kind}`")
 
 
 def register(rx: ReplayExchange) -> None:
     """Add the Hyperliquid route to ``rx``."""
-    h = _Hyperliquid(rx)
-
-    def handler(req: Request) -> Response:
-        try:
-            return h.info(req)
-        except HyperliquidError as e:
-            return Response(e.status, e.message.encode(), {"Content-Type": "text/plain"})
-
-    rx.route("POST", "/info", handler)
+    _Hyperliquid(rx).register()

@@ -33,7 +33,7 @@ or closing connection did not get.
 
 Command line (serves a file of events, for ``liqsignal watch`` offline)::
 
-    python -m liqsignal.data.replay.ws --venue binance --port 8790 --markets BTC ETH
+    python -m liqsignal.replay.ws --venue binance --port 8790 --markets BTC ETH
 
 prints the ccxt overlay as JSON (``{"binance": {...}}``, what ``liqsignal watch --ccxt-config``
 reads) and replays the events until Ctrl-C.
@@ -62,15 +62,20 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pandas as pd
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request as HttpRequest
-from websockets.http11 import Response as HttpResponse
 
-from liqsignal.data.replay.binance import URL_KEYS as BINANCE_URL_KEYS
-from liqsignal.data.replay.bybit import URL_KEYS as BYBIT_URL_KEYS
+from liqsignal._optional import require
 from liqsignal.exceptions import ConfigError
+from liqsignal.replay._venue import LocalService
+from liqsignal.replay.binance import URL_KEYS as BINANCE_URL_KEYS
+from liqsignal.replay.bybit import URL_KEYS as BYBIT_URL_KEYS
+from liqsignal.replay.okx import instrument as okx_instrument
+
+require("websockets", extra="replay", feature="the replay exchange's WebSocket streams")
+from websockets.asyncio.server import Server, ServerConnection, serve  # noqa: E402
+from websockets.datastructures import Headers  # noqa: E402
+from websockets.exceptions import ConnectionClosed  # noqa: E402
+from websockets.http11 import Request as HttpRequest  # noqa: E402
+from websockets.http11 import Response as HttpResponse  # noqa: E402
 
 __all__ = [
     "CT_VAL",
@@ -299,33 +304,9 @@ def _okx_instruments(markets: Sequence[str], query: dict[str, str]) -> Any:
     data = []
     if query.get("instType") == "SWAP":
         for m in markets:
-            data.append(
-                {
-                    "instType": "SWAP",
-                    "instId": venue_symbol("okx", m),
-                    "uly": f"{m}-USDT",
-                    "instFamily": f"{m}-USDT",
-                    "baseCcy": "",
-                    "quoteCcy": "",
-                    "settleCcy": "USDT",
-                    "ctVal": _num(ct_val(m)),
-                    "ctMult": "1",
-                    "ctValCcy": m,
-                    "ctType": "linear",
-                    "listTime": "1606468572000",
-                    "expTime": "",
-                    "lever": "100",
-                    "tickSz": "0.01",
-                    "lotSz": "0.01",
-                    "minSz": "0.01",
-                    "maxLmtSz": "100000000",
-                    "maxMktSz": "10000",
-                    "state": "live",
-                    "alias": "",
-                    "category": "1",
-                    "ruleType": "normal",
-                }
-            )
+            ct = _num(ct_val(m))
+            inst = venue_symbol("okx", m)
+            data.append(okx_instrument(inst, m, "USDT", "USDT", ct, 1606468572000, "0.01"))
     return {"code": "0", "msg": "", "data": data}
 
 
@@ -477,7 +458,7 @@ class _Conn:
         self.stalled = False
 
 
-class LiquidationStreamServer:
+class LiquidationStreamServer(LocalService):
     """A venue's liquidation stream (and instrument list) on 127.0.0.1, in a background thread.
 
     ``with LiquidationStreamServer("bybit", ["BTC", "ETH"]) as srv:`` then give
@@ -504,6 +485,7 @@ class LiquidationStreamServer:
         self.throttled: Counter[str] = Counter()  # events replaced by a later one in a window
         self._tasks: set[asyncio.Task[None]] = set()
         self.venue = venue
+        self.name = f"{venue} stream server"
         self.markets = [m.upper() for m in markets]
         self.host = host
         self._port = port
@@ -582,22 +564,10 @@ class LiquidationStreamServer:
         self._loop = None
         self._server = None
 
-    def __enter__(self) -> LiquidationStreamServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
+    def _bound_port(self) -> int | None:
         if self._server is None:
-            raise ConfigError(f"{self.venue} stream server is not running")
-        sock = next(iter(self._server.sockets))
-        return int(sock.getsockname()[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+            return None
+        return int(next(iter(self._server.sockets)).getsockname()[1])
 
     @property
     def ws_url(self) -> str:
@@ -1038,7 +1008,7 @@ class LiquidationStreamServer:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m liqsignal.data.replay.ws",
+        prog="python -m liqsignal.replay.ws",
         description="Serve a venue's liquidation stream on 127.0.0.1 from a file of events.",
     )
     p.add_argument("--venue", action="append", choices=VENUES, help="repeat for several venues")

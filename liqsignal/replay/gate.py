@@ -35,24 +35,21 @@ import numpy as np
 import pandas as pd
 
 from liqsignal.data.liquidations import read_bars_file, read_events_file
-from liqsignal.data.replay import server
-from liqsignal.data.replay.server import ReplayExchange, Request, Response, json_response
+from liqsignal.replay._venue import (
+    Venue,
+    VenueError,
+    decimal_text,
+    newest,
+    serves,
+    timeframe_names,
+)
+from liqsignal.replay.messages import Request, Response, json_response
+from liqsignal.replay.server import ReplayExchange, timeframe_to_ms
 
 __all__ = ["CONTRACT_SIZE", "ccxt_config", "register"]
 
-server.VENUES.setdefault("gate", __name__)
-
 PREFIX = "/api/v4"
-INTERVALS = {
-    "1m": "1m",
-    "5m": "5m",
-    "15m": "15m",
-    "30m": "30m",
-    "1h": "1h",
-    "4h": "4h",
-    "8h": "8h",
-    "1d": "1d",
-}
+INTERVALS = timeframe_names("1m 5m 15m 30m 1h 4h 8h 1d")
 STAT_INTERVALS = ("5m", "15m", "30m", "1h", "4h", "1d")
 CONTRACT_SIZE = {"BTC": 0.0001, "ETH": 0.01}
 URL_KEYS = ("wallet", "futures", "margin", "delivery", "spot", "options", "sub_accounts", "earn")
@@ -71,60 +68,39 @@ def ccxt_config(url: str) -> dict[str, Any]:
     }
 
 
-class GateError(Exception):
-    def __init__(self, label: str, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.label, self.message, self.status = label, message, status
+class GateError(VenueError):
+    def response(self, req: Request) -> Response:
+        return json_response({"label": self.code, "message": self.msg}, self.status)
 
 
-def _s(x: Any) -> str:
-    if x is None or (isinstance(x, float) and np.isnan(x)):
-        return "0"
-    return np.format_float_positional(float(x), trim="-", precision=12)
+_s = decimal_text("0", 12)
 
 
-class _Gate:
+class _Gate(Venue):
+    error = GateError
+    prefix = PREFIX
+    bad_param = ("INVALID_PARAM_VALUE", "Invalid {name}: {value}")
+    bad_limit = ("INVALID_PARAM_VALUE", "limit must be within [1, {maximum}]")
+    market_key = "contract"
+    no_market = ("MISSING_REQUIRED_PARAM", "Missing required parameter: {key}")
+    unknown_market = ("CONTRACT_NOT_FOUND", "Contract not found")
+
     def __init__(self, rx: ReplayExchange) -> None:
-        self.rx = rx
-        self.data = rx.data
-        self.contracts = {  # BTC_USDT -> BTC_USDT_USDT
-            f"{base}_{quote}": fp
-            for base, quote, settle, fp in self.data.perpetuals()
-            if quote == settle == "USDT"
-        }
+        super().__init__(rx, "{base}_{quote}", settles="USDT")  # BTC_USDT
         self.extra = Path(self.data.folder) / "liqsignal"
 
     # helpers --------------------------------------------------------------------------------
-    def _contract(self, req: Request, key: str = "contract") -> tuple[str, str]:
-        cid = req.query.get(key)
-        if not cid:
-            raise GateError("MISSING_REQUIRED_PARAM", f"Missing required parameter: {key}")
-        if cid not in self.contracts:
-            raise GateError("CONTRACT_NOT_FOUND", "Contract not found")
-        return cid, self.contracts[cid]
-
     @staticmethod
-    def _int(req: Request, name: str) -> int | None:
-        v = req.query.get(name)
-        if v in (None, ""):
-            return None
-        try:
-            return int(float(str(v)))
-        except ValueError:
-            raise GateError("INVALID_PARAM_VALUE", f"Invalid {name}: {v}") from None
+    def parse_int(text: str) -> int:
+        return int(float(text))  # Gate takes times like 1767225600.0
 
-    def _limit(self, req: Request, default: int, maximum: int) -> int:
-        limit = self._int(req, "limit")
-        if limit is None:
-            return default
-        if not 1 <= limit <= maximum:
-            raise GateError("INVALID_PARAM_VALUE", f"limit must be within [1, {maximum}]")
-        return limit
+    def _contract(self, req: Request) -> tuple[str, str]:
+        cid = self._market(req)
+        return cid, self.markets[cid]
 
     @staticmethod
     def _cap_s(req: Request) -> int:
-        cap = req.now_ms if req.visible_until is None else min(req.now_ms, req.visible_until)
-        return cap // 1000
+        return Venue._cap(req) // 1000
 
     @staticmethod
     def _size(cid: str) -> float:
@@ -132,8 +108,7 @@ class _Gate:
 
     def _close_at(self, fp: str, ts_ms: np.ndarray) -> np.ndarray:
         """Close of the candle open at or before each time (NaN before the first)."""
-        tfs = self.data.timeframes(fp, "futures")
-        df = self.data.frame(fp, tfs[0], "futures") if tfs else None
+        df = self.first_frame(fp, "futures")
         if df is None or df.empty:
             return np.full(len(ts_ms), np.nan)
         idx = np.searchsorted(df["ts"].to_numpy(), ts_ms, "right") - 1
@@ -146,11 +121,11 @@ class _Gate:
         exact = read_bars_file(self.extra / f"{fp}-{interval}-liquidations.feather")
         if len(exact):
             return exact
-        target = server.timeframe_to_ms(interval)
+        target = timeframe_to_ms(interval)
         finer = [
             tf
             for tf in STAT_INTERVALS
-            if server.timeframe_to_ms(tf) < target and target % server.timeframe_to_ms(tf) == 0
+            if timeframe_to_ms(tf) < target and target % timeframe_to_ms(tf) == 0
         ]
         for tf in reversed(finer):
             src = read_bars_file(self.extra / f"{fp}-{tf}-liquidations.feather")
@@ -179,13 +154,15 @@ class _Gate:
         return exact
 
     # handlers -------------------------------------------------------------------------------
+    @serves("/spot/time")
     def time(self, req: Request) -> Response:
         return json_response({"server_time": req.now_ms})
 
+    @serves("/spot/currencies")
     def currencies(self, req: Request) -> Response:
         """Gate's currency list (ccxt loads it with the markets): the replay's base and quote
         coins, no chains."""
-        coins = sorted({c for cid in self.contracts for c in cid.split("_")})
+        coins = sorted({c for cid in self.markets for c in cid.split("_")})
         return json_response(
             [
                 {
@@ -202,12 +179,12 @@ class _Gate:
             ]
         )
 
+    @serves("/futures/usdt/contracts")
     def contracts_list(self, req: Request) -> Response:
         out = []
-        for cid, fp in sorted(self.contracts.items()):
-            tfs = self.data.timeframes(fp, "futures")
-            df = self.data.frame(fp, tfs[0], "futures") if tfs else None
-            created = int(df["ts"].iloc[0]) // 1000 if df is not None and len(df) else 0
+        for cid, fp in sorted(self.markets.items()):
+            df = self.first_frame(fp, "futures")
+            created = self.listed_ms(fp) // 1000
             last = _s(df["close"].iloc[-1]) if df is not None and len(df) else "0"
             out.append(
                 {
@@ -238,6 +215,7 @@ class _Gate:
             )
         return json_response(out)
 
+    @serves("/futures/usdt/candlesticks")
     def candlesticks(self, req: Request) -> Response:
         raw = req.query.get("contract", "")
         mark = raw.startswith("mark_")
@@ -247,7 +225,7 @@ class _Gate:
         interval = req.query.get("interval", "5m")
         if interval not in INTERVALS:
             raise GateError("INVALID_PARAM_VALUE", f"Invalid interval: {interval}")
-        tf_s = server.timeframe_to_ms(INTERVALS[interval]) // 1000
+        tf_s = timeframe_to_ms(INTERVALS[interval]) // 1000
         start, end = self._int(req, "from"), self._int(req, "to")
         limit = self._int(req, "limit")
         if limit is not None and start is not None:
@@ -282,28 +260,17 @@ class _Gate:
             out.append(row)
         return json_response(out)
 
+    @serves("/futures/usdt/funding_rate")
     def funding_rate(self, req: Request) -> Response:
-        _cid, fp = self._contract(req)
-        limit = self._limit(req, 100, 1000)
-        tfs = self.data.timeframes(fp, "funding_rate")
-        if not tfs:
-            return json_response([])
-        df = self.data.frame(fp, tfs[0], "funding_rate")
-        if df is None:
-            return json_response([])
-        col = "funding_rate" if "funding_rate" in df.columns else "open"
-        ts = df["ts"].to_numpy() // 1000
-        start, end = self._int(req, "from"), self._int(req, "to")
-        cap = self._cap_s(req)
-        end = cap if end is None else min(end, cap)
-        lo = 0 if start is None else int(np.searchsorted(ts, start, "left"))
-        hi = int(np.searchsorted(ts, end, "right"))
-        lo = max(lo, hi - limit)
-        rows = df.iloc[lo:hi].iloc[::-1]
+        _cid, limit, df, col = self.market_funding(req, 100, 1000)
+        ts_s = df["ts"].to_numpy() // 1000
+        rows = df.iloc[self._newest(req, ts_s, "from", "to", limit, self._cap_s(req))]
+        rows = rows.iloc[::-1]
         return json_response(
             [{"t": int(r.ts) // 1000, "r": _s(getattr(r, col))} for r in rows.itertuples()]
         )
 
+    @serves("/futures/usdt/contract_stats")
     def contract_stats(self, req: Request) -> Response:
         cid, fp = self._contract(req)
         interval = req.query.get("interval", "5m")
@@ -368,6 +335,7 @@ class _Gate:
             out.append(row)
         return json_response(out)
 
+    @serves("/futures/usdt/liq_orders")
     def liq_orders(self, req: Request) -> Response:
         cid, fp = self._contract(req)
         limit = self._limit(req, 100, 1000)
@@ -383,12 +351,9 @@ class _Gate:
         if ev.empty:
             return json_response([])
         ts = ev["timestamp"].astype("int64").to_numpy() // 1000
-        lo = int(np.searchsorted(ts, start, "left"))
-        hi = int(np.searchsorted(ts, end, "right"))
-        lo = max(lo, hi - limit)
         size = self._size(cid)
         out = []
-        for r in ev.iloc[lo:hi].iloc[::-1].itertuples(index=False):
+        for r in ev.iloc[newest(ts, start, end, end, limit)].iloc[::-1].itertuples(index=False):
             contracts = float(r.amount) / size
             out.append(
                 {
@@ -404,26 +369,6 @@ class _Gate:
         return json_response(out)
 
 
-def _guard(fn: Any) -> Any:
-    def handler(req: Request) -> Response:
-        try:
-            return fn(req)  # type: ignore[no-any-return]
-        except GateError as e:
-            return json_response({"label": e.label, "message": e.message}, e.status)
-
-    return handler
-
-
 def register(rx: ReplayExchange) -> None:
     """Add the Gate routes to ``rx``."""
-    g = _Gate(rx)
-    for path, fn in (
-        ("/spot/time", g.time),
-        ("/spot/currencies", g.currencies),
-        ("/futures/usdt/contracts", g.contracts_list),
-        ("/futures/usdt/candlesticks", g.candlesticks),
-        ("/futures/usdt/funding_rate", g.funding_rate),
-        ("/futures/usdt/contract_stats", g.contract_stats),
-        ("/futures/usdt/liq_orders", g.liq_orders),
-    ):
-        rx.route("GET", PREFIX + path, _guard(fn))
+    _Gate(rx).register()

@@ -16,29 +16,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from liqsignal.data.replay import server
-from liqsignal.data.replay.server import ReplayExchange, Request, Response, json_response
+from liqsignal.replay._venue import Venue, VenueError, decimal_text, serves
+from liqsignal.replay.messages import Request, Response, json_response
+from liqsignal.replay.server import ReplayExchange, timeframe_to_ms
 
 __all__ = ["ccxt_config", "register"]
 
-server.VENUES.setdefault("bybit", __name__)
-
-INTERVALS = {
-    "1": "1m",
-    "3": "3m",
-    "5": "5m",
-    "15": "15m",
-    "30": "30m",
-    "60": "1h",
-    "120": "2h",
-    "240": "4h",
-    "360": "6h",
-    "720": "12h",
-    "D": "1d",
-}
+_MINUTE_INTERVALS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h")
+#: interval name (minutes, and D for a day) -> timeframe
+INTERVALS = {**{str(timeframe_to_ms(tf) // 60_000): tf for tf in _MINUTE_INTERVALS}, "D": "1d"}
 OI_INTERVALS = {"5min": "5m", "15min": "15m", "30min": "30m", "1h": "1h", "4h": "4h", "1d": "1d"}
 URL_KEYS = ("spot", "futures", "v2", "public", "private")
 
@@ -51,10 +39,12 @@ def ccxt_config(url: str) -> dict[str, Any]:
     }
 
 
-class BybitError(Exception):
-    def __init__(self, code: int, msg: str) -> None:
-        super().__init__(msg)
-        self.code, self.msg = code, msg
+class BybitError(VenueError):
+    status = 200  # Bybit answers errors with HTTP 200 and a retCode
+
+    def response(self, req: Request) -> Response:
+        body = {"retCode": self.code, "retMsg": self.msg, "result": {}, "retExtInfo": {}, "time": 0}
+        return json_response(body, self.status)
 
 
 def _ok(result: Any, now_ms: int) -> Response:
@@ -63,71 +53,36 @@ def _ok(result: Any, now_ms: int) -> Response:
     )
 
 
-def _s(x: Any) -> str:
-    if x is None or (isinstance(x, float) and np.isnan(x)):
-        return ""
-    return np.format_float_positional(float(x), trim="-", precision=10)
+_s = decimal_text("")
 
 
-class _Bybit:
-    def __init__(self, rx: ReplayExchange) -> None:
-        self.rx = rx
-        self.data = rx.data
-        # BTCUSDT -> BTC_USDT_USDT
-        self.symbols = {base + quote: fp for base, quote, _settle, fp in self.data.perpetuals()}
+class _Bybit(Venue):
+    error = BybitError
+    bad_param = (10001, "params error: {name} invalid")
+    no_market = (10001, "params error: symbol is required")
+    unknown_market = (10001, "params error: symbol invalid")
 
     # helpers --------------------------------------------------------------------------------
-    def _symbol(self, req: Request) -> str:
-        sym = req.query.get("symbol")
-        if not sym:
-            raise BybitError(10001, "params error: symbol is required")
-        if sym not in self.symbols:
-            raise BybitError(10001, "params error: symbol invalid")
-        return sym
-
-    @staticmethod
-    def _int(req: Request, name: str) -> int | None:
-        v = req.query.get(name)
-        if v in (None, ""):
-            return None
-        try:
-            return int(str(v))
-        except ValueError:
-            raise BybitError(10001, f"params error: {name} invalid") from None
-
-    def _limit(self, req: Request, default: int, maximum: int) -> int:
-        limit = self._int(req, "limit")
-        if limit is None:
-            return default
-        if not 1 <= limit <= maximum:
-            raise BybitError(10001, "params error: limit invalid")
-        return limit
-
     def _window(
         self, req: Request, df: pd.DataFrame, start_key: str, end_key: str, limit: int
     ) -> pd.DataFrame:
         """Newest ``limit`` rows in [start, end] (end defaults to now), newest first."""
-        ts = df["ts"].to_numpy()
-        start = self._int(req, start_key)
-        end = self._int(req, end_key)
-        cap = req.now_ms if req.visible_until is None else min(req.now_ms, req.visible_until)
-        end = cap if end is None else min(end, cap)
-        lo = 0 if start is None else int(np.searchsorted(ts, start, "left"))
-        hi = int(np.searchsorted(ts, end, "right"))
-        lo = max(lo, hi - limit)
-        return df.iloc[lo:hi].iloc[::-1] if hi > lo else df.iloc[0:0]
+        rows = self._newest(req, df["ts"].to_numpy(), start_key, end_key, limit)
+        return df.iloc[rows].iloc[::-1]
 
     def _frame(self, sym: str, tf: str, ctype: str) -> pd.DataFrame:
-        df = self.data.frame(self.symbols[sym], tf, ctype)
+        df = self.data.frame(self.markets[sym], tf, ctype)
         if df is None:
             raise BybitError(10001, f"params error: no {ctype} data for {sym} {tf}")
         return df
 
     # handlers -------------------------------------------------------------------------------
+    @serves("/v5/market/time")
     def time(self, req: Request) -> Response:
         now = req.now_ms
         return _ok({"timeSecond": str(now // 1000), "timeNano": str(now * 1_000_000)}, now)
 
+    @serves("/v5/market/instruments-info")
     def instruments(self, req: Request) -> Response:
         if req.query.get("category") not in (None, "linear"):
             return _ok({"category": req.query.get("category"), "list": []}, req.now_ms)
@@ -135,12 +90,11 @@ class _Bybit:
             return _ok({"category": "linear", "list": []}, req.now_ms)
         wanted = req.query.get("symbol")
         items = []
-        for sym, fp in sorted(self.symbols.items()):
+        for sym, fp in sorted(self.markets.items()):
             if wanted and sym != wanted:
                 continue
             base, quote, settle = fp.split("_")
-            df = self.data.frame(fp, self.data.timeframes(fp, "futures")[0], "futures")
-            launch = int(df["ts"].iloc[0]) if df is not None and len(df) else 0
+            launch = self.listed_ms(fp)
             items.append(
                 {
                     "symbol": sym,
@@ -182,7 +136,7 @@ class _Bybit:
         return _ok({"category": "linear", "list": items}, req.now_ms)
 
     def _kline(self, req: Request, ctype: str, with_volume: bool) -> Response:
-        sym = self._symbol(req)
+        sym = self._market(req)
         interval = req.query.get("interval", "")
         if interval not in INTERVALS:
             raise BybitError(10001, "params error: interval invalid")
@@ -197,21 +151,17 @@ class _Bybit:
             out.append(row)
         return _ok({"symbol": sym, "category": "linear", "list": out}, req.now_ms)
 
+    @serves("/v5/market/kline")
     def kline(self, req: Request) -> Response:
         return self._kline(req, "futures", True)
 
+    @serves("/v5/market/mark-price-kline")
     def mark_kline(self, req: Request) -> Response:
         return self._kline(req, "mark", False)
 
-    def funding(self, req: Request) -> Response:
-        sym = self._symbol(req)
-        limit = self._limit(req, 200, 200)
-        fp = self.symbols[sym]
-        tfs = self.data.timeframes(fp, "funding_rate")
-        if not tfs:
-            return _ok({"category": "linear", "list": []}, req.now_ms)
-        df = self._frame(sym, tfs[0], "funding_rate")
-        col = "funding_rate" if "funding_rate" in df.columns else "open"
+    @serves("/v5/market/funding/history")
+    def funding_history(self, req: Request) -> Response:
+        sym, limit, df, col = self.market_funding(req, 200, 200)
         rows = self._window(req, df, "startTime", "endTime", limit)
         out = [
             {"symbol": sym, "fundingRate": _s(getattr(r, col)), "fundingRateTimestamp": str(r.ts)}
@@ -219,13 +169,14 @@ class _Bybit:
         ]
         return _ok({"category": "linear", "list": out}, req.now_ms)
 
+    @serves("/v5/market/open-interest")
     def open_interest(self, req: Request) -> Response:
-        sym = self._symbol(req)
+        sym = self._market(req)
         interval = req.query.get("intervalTime", "")
         if interval not in OI_INTERVALS:
             raise BybitError(10001, "params error: intervalTime invalid")
         limit = self._limit(req, 50, 200)
-        df = self.data.frame(self.symbols[sym], OI_INTERVALS[interval], "open_interest")
+        df = self.data.frame(self.markets[sym], OI_INTERVALS[interval], "open_interest")
         if df is None:
             return _ok({"symbol": sym, "category": "linear", "list": []}, req.now_ms)
         rows = self._window(req, df, "startTime", "endTime", limit)
@@ -237,21 +188,18 @@ class _Bybit:
             {"symbol": sym, "category": "linear", "list": out, "nextPageCursor": ""}, req.now_ms
         )
 
+    @serves("/v5/market/tickers")
     def tickers(self, req: Request) -> Response:
         wanted = req.query.get("symbol")
         if wanted is not None:
-            self._symbol(req)
+            self._market(req)
         out = []
-        for sym, fp in sorted(self.symbols.items()):
+        for sym, fp in sorted(self.markets.items()):
             if wanted and sym != wanted:
                 continue
-            tf = self.data.timeframes(fp, "futures")[0]
-            df = self.data.frame(fp, tf, "futures")
-            if df is None or df.empty:
-                continue
-            cap = req.visible_until
-            last = df if cap is None else df[df["ts"] <= cap]
-            if last.empty:
+            df = self.first_frame(fp, "futures")
+            last = None if df is None else self.visible(df, req)
+            if last is None or last.empty:
                 continue
             row = last.iloc[-1]
             price = _s(row["close"])
@@ -271,12 +219,13 @@ class _Bybit:
             )
         return _ok({"category": "linear", "list": out}, req.now_ms)
 
+    @serves("/v5/market/risk-limit")
     def risk_limit(self, req: Request) -> Response:
-        sym = self._symbol(req)
+        sym = self._market(req)
         path = self.data.datadir / "leverage_tiers.json"
         if not path.exists():
             raise BybitError(10001, f"params error: no risk limits for {sym} in this replay")
-        tiers = json.loads(path.read_text()).get(self.data.file_pair_to_pair(self.symbols[sym]), [])
+        tiers = json.loads(path.read_text()).get(self.data.file_pair_to_pair(self.markets[sym]), [])
         out = [
             {
                 "id": i + 1,
@@ -293,29 +242,6 @@ class _Bybit:
         return _ok({"category": "linear", "list": out}, req.now_ms)
 
 
-def _guard(fn: Any) -> Any:
-    def handler(req: Request) -> Response:
-        try:
-            return fn(req)  # type: ignore[no-any-return]
-        except BybitError as e:
-            return json_response(
-                {"retCode": e.code, "retMsg": e.msg, "result": {}, "retExtInfo": {}, "time": 0}
-            )
-
-    return handler
-
-
 def register(rx: ReplayExchange) -> None:
     """Add the Bybit routes to ``rx``."""
-    b = _Bybit(rx)
-    for path, fn in (
-        ("/v5/market/time", b.time),
-        ("/v5/market/instruments-info", b.instruments),
-        ("/v5/market/kline", b.kline),
-        ("/v5/market/mark-price-kline", b.mark_kline),
-        ("/v5/market/funding/history", b.funding),
-        ("/v5/market/open-interest", b.open_interest),
-        ("/v5/market/tickers", b.tickers),
-        ("/v5/market/risk-limit", b.risk_limit),
-    ):
-        rx.route("GET", path, _guard(fn))
+    _Bybit(rx).register()

@@ -21,13 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from liqsignal.data.replay.server import (
-    ReplayExchange,
-    Request,
-    Response,
-    json_response,
-    timeframe_to_ms,
-)
+from liqsignal.replay._venue import Venue, VenueError, decimal_text, serves
+from liqsignal.replay.messages import Request, Response, json_response
+from liqsignal.replay.server import ReplayExchange, timeframe_to_ms
 
 __all__ = ["ccxt_config", "register"]
 
@@ -78,62 +74,51 @@ def ccxt_config(url: str) -> dict[str, Any]:
     }
 
 
-class BinanceError(Exception):
+class BinanceError(VenueError):
     """An error Binance would answer with HTTP 400 and ``{"code", "msg"}``."""
 
-    def __init__(self, code: int, msg: str, status: int = 400) -> None:
-        super().__init__(msg)
-        self.code, self.msg, self.status = code, msg, status
+    def response(self, req: Request) -> Response:
+        return json_response({"code": self.code, "msg": self.msg}, self.status)
 
 
-def _num(x: float) -> str:
-    """Binance-style decimal string without exponent; the shortest that round-trips exactly."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "0"
-    return np.format_float_positional(float(x), trim="-")
+#: Binance-style decimal string without exponent; the shortest that round-trips exactly
+_num = decimal_text("0", None)
 
 
 def _decimals(s: str) -> int:
     return len(s.split(".")[1]) if "." in s else 0
 
 
-class _Binance:
+class _Binance(Venue):
     """Handlers; one instance per ReplayExchange."""
 
-    def __init__(self, rx: ReplayExchange) -> None:
-        self.rx = rx
-        self.data = rx.data
-        # BTCUSDT -> BTC_USDT_USDT
-        self.symbols = {base + quote: fp for base, quote, _settle, fp in self.data.perpetuals()}
+    error = BinanceError
+    bad_param = (-1100, "Illegal characters found in parameter '{name}'.")
+    bad_limit = (-1130, "Data sent for parameter 'limit' is not valid.")
 
     # helpers ----------------------------------------------------------------------------
-    def _symbol(self, req: Request, required: bool = True) -> str | None:
-        sym = req.query.get("symbol")
-        if sym is None:
-            if required:
-                raise BinanceError(-1102, "Mandatory parameter 'symbol' was not sent.")
-            return None
-        if sym not in self.symbols:
+    @staticmethod
+    def _mandatory(req: Request, key: str) -> str:
+        value = req.query.get(key)
+        if value is None:
+            raise BinanceError(-1102, f"Mandatory parameter '{key}' was not sent.")
+        return value
+
+    def _choice(self, req: Request, key: str, allowed: tuple[str, ...]) -> str:
+        value = self._mandatory(req, key)
+        if value not in allowed:
+            raise BinanceError(-1120, f"Invalid {key}.")
+        return value
+
+    def _required_symbol(self, req: Request) -> str:
+        sym = self._mandatory(req, "symbol")
+        if sym not in self.markets:
             raise BinanceError(-1121, "Invalid symbol.")
         return sym
 
-    @staticmethod
-    def _int(req: Request, name: str) -> int | None:
-        v = req.query.get(name)
-        if v is None or v == "":
-            return None
-        try:
-            return int(v)
-        except ValueError:
-            raise BinanceError(-1100, f"Illegal characters found in parameter '{name}'.") from None
-
-    def _limit(self, req: Request, default: int, maximum: int) -> int:
-        limit = self._int(req, "limit")
-        if limit is None:
-            return default
-        if not 1 <= limit <= maximum:
-            raise BinanceError(-1130, "Data sent for parameter 'limit' is not valid.")
-        return limit
+    def _symbol(self, req: Request) -> str | None:
+        """The query's symbol, or None when it names none (every symbol)."""
+        return self._required_symbol(req) if "symbol" in req.query else None
 
     @staticmethod
     def _select(
@@ -150,11 +135,11 @@ class _Binance:
         return lo, min(hi, lo + limit)
 
     def _frame(self, sym: str, tf: str, ctype: str) -> pd.DataFrame | None:
-        return self.data.frame(self.symbols[sym], tf, ctype)
+        return self.data.frame(self.markets[sym], tf, ctype)
 
     def _price(self, sym: str, req: Request, ctype: str = "futures") -> float:
         """Last trade price at replay now: the forming candle's close, or the last close."""
-        fp = self.symbols[sym]
+        fp = self.markets[sym]
         tfs = self.data.timeframes(fp, ctype) or self.data.timeframes(fp, "futures")
         df = self.data.frame(fp, tfs[0], ctype) if tfs else None
         if df is None or df.empty:
@@ -178,7 +163,7 @@ class _Binance:
     def _filters(self, sym: str) -> tuple[str, str, str]:
         if sym in KNOWN_FILTERS:
             return KNOWN_FILTERS[sym]
-        df = self._frame(sym, self.data.timeframes(self.symbols[sym], "futures")[0], "futures")
+        df = self._frame(sym, self.data.timeframes(self.markets[sym], "futures")[0], "futures")
         price = float(df["close"].median()) if df is not None and len(df) else 1.0
         mag = math.floor(math.log10(price)) if price > 0 else 0
         tick = f"{10.0 ** (mag - 4):.{max(0, 4 - mag)}f}"
@@ -187,14 +172,13 @@ class _Binance:
         return tick, step, "5"
 
     # endpoints ----------------------------------------------------------------------------
+    @serves("/fapi/v1/exchangeInfo")
     def exchange_info(self, req: Request) -> Response:
         symbols = []
-        for sym, fp in sorted(self.symbols.items()):
+        for sym, fp in sorted(self.markets.items()):
             base, quote, settle = fp.split("_")
             tick, step, notional = self._filters(sym)
-            tf = self.data.timeframes(fp, "futures")[0]
-            df = self.data.frame(fp, tf, "futures")
-            onboard = int(df["ts"].iloc[0]) if df is not None and len(df) else 0
+            onboard = self.listed_ms(fp)
             symbols.append(
                 {
                     "symbol": sym,
@@ -277,26 +261,23 @@ class _Binance:
                 "exchangeFilters": [],
                 "assets": [
                     {"asset": a, "marginAvailable": True, "autoAssetExchange": "0"}
-                    for a in sorted({fp.split("_")[2] for fp in self.symbols.values()})
+                    for a in sorted({fp.split("_")[2] for fp in self.markets.values()})
                 ],
                 "symbols": symbols,
             }
         )
 
+    @serves("/fapi/v1/time")
     def time(self, req: Request) -> Response:
         return json_response({"serverTime": req.now_ms})
 
+    @serves("/fapi/v1/ping")
     def ping(self, req: Request) -> Response:
         return json_response({})
 
     def _klines(self, req: Request, ctype: str) -> Response:
-        sym = self._symbol(req)
-        assert sym is not None
-        interval = req.query.get("interval")
-        if interval is None:
-            raise BinanceError(-1102, "Mandatory parameter 'interval' was not sent.")
-        if interval not in INTERVALS:
-            raise BinanceError(-1120, "Invalid interval.")
+        sym = self._required_symbol(req)
+        interval = self._choice(req, "interval", INTERVALS)
         limit = self._limit(req, 500, 1500)
         df = self._frame(sym, interval, ctype)
         if df is None or df.empty:
@@ -369,17 +350,20 @@ class _Binance:
             )
         return json_response(rows)
 
+    @serves("/fapi/v1/klines")
     def klines(self, req: Request) -> Response:
         return self._klines(req, "futures")
 
+    @serves("/fapi/v1/markPriceKlines")
     def mark_price_klines(self, req: Request) -> Response:
         return self._klines(req, "mark")
 
+    @serves("/fapi/v1/fundingRate")
     def funding_rate(self, req: Request) -> Response:
-        sym = self._symbol(req, required=False)
+        sym = self._symbol(req)
         limit = self._limit(req, 100, 1000)
         start, end = self._int(req, "startTime"), self._int(req, "endTime")
-        syms = [sym] if sym else sorted(self.symbols)
+        syms = [sym] if sym else sorted(self.markets)
         out: list[dict[str, Any]] = []
         for s in syms:
             df = self._frame(s, "1h", "funding_rate")
@@ -433,23 +417,20 @@ class _Binance:
             "time": req.now_ms,
         }
 
+    @serves("/fapi/v1/premiumIndex")
     def premium_index(self, req: Request) -> Response:
-        sym = self._symbol(req, required=False)
+        sym = self._symbol(req)
         if sym:
             return json_response(self._premium(sym, req))
-        return json_response([self._premium(s, req) for s in sorted(self.symbols)])
+        return json_response([self._premium(s, req) for s in sorted(self.markets)])
 
     def _oi_frame(self, sym: str, period: str) -> pd.DataFrame | None:
         return self._frame(sym, period, "open_interest")
 
+    @serves("/futures/data/openInterestHist")
     def open_interest_hist(self, req: Request) -> Response:
-        sym = self._symbol(req)
-        assert sym is not None
-        period = req.query.get("period")
-        if period is None:
-            raise BinanceError(-1102, "Mandatory parameter 'period' was not sent.")
-        if period not in OI_PERIODS:
-            raise BinanceError(-1120, "Invalid period.")
+        sym = self._required_symbol(req)
+        period = self._choice(req, "period", OI_PERIODS)
         limit = self._limit(req, 30, 500)
         df = self._oi_frame(sym, period)
         if df is None or df.empty:
@@ -475,10 +456,10 @@ class _Binance:
         ]
         return json_response(rows)
 
+    @serves("/fapi/v1/openInterest")
     def open_interest(self, req: Request) -> Response:
-        sym = self._symbol(req)
-        assert sym is not None
-        fp = self.symbols[sym]
+        sym = self._required_symbol(req)
+        fp = self.markets[sym]
         tfs = self.data.timeframes(fp, "open_interest")
         if not tfs:
             raise BinanceError(
@@ -511,9 +492,9 @@ class _Binance:
             asks.append([f"{best_ask + i * tick:.{pd_}f}", qty])
         return bids, asks
 
+    @serves("/fapi/v1/depth")
     def depth(self, req: Request) -> Response:
-        sym = self._symbol(req)
-        assert sym is not None
+        sym = self._required_symbol(req)
         limit = self._int(req, "limit") or 500
         if limit not in DEPTH_LIMITS:
             raise BinanceError(-1130, "Data sent for parameter 'limit' is not valid.")
@@ -528,10 +509,11 @@ class _Binance:
             }
         )
 
+    @serves("/fapi/v1/ticker/bookTicker")
     def book_ticker(self, req: Request) -> Response:
-        sym = self._symbol(req, required=False)
+        sym = self._symbol(req)
         out = []
-        for s in [sym] if sym else sorted(self.symbols):
+        for s in [sym] if sym else sorted(self.markets):
             bids, asks = self._book(s, req, 1)
             out.append(
                 {
@@ -546,19 +528,21 @@ class _Binance:
             )
         return json_response(out[0] if sym else out)
 
+    @serves("/fapi/v1/ticker/price", "/fapi/v2/ticker/price")
     def ticker_price(self, req: Request) -> Response:
-        sym = self._symbol(req, required=False)
+        sym = self._symbol(req)
         out = [
             {"symbol": s, "price": _num(self._price(s, req)), "time": req.now_ms}
-            for s in ([sym] if sym else sorted(self.symbols))
+            for s in ([sym] if sym else sorted(self.markets))
         ]
         return json_response(out[0] if sym else out)
 
+    @serves("/fapi/v1/ticker/24hr")
     def ticker_24hr(self, req: Request) -> Response:
-        sym = self._symbol(req, required=False)
+        sym = self._symbol(req)
         out = []
-        for s in [sym] if sym else sorted(self.symbols):
-            fp = self.symbols[s]
+        for s in [sym] if sym else sorted(self.markets):
+            fp = self.markets[s]
             tf = self.data.timeframes(fp, "futures")[0]
             df = self.data.frame(fp, tf, "futures")
             assert df is not None
@@ -595,35 +579,6 @@ class _Binance:
         return json_response(out[0] if sym else out)
 
 
-def _wrap(fn: Any) -> Any:
-    def handler(req: Request) -> Response:
-        try:
-            resp: Response = fn(req)
-            return resp
-        except BinanceError as e:
-            return json_response({"code": e.code, "msg": e.msg}, e.status)
-
-    return handler
-
-
 def register(rx: ReplayExchange) -> None:
     """Add the Binance USD-M routes to ``rx``."""
-    b = _Binance(rx)
-    table = {
-        "/fapi/v1/exchangeInfo": b.exchange_info,
-        "/fapi/v1/time": b.time,
-        "/fapi/v1/ping": b.ping,
-        "/fapi/v1/klines": b.klines,
-        "/fapi/v1/markPriceKlines": b.mark_price_klines,
-        "/fapi/v1/fundingRate": b.funding_rate,
-        "/fapi/v1/premiumIndex": b.premium_index,
-        "/fapi/v1/openInterest": b.open_interest,
-        "/fapi/v1/depth": b.depth,
-        "/fapi/v1/ticker/price": b.ticker_price,
-        "/fapi/v2/ticker/price": b.ticker_price,
-        "/fapi/v1/ticker/24hr": b.ticker_24hr,
-        "/fapi/v1/ticker/bookTicker": b.book_ticker,
-        "/futures/data/openInterestHist": b.open_interest_hist,
-    }
-    for path, fn in table.items():
-        rx.route("GET", path, _wrap(fn))
+    _Binance(rx).register()
