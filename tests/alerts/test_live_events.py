@@ -99,3 +99,51 @@ async def test_unknown_market_and_bad_events_change_nothing(service, provider, a
     assert (await service.handle_liquidation(_event(86_500.0, side="sideways"))).events == []
     assert provider.consumed == []  # neither another market's nor an unusable event
     assert len(api.calls_to("sendMessage")) == 0
+
+
+async def test_live_liquidations_run_the_real_ccxt_stream_into_the_service(
+    make_sender, outbox, api, tmp_path
+):
+    """live_liquidations: the service runs the real ccxt pro Binance client against a local
+    forceOrder stream; a liquidation through the armed pocket is "consumed" on Telegram before
+    any new bar, and written to the liquidation store."""
+    import asyncio
+    import time
+
+    from liqsignal.data.liquidations import LiquidationStore
+    from liqsignal.replay.ws import LiqEvent, LiquidationStreamServer
+
+    class OneVenue(LiveProvider):
+        def __init__(self) -> None:
+            FakeProvider.__init__(self, markets=("BTC",))
+            self.consumed, self.after = [], {}
+
+        def status(self, market):
+            return {"binance": super().status(market)["binance"]}
+
+    provider = OneVenue()
+    provider.add_bar("BTC", armed=_cluster())
+    with LiquidationStreamServer("binance", ["BTC"]) as srv:
+        cfg = _config(
+            live_liquidations=True,
+            ccxt_config={"binance": srv.ccxt_config()},
+            datadir=str(tmp_path),
+            interval_s=3600,
+        )
+        svc = AlertService(provider, cfg, markets=["BTC"], sender=make_sender(outbox=outbox))
+        stop = asyncio.Event()
+        task = asyncio.create_task(svc.run(stop, install_signals=False))
+        end = time.monotonic() + 20
+        while not (srv.ready() and api.calls_to("sendPhoto")) and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+        assert srv.ready() and len(api.calls_to("sendPhoto")) == 1  # the bar's armed alert
+        at = int((T0 + 1.5 * H).timestamp() * 1000)  # within the bar's tracking window
+        await asyncio.to_thread(srv.publish, [LiqEvent(at, "BTC", "long", 86_520.0, 2.0)])
+        while not api.calls_to("sendMessage") and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.wait_for(task, 20)
+    (msg,) = api.calls_to("sendMessage")
+    assert "BTC</b> long liquidations consumed" in msg.params["text"]
+    assert provider.consumed == [("long", 86_520.0)]
+    assert LiquidationStore(tmp_path).has_data("binance", "BTC/USDT:USDT")
