@@ -790,13 +790,12 @@ class AlertConfig(_Section):
         """The token set in the config (None: read the variable ``token_env``)."""
         return self.token.get_secret_value() if self.token is not None else None
 
-    def rules(self) -> Any:
-        """The event detector's rules (``liqsignal.alerts.events.EventRules``): the keys of
-        ``RULE_KEYS`` by the same names, ``cooldown_minutes`` in seconds."""
-        from liqsignal.alerts.events import EventRules
-
+    def rule_values(self) -> dict[str, Any]:
+        """The event detector's rules as plain values (``liqsignal.alerts.events.
+        EventRules.from_config`` builds them): the keys of ``RULE_KEYS`` by the same names,
+        ``cooldown_minutes`` in seconds as ``cooldown_s``."""
         same = {k: getattr(self, k) for k in RULE_KEYS}
-        return EventRules(cooldown_s=self.cooldown_minutes * 60.0, **same)
+        return {"cooldown_s": self.cooldown_minutes * 60.0, **same}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> AlertConfig:

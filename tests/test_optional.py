@@ -76,7 +76,12 @@ def _forecast_scores() -> object:
 @pytest.mark.parametrize(
     ("extra", "package", "modules", "use"),
     [
-        ("freqtrade", "freqtrade", ["liqsignal.freqtrade"], _import("liqsignal.freqtrade")),
+        (
+            "freqtrade",
+            "freqtrade",
+            ["liqsignal.freqtrade", "liqsignal.guard_mixin"],
+            _import("liqsignal.freqtrade"),
+        ),
         ("alerts", "telegram", ["liqsignal.alerts.telegram"], _import("liqsignal.alerts.telegram")),
         ("plot", "matplotlib", [], _pyplot),
         ("plot", "plotly", [], _plotly),

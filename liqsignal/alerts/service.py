@@ -44,6 +44,7 @@ import pandas as pd
 from liqsignal.alerts.events import (
     Event,
     EventDetector,
+    EventRules,
     Pocket,
 )
 from liqsignal.alerts.message import (
@@ -58,7 +59,7 @@ from liqsignal.alerts.message import (
 )
 from liqsignal.alerts.outbox import Outbox
 from liqsignal.alerts.views import Provider, bar_view, feeds_of, market_context
-from liqsignal.config import AlertConfig, Settings, alert_settings
+from liqsignal.config import AlertConfig, ForecastConfig, Settings, alert_settings
 from liqsignal.exceptions import ConfigError, LiqsignalError
 from liqsignal.forecast import forecast_on_frame
 from liqsignal.plot import render_pocket_png
@@ -118,8 +119,14 @@ class AlertService:
         self.config = config
         self.markets = tuple(markets)
         self.freqtrade_config = freqtrade_config or {}
+        section = self.freqtrade_config.get("liqsignal") or {}
+        raw = section.get("forecast") if isinstance(section, Mapping) else None
+        try:  # parsed once (a bad section: the forecast's own warning, NaN columns, per tick)
+            self._forecast: Any = ForecastConfig.from_dict(raw)
+        except LiqsignalError:
+            self._forecast = raw
         self.refresh_enabled = refresh
-        self.detector = EventDetector(config.rules())
+        self.detector = EventDetector(EventRules(**config.rule_values()))
         self._own_outbox = outbox is None and sender is None
         self.outbox = outbox if outbox is not None else getattr(sender, "outbox", None)
         self.sender = sender
@@ -523,8 +530,7 @@ class AlertService:
             return events, None, pd.DataFrame()
         # the provider's features carry the reference exchange's prices, OI and funding
         feat = self.provider.features(market).tail(max(self.config.picture_bars, 25))
-        section = self.freqtrade_config.get("liqsignal") or {}
-        feat = forecast_on_frame(feat, section.get("forecast"))
+        feat = forecast_on_frame(feat, self._forecast)
         snap = self.provider.snapshot(market)
         price = float(getattr(snap, "price", 0.0) or self.provider.price(market))
         self._warn_if_empty(market, snap, price)

@@ -439,7 +439,7 @@ def test_settings_from_freqtrade_config():
     assert [m.market for m in s.markets] == ["BTC/USDT:USDT", "ETH/USDT:USDT"]
     assert s.markets[0].exchanges == ("binance", "bybit")
     assert s.engine.armed_distance_pct == 2.0
-    assert s.alerts.rules().cooldown_s == 1800
+    assert s.alerts.rule_values()["cooldown_s"] == 1800
     assert "secret-x" not in repr(s.alerts)
 
 
