@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from liqsignal.cli_evaluate import add_yardstick_arguments
+from liqsignal.cli_evaluate import add_store_arguments, add_yardstick_arguments
 from liqsignal.cli_forecast import add_parsers as add_forecast_parsers
 from liqsignal.cli_liquidations import add_parsers as add_liquidation_parsers
 from liqsignal.cli_watch import add_parsers as add_watch_parsers
@@ -424,11 +424,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from liqsignal.cli_evaluate import print_yardstick, run_yardstick
 
     yard = run_yardstick(args, _load_engine_config(args.config))
-    if args.gate_only:
+    if args.gate_only or args.store_exchange:  # a stored market: the yardstick alone
         if args.json:
             print(json.dumps(yard, indent=2, default=str))
         else:
             print_yardstick(yard)
+            if args.store_exchange:
+                print(
+                    "(a stored market gets the yardstick and gate; the other checks use the "
+                    "bundled development file; fit its forecast with liqsignal fit --exchange)"
+                )
         return 1 if args.gate and not yard["gate"]["passed"] else 0
     from liqsignal.cli_evaluate import print_forecast, run_forecast
 
@@ -454,12 +459,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Walk-forward fit of the free parameters; writes a ``liqsignal.engine`` section."""
     from liqsignal.calibrate import calibrate
+    from liqsignal.cli_evaluate import store_dataset_from_args
     from liqsignal.evaluate import BUNDLED_COINGLASS, BUNDLED_VOLUME, load_coinglass
 
-    data = args.data or BUNDLED_COINGLASS
-    volume = None if args.no_volume else (args.volume or (None if args.data else BUNDLED_VOLUME))
-    df = load_coinglass(data, volume)
+    stored = store_dataset_from_args(args, args.folds, args.warmup)
+    data: Any
+    if stored is not None:
+        data, df = f"{stored.name} ({stored.source})", stored.frame
+    else:
+        data = args.data or BUNDLED_COINGLASS
+        volume = (
+            None if args.no_volume else (args.volume or (None if args.data else BUNDLED_VOLUME))
+        )
+        df = load_coinglass(data, volume)
     cfg = _load_engine_config(args.config)
+    if stored is not None:  # the grid and tiers of the stored market, as the yardstick does
+        from liqsignal.yardstick import market_config
+
+        cfg = market_config(cfg, stored.symbol, float(df["close"].iloc[0]))
     with _Progress(not args.json) as progress:
         task = progress.task("calibrate", 1)
         res = calibrate(
@@ -966,6 +983,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", help="starting JSON config with a liqsignal.engine section")
     c.add_argument("--out", default="out/calibrated.json", help="where to write the section")
     c.add_argument("--json", action="store_true", help="print JSON")
+    add_store_arguments(c)
     c.set_defaults(func=cmd_calibrate)
 
     m = sub.add_parser("map", help="clusters table and picture from stored data")
