@@ -113,6 +113,7 @@ def _datasets(args: argparse.Namespace) -> list[Any]:
 
 def run_yardstick(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
     """Score the datasets and the gate; returns ``{"yardstick": ..., "gate": ...}``."""
+    from liqsignal.realized_scale import load_realized_scale
     from liqsignal.yardstick import gate, yardstick
 
     for name in ("boot", "n_random"):
@@ -130,6 +131,7 @@ def run_yardstick(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
         structure=not args.no_structure,
         n_shift=min(args.n_random, 300),
         fine=not args.no_fine,
+        realized_scale=load_realized_scale(getattr(args, "config", None)),
     )
     verdict = gate(report)
     return {
