@@ -220,25 +220,22 @@ def control_predictors(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     poi = _prev_oi_usd(df)
     rng = (h - lo) / pc * poi
     vol_range = v * (h - lo) / c
-    long_ = pd.DataFrame(
-        {
-            "move_oi": np.maximum(0.0, pc - lo) / pc * poi,
-            "extreme_oi": np.maximum(0.0, pl - lo) / pc * poi,
-            "range_oi": rng,
-            "volume_range": vol_range,
-        },
-        index=df.index,
-    )
-    short = pd.DataFrame(
-        {
-            "move_oi": np.maximum(0.0, h - pc) / pc * poi,
-            "extreme_oi": np.maximum(0.0, h - ph) / pc * poi,
-            "range_oi": rng,
-            "volume_range": vol_range,
-        },
-        index=df.index,
-    )
-    return {"long": long_, "short": short}
+
+    def side(move: np.ndarray, extreme: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "move_oi": move / pc * poi,
+                "extreme_oi": extreme / pc * poi,
+                "range_oi": rng,
+                "volume_range": vol_range,
+            },
+            index=df.index,
+        )
+
+    return {
+        "long": side(np.maximum(0.0, pc - lo), np.maximum(0.0, pl - lo)),
+        "short": side(np.maximum(0.0, h - pc), np.maximum(0.0, h - ph)),
+    }
 
 
 def model_parts(features: pd.DataFrame, side: str) -> dict[str, np.ndarray]:
