@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from liqsignal.exceptions import InputError, LiqsignalError
+from liqsignal.exceptions import InputError
 
 __all__ = [
     "DATASET_NAMES",
@@ -283,24 +283,15 @@ FUNDING_TF = "1h"  # the store keeps funding under Freqtrade's funding_fee_timef
 def _stored_oi_timeframe(store: object, exchange: str, pair: str, timeframe: str) -> str | None:
     """The open-interest file to use for candles of ``timeframe``: the same timeframe, else
     the coarsest stored one that divides it (5m OI for 1h candles); None when none is stored."""
-    from liqsignal.data.store import FeatherStore, pair_to_filename
+    from liqsignal.data.liquidations import divisor_file
+    from liqsignal.data.store import FeatherStore
     from liqsignal.data.timeline import timeframe_seconds
 
     assert isinstance(store, FeatherStore)
-    if store.path(exchange, pair, timeframe, "open_interest").is_file():
+    path = store.path(exchange, pair, timeframe, "open_interest")
+    if path.is_file():
         return timeframe
-    target = timeframe_seconds(timeframe)
-    best: tuple[int, str] | None = None
-    folder = store.datadir / exchange / "futures"
-    prefix = f"{pair_to_filename(pair)}-"
-    for p in folder.glob(f"{prefix}*-open_interest.feather"):
-        tf = p.name[len(prefix) : -len("-open_interest.feather")].replace("Mo", "M")
-        try:
-            sec = timeframe_seconds(tf)
-        except LiqsignalError:
-            continue
-        if sec < target and target % sec == 0 and (best is None or sec > best[0]):
-            best = (sec, tf)
+    best = divisor_file(path.parent, pair, "open_interest", 1000 * timeframe_seconds(timeframe))
     return None if best is None else best[1]
 
 

@@ -677,19 +677,10 @@ class LiquidationStore:
         """Sums of the coarsest stored per-bar file whose timeframe divides ``tf_ms`` (Gate's
         5m sums for 1h candles); a bar is NaN unless all of its sub-bars are known."""
         folder = self.folder(exchange)
-        prefix = f"{pair_to_filename(symbol)}-"
-        best: tuple[int, Path] | None = None
-        for path in folder.glob(f"{prefix}*-liquidations.feather"):
-            tf = path.name[len(prefix) : -len("-liquidations.feather")].replace("Mo", "M")
-            try:
-                ms = _tf_ms(tf)
-            except ConfigError:
-                continue
-            if ms < tf_ms and tf_ms % ms == 0 and (best is None or ms > best[0]):
-                best = (ms, path)
+        best = divisor_file(folder, symbol, "liquidations", tf_ms)
         if best is None:
             return _empty_bars()
-        fine_ms, path = best
+        fine_ms, _, path = best
         fine = read_bars_file(path)
         if fine.empty:
             return fine
@@ -777,6 +768,23 @@ class LiquidationStore:
                 cur[pos[keep]] = vals[keep, j]
                 out[col] = cur
         return out
+
+
+def divisor_file(folder: Path, symbol: str, kind: str, tf_ms: int) -> tuple[int, str, Path] | None:
+    """The stored ``<PAIR>-<tf>-<kind>.feather`` in ``folder`` of the coarsest timeframe finer
+    than ``tf_ms`` that divides it, as ``(its ms, its timeframe, path)``; None when none is."""
+    prefix = f"{pair_to_filename(symbol)}-"
+    suffix = f"-{kind}.feather"
+    best: tuple[int, str, Path] | None = None
+    for path in folder.glob(f"{prefix}*{suffix}"):
+        tf = path.name[len(prefix) : -len(suffix)].replace("Mo", "M")
+        try:
+            ms = _tf_ms(tf)
+        except ConfigError:
+            continue
+        if ms < tf_ms and tf_ms % ms == 0 and (best is None or ms > best[0]):
+            best = (ms, tf, path)
+    return best
 
 
 def _inside(bar_start: np.ndarray, bar_end: np.ndarray, spans: pd.DataFrame) -> np.ndarray:
