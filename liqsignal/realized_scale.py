@@ -289,7 +289,7 @@ def format_compare(res: dict[str, Any]) -> str:
         for name in ("map", "scaled"):
             v = r[name]
             lines.append(
-                f"  {r['dataset']:<8}{r['side']:<6}{name:<7} Spearman {f(v['spearman'])} partial "
+                f"  {r['dataset']} {r['side']:<6}{name:<7} Spearman {f(v['spearman'])} partial "
                 f"{f(v['partial'])} | folds partial "
                 + " ".join(f(x) for x in v["fold_partial"])
                 + " gain "
