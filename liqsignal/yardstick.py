@@ -93,7 +93,8 @@ def ranks(a: np.ndarray) -> np.ndarray:
 
 
 def spearman_fast(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman rank correlation of finite pairs (NaN when fewer than 3 or a constant)."""
+    """Spearman rank correlation of finite pairs (NaN when fewer than 3 or a constant), in
+    [-1, 1]."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     ok = np.isfinite(x) & np.isfinite(y)
@@ -105,7 +106,8 @@ def spearman_fast(x: np.ndarray, y: np.ndarray) -> float:
     sy = ry.std()
     if sx == 0 or sy == 0:
         return math.nan
-    return float(np.mean((rx - rx.mean()) * (ry - ry.mean())) / (sx * sy))
+    r = float(np.mean((rx - rx.mean()) * (ry - ry.mean())) / (sx * sy))
+    return min(1.0, max(-1.0, r))  # rounding may leave |r| a hair above 1
 
 
 def partial_rank(model: np.ndarray, real: np.ndarray, controls: np.ndarray) -> float:
