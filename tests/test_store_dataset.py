@@ -219,3 +219,21 @@ def test_fit_reads_the_store_as_the_bundled_set(btc_4h_store, capsys):
     assert main(["fit", "--bundled", "--datasets", "btc_4h", "--report", "--json"]) == 0
     want = json.loads(capsys.readouterr().out)["report"]
     assert got["pooled"] == want["pooled"]
+
+
+def test_calibrate_fits_on_the_stored_market(btc_4h_store, capsys, tmp_path, monkeypatch):
+    import liqsignal.calibrate as cal
+
+    _, datadir = btc_4h_store
+    monkeypatch.setattr(cal, "SEARCH_GRID", {"half_life_hours": (24.0, 96.0)})
+    out = tmp_path / "cal.json"
+    argv = ["calibrate", "--datadir", str(datadir), "--exchange", EX, "--pair", "BTC",
+            "--timeframe", "4h", "--folds", "1", "--out", str(out), "--json"]  # fmt: skip
+    assert main(argv) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["data"].startswith("binance:BTC/USDT:USDT:4h (store ")
+    fold = res["folds"][0]
+    assert fold["test"][0].startswith("2025-04-")  # the second half of the bars after warm-up
+    assert math.isfinite(fold["test_default"]["long_partial_controls"])
+    engine = json.loads(out.read_text())["liqsignal"]["engine"]
+    assert engine["half_life_hours"] in (24.0, 48.0, 96.0)
