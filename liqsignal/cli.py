@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from liqsignal.cli_evaluate import add_yardstick_arguments
+from liqsignal.cli_evaluate import add_store_arguments, add_yardstick_arguments
 from liqsignal.cli_forecast import add_parsers as add_forecast_parsers
 from liqsignal.cli_liquidations import add_parsers as add_liquidation_parsers
 from liqsignal.cli_watch import add_parsers as add_watch_parsers
@@ -422,11 +422,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from liqsignal.cli_evaluate import print_yardstick, run_yardstick
 
     yard = run_yardstick(args, _load_engine_config(args.config))
-    if args.gate_only:
+    if args.gate_only or args.store_exchange:  # a stored market: the yardstick alone
         if args.json:
             print(json.dumps(yard, indent=2, default=str))
         else:
             print_yardstick(yard)
+            if args.store_exchange:
+                print(
+                    "(a stored market gets the yardstick and gate; the other checks use the "
+                    "bundled development file; fit its forecast with liqsignal fit --exchange)"
+                )
         return 1 if args.gate and not yard["gate"]["passed"] else 0
     from liqsignal.cli_evaluate import print_forecast, run_forecast
 
@@ -449,15 +454,66 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 1 if args.gate and not yard["gate"]["passed"] else 0
 
 
+def _cmd_realized_scale(args: argparse.Namespace) -> int:
+    """``calibrate --realized-scale``: the map's mass scaled by realized liquidations on
+    crossed levels, measured against the unscaled map; writes a ``realized_scale`` section."""
+    from liqsignal.cli_evaluate import store_dataset_from_args
+    from liqsignal.datasets import Dataset, load_datasets
+    from liqsignal.evaluate import load_coinglass
+    from liqsignal.realized_scale import compare, format_compare, load_realized_scale
+
+    folds = max(args.folds, 1)
+    stored = store_dataset_from_args(args, folds, args.warmup)
+    if stored is not None:
+        dss = [stored]
+    elif args.data:
+        df = load_coinglass(args.data, None if args.no_volume else args.volume)
+        dss = [Dataset(Path(args.data).stem, "BTC/USDT:USDT", "1h", df, f"user file {args.data}")]
+    else:
+        dss = load_datasets()
+    res = compare(
+        dss,
+        _load_engine_config(args.config),
+        load_realized_scale(args.config),
+        n_folds=folds,
+        warmup=args.warmup,
+    )
+    path = Path(args.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    section = {"liqsignal": {"realized_scale": res["scale"]}}
+    path.write_text(json.dumps(section, indent=2) + "\n", encoding="utf-8")
+    res["written"] = str(path)
+    if args.json:
+        print(json.dumps(res, indent=2, default=str))
+    else:
+        print(format_compare(res))
+        print(f"config written: {path} (liqsignal evaluate --config {path} scores with it)")
+    return 0
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Walk-forward fit of the free parameters; writes a ``liqsignal.engine`` section."""
+    if args.realized_scale:
+        return _cmd_realized_scale(args)
     from liqsignal.calibrate import calibrate
+    from liqsignal.cli_evaluate import store_dataset_from_args
     from liqsignal.evaluate import BUNDLED_COINGLASS, BUNDLED_VOLUME, load_coinglass
 
-    data = args.data or BUNDLED_COINGLASS
-    volume = None if args.no_volume else (args.volume or (None if args.data else BUNDLED_VOLUME))
-    df = load_coinglass(data, volume)
+    stored = store_dataset_from_args(args, args.folds, args.warmup)
+    data: Any
+    if stored is not None:
+        data, df = f"{stored.name} ({stored.source})", stored.frame
+    else:
+        data = args.data or BUNDLED_COINGLASS
+        volume = (
+            None if args.no_volume else (args.volume or (None if args.data else BUNDLED_VOLUME))
+        )
+        df = load_coinglass(data, volume)
     cfg = _load_engine_config(args.config)
+    if stored is not None:  # the grid and tiers of the stored market, as the yardstick does
+        from liqsignal.yardstick import market_config
+
+        cfg = market_config(cfg, stored.symbol, float(df["close"].iloc[0]))
     with _Progress(not args.json) as progress:
         task = progress.task("calibrate", 1)
         res = calibrate(
@@ -971,6 +1027,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", help="starting JSON config with a liqsignal.engine section")
     c.add_argument("--out", default="out/calibrated.json", help="where to write the section")
     c.add_argument("--json", action="store_true", help="print JSON")
+    add_store_arguments(c)
+    c.add_argument(
+        "--realized-scale",
+        action="store_true",
+        help="instead of the parameter search: scale the map's mass by the realized "
+        "liquidations on crossed levels (walk-forward) and measure it against the unscaled map",
+    )
     c.set_defaults(func=cmd_calibrate)
 
     m = sub.add_parser("map", help="clusters table and picture from stored data")

@@ -9,7 +9,52 @@ from typing import Any
 
 from liqsignal.exceptions import LiqsignalError
 
-__all__ = ["add_yardstick_arguments", "print_yardstick", "run_yardstick"]
+__all__ = [
+    "add_store_arguments",
+    "add_yardstick_arguments",
+    "print_yardstick",
+    "run_yardstick",
+    "store_dataset_from_args",
+]
+
+
+def add_store_arguments(p: Any, exchange_group: Any = None) -> None:
+    """``--exchange --pair --timeframe --datadir``: score or fit a market of the user's own
+    data folder (candles, open interest, funding and stored realized liquidations).
+    ``exchange_group``: a mutually exclusive group that ``--exchange`` joins (``fit``)."""
+    (exchange_group or p).add_argument(
+        "--exchange",
+        dest="store_exchange",
+        metavar="EXCHANGE",
+        help="a market of your data folder instead of the bundled data: its candles, open "
+        "interest, funding and stored realized liquidations (with --pair, --timeframe)",
+    )
+    p.add_argument("--pair", help="with --exchange: the market, e.g. BTC/USDT:USDT or BTC")
+    p.add_argument("--timeframe", default="1h", help="with --exchange: candle timeframe (1h)")
+    p.add_argument("--datadir", default="user_data/data", help="with --exchange: data folder")
+
+
+def store_dataset_from_args(args: argparse.Namespace, n_folds: int, warmup: int) -> Any:
+    """The dataset ``--exchange/--pair/--timeframe/--datadir`` name, or None without
+    ``--exchange``; ``LiqsignalError`` for a missing ``--pair``, for ``--data`` given too, or
+    (from :func:`liqsignal.datasets.store_dataset`) for a missing file or too little data."""
+    if not getattr(args, "store_exchange", None):
+        return None
+    from liqsignal.cli import normalize_market
+    from liqsignal.datasets import store_dataset
+
+    if getattr(args, "data", None):
+        raise LiqsignalError("give either --data FILE or --exchange with --pair, not both")
+    if not args.pair:
+        raise LiqsignalError("--exchange needs --pair (the market, e.g. BTC/USDT:USDT)")
+    return store_dataset(
+        args.datadir,
+        args.store_exchange,
+        normalize_market(args.pair),
+        args.timeframe,
+        n_folds=n_folds,
+        warmup=warmup,
+    )
 
 
 def add_yardstick_arguments(e: argparse.ArgumentParser) -> None:
@@ -48,12 +93,16 @@ def add_yardstick_arguments(e: argparse.ArgumentParser) -> None:
         "--forecast-plot", help="write the forecast's reliability diagram and AUC table (PNG)"
     )
     e.add_argument("--symbol", help="with --data: the file's market (default BTC/USDT:USDT)")
+    add_store_arguments(e)
 
 
 def _datasets(args: argparse.Namespace) -> list[Any]:
     from liqsignal.datasets import Dataset, load_datasets
     from liqsignal.evaluate import load_coinglass
 
+    stored = store_dataset_from_args(args, args.folds, args.warmup)
+    if stored is not None:
+        return [stored]
     if getattr(args, "data", None):
         volume = None if args.no_volume else args.volume
         df = load_coinglass(args.data, volume)
@@ -64,6 +113,7 @@ def _datasets(args: argparse.Namespace) -> list[Any]:
 
 def run_yardstick(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
     """Score the datasets and the gate; returns ``{"yardstick": ..., "gate": ...}``."""
+    from liqsignal.realized_scale import load_realized_scale
     from liqsignal.yardstick import gate, yardstick
 
     for name in ("boot", "n_random"):
@@ -81,6 +131,7 @@ def run_yardstick(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
         structure=not args.no_structure,
         n_shift=min(args.n_random, 300),
         fine=not args.no_fine,
+        realized_scale=load_realized_scale(getattr(args, "config", None)),
     )
     verdict = gate(report)
     return {
@@ -96,8 +147,8 @@ def run_yardstick(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
 
 def run_forecast(args: argparse.Namespace) -> dict[str, Any] | None:
     """The cascade forecast's walk-forward scores on the bundled datasets (None when skipped
-    or when a user's file is scored: the forecast needs its own realized data, `liqsignal fit`)."""
-    if args.no_forecast or getattr(args, "data", None):
+    or when a user's file or stored market is scored: fit it there with `liqsignal fit`)."""
+    if args.no_forecast or getattr(args, "data", None) or getattr(args, "store_exchange", None):
         return None
     from liqsignal.forecast import forecast_report, plot_forecast
 

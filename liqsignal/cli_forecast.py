@@ -41,6 +41,9 @@ def add_parsers(subparsers: Any) -> None:
     src = f.add_mutually_exclusive_group(required=True)
     src.add_argument("--bundled", action="store_true", help="the bundled btc_1h, btc_4h, eth_4h")
     src.add_argument("--data", help="CSV or Parquet with candles, OI and realized liquidations")
+    from liqsignal.cli_evaluate import add_store_arguments
+
+    add_store_arguments(f, src)
     f.add_argument(
         "--datasets", nargs="+", metavar="NAME", help="--bundled: only these (btc_1h btc_4h eth_4h)"
     )
@@ -147,15 +150,26 @@ def run_fit(args: argparse.Namespace) -> int:
             f" --datasets {' '.join(args.datasets)}" if args.datasets else ""
         )
     else:
-        frame = read_user_data(args.data)
-        name = args.name or Path(args.data).stem
-        feats = compute_features(frame, fc.market_config(engine, args.symbol))
+        from liqsignal.cli_evaluate import store_dataset_from_args
+
+        stored = store_dataset_from_args(args, args.folds, 200)
+        if stored is not None:  # realized NaN where unknown: those targets stay unknown
+            frame, symbol, file = stored.frame, stored.symbol, stored.source
+            name = args.name or stored.name
+            source = (
+                f"liqsignal fit --exchange {args.store_exchange} --pair {symbol} "
+                f"--timeframe {args.timeframe}"
+            )
+        else:
+            frame, symbol, file = read_user_data(args.data), args.symbol, str(args.data)
+            name = args.name or Path(args.data).stem
+            source = f"liqsignal fit --data {args.data}"
+        feats = compute_features(frame, fc.market_config(engine, symbol))
         data = [(name, frame, feats)]
         d = frame["date"]
-        training = [{"name": name, "symbol": args.symbol, "file": str(args.data),
+        training = [{"name": name, "symbol": symbol, "file": file,
                      "span": f"{d.iloc[0]:%Y-%m-%d} -> {d.iloc[-1]:%Y-%m-%d}",
                      "rows": len(frame)}]  # fmt: skip
-        source = f"liqsignal fit --data {args.data}"
     report = None
     if args.report or args.plot or args.out:
         report = fc.forecast_report(

@@ -34,7 +34,7 @@ from typing import Any
 
 import pandas as pd
 
-from liqsignal.data.liquidations import LiquidationStore, make_events, normalise_side
+from liqsignal.data.liquidations import LiquidationStore, make_events, normalise_side, to_utc_ms
 from liqsignal.exceptions import ConfigError, CorruptFileError, InputError, LiqsignalError
 
 __all__ = ["add_parsers", "import_liquidations", "run_import"]
@@ -68,18 +68,7 @@ def read_table(path: Path) -> pd.DataFrame:
 
 
 def _times(df: pd.DataFrame, col: str, what: str) -> pd.Series:
-    values = df[col]
-    try:
-        if pd.api.types.is_numeric_dtype(values):
-            out = pd.to_datetime(values, unit="ms", utc=True)
-        else:
-            out = pd.to_datetime(values, utc=True, format="mixed")
-    except (ValueError, TypeError, OverflowError) as e:
-        raise InputError(f"{what}: column {col!r} has a value that is not a time: {e}") from e
-    bad = out.isna().to_numpy()
-    if bad.any():
-        raise InputError(f"{what}: column {col!r} is empty at row {int(bad.argmax())}")
-    return out.dt.as_unit("ms")
+    return to_utc_ms(df[col], f"{what}: column {col!r}")
 
 
 def _numbers(df: pd.DataFrame, col: str, what: str) -> pd.Series:

@@ -19,6 +19,12 @@ open_interest_value, funding_rate``) plus ``realized_long_usd`` / ``realized_sho
 USD of longs / shorts liquidated in the bar). Rows are bars labelled by open time; the OI is
 the value at the bar's end (known at its close).
 
+:func:`store_dataset` builds the same kind of dataset for any exchange and market from a
+Freqtrade-layout data folder: candles, open interest and funding from the store, realized
+liquidations from the liquidation store (:mod:`liqsignal.data.liquidations`); bars whose
+realized liquidations are unknown (no coverage, a gap a stream recorded) stay NaN there and
+every score leaves them out.
+
 Walk-forward folds (:func:`walk_forward_folds`) split a dataset by time into an expanding
 training window and the next block as test; :func:`cascade_onsets` marks the first bar of a
 run of bars whose realized side liquidations exceed the trailing 98th percentile of the
@@ -43,6 +49,8 @@ __all__ = [
     "cascade_onsets",
     "load_dataset",
     "load_datasets",
+    "min_bars",
+    "store_dataset",
     "trailing_quantile",
     "walk_forward_folds",
 ]
@@ -119,7 +127,7 @@ def walk_forward_folds(n_bars: int, n_folds: int = 3, warmup: int = 200) -> list
     if block < 20:
         raise InputError(
             f"walk_forward_folds: {n_bars} bars with a warm-up of {warmup} is too few for "
-            f"{n_folds} folds (need at least {warmup + 20 * (n_folds + 1)})"
+            f"{n_folds} folds (need at least {min_bars(n_folds, warmup)})"
         )
     folds = []
     for k in range(n_folds):
@@ -127,6 +135,11 @@ def walk_forward_folds(n_bars: int, n_folds: int = 3, warmup: int = 200) -> list
         stop = n_bars if k == n_folds - 1 else start + block
         folds.append(Fold(index=k + 1, train=slice(warmup, start), test=slice(start, stop)))
     return folds
+
+
+def min_bars(n_folds: int = 3, warmup: int = 200) -> int:
+    """Fewest bars :func:`walk_forward_folds` accepts: the warm-up and 20 per block."""
+    return warmup + 20 * (n_folds + 1)
 
 
 def trailing_quantile(x: np.ndarray, q: float, min_history: int) -> np.ndarray:
@@ -142,14 +155,17 @@ def cascade_onsets(
     realized: np.ndarray, *, q: float = 0.98, min_history: int = 200
 ) -> tuple[np.ndarray, np.ndarray]:
     """First bars of cascade runs: realized side liquidations above the trailing ``q`` quantile
-    of the market's own past bars (``min_history`` of them at least), the bar before not above
-    its own threshold. Returns ``(onset, cascade_bar)`` boolean arrays."""
+    of the market's own past bars (``min_history`` of them at least), the bar before known and
+    not above its own threshold. A bar whose realized value is NaN (unknown) is never a
+    cascade bar, and the bar after it is no onset (it may continue a run that bar hid).
+    Returns ``(onset, cascade_bar)`` boolean arrays."""
     r = np.asarray(realized, dtype=np.float64)
     thr = trailing_quantile(r, q, min_history)
     with np.errstate(invalid="ignore"):
         bar = np.isfinite(thr) & np.isfinite(r) & (r > thr)
     prev = np.concatenate([[False], bar[:-1]])
-    return bar & ~prev, bar
+    prev_known = np.concatenate([[True], np.isfinite(r[:-1])])
+    return bar & ~prev & prev_known, bar
 
 
 # ------------------------------------------------------------------------------------------
@@ -254,3 +270,128 @@ def load_dataset(name: str) -> Dataset:
 def load_datasets(names: Iterable[str] | None = None) -> list[Dataset]:
     """Several bundled datasets (all of them by default)."""
     return [load_dataset(n) for n in (names or DATASET_NAMES)]
+
+
+# ------------------------------------------------------------------------------------------
+# a user's market from the store
+# ------------------------------------------------------------------------------------------
+
+_OI_COLS = ["open_interest_amount", "open_interest_value"]
+FUNDING_TF = "1h"  # the store keeps funding under Freqtrade's funding_fee_timeframe
+
+
+def _stored_oi_timeframe(store: object, exchange: str, pair: str, timeframe: str) -> str | None:
+    """The open-interest file to use for candles of ``timeframe``: the same timeframe, else
+    the coarsest stored one that divides it (5m OI for 1h candles); None when none is stored."""
+    from liqsignal.data.liquidations import divisor_file
+    from liqsignal.data.store import FeatherStore
+    from liqsignal.data.timeline import timeframe_seconds
+
+    assert isinstance(store, FeatherStore)
+    path = store.path(exchange, pair, timeframe, "open_interest")
+    if path.is_file():
+        return timeframe
+    best = divisor_file(path.parent, pair, "open_interest", 1000 * timeframe_seconds(timeframe))
+    return None if best is None else best[1]
+
+
+def store_dataset(
+    datadir: str | Path,
+    exchange: str,
+    pair: str,
+    timeframe: str = "1h",
+    *,
+    n_folds: int = 3,
+    warmup: int = 200,
+    name: str | None = None,
+    fine_timeframe: str | None = "1h",
+) -> Dataset:
+    """One market's dataset from a Freqtrade-layout data folder (``user_data/data``).
+
+    Read from ``<datadir>/<exchange>/futures/``: candles ``<PAIR>-<tf>-futures.feather``; open
+    interest ``<PAIR>-<tf>-open_interest.feather`` (or a finer stored timeframe dividing
+    ``tf``), a row dated D known at D + its timeframe; funding ``<PAIR>-1h-funding_rate.feather``
+    (optional: NaN without it); realized liquidations from the liquidation store
+    (``futures/liqsignal/<PAIR>-<tf>-liquidations.feather``, or the bars built from stored
+    events and their covered spans, see :meth:`LiquidationStore.bars`). OI and funding are
+    merged point in time (:func:`liqsignal.data.timeline.merge_point_in_time`); candles before
+    the first known OI are dropped (the map cannot run there). Bars whose realized liquidations
+    are unknown keep their candles (the map needs every bar) with ``realized_*_usd`` NaN.
+    When ``timeframe`` is coarser than ``fine_timeframe`` and that candle file is stored, its
+    candles are the dataset's finer candles (as the bundled 4h sets carry 1h candles).
+
+    Raises :class:`InputError` naming the missing file, or how many bars have candles, OI and
+    realized liquidations known against the ``min_bars(n_folds, warmup)`` the folds need.
+    """
+    from liqsignal.data.liquidations import LiquidationStore, realized_from_store
+    from liqsignal.data.store import FeatherStore
+    from liqsignal.data.timeline import merge_point_in_time, timeframe_seconds
+
+    store = FeatherStore(datadir)
+    where = f"{exchange} {pair} {timeframe}"
+    cpath = store.path(exchange, pair, timeframe, "futures")
+    candles = store.read(exchange, pair, timeframe, "futures")
+    if candles.empty:
+        raise InputError(f"{where}: no candles stored: {cpath} is missing or empty")
+    oi_tf = _stored_oi_timeframe(store, exchange, pair, timeframe)
+    oi = store.read(exchange, pair, oi_tf, "open_interest") if oi_tf else None
+    if oi is None or oi.dropna(subset=_OI_COLS, how="all").empty:
+        raise InputError(
+            f"{where}: no open interest stored: "
+            f"{store.path(exchange, pair, timeframe, 'open_interest')} (or a finer timeframe "
+            "dividing it) is missing or empty; the map and its controls need it "
+            f"(liqsignal download -m {pair} -e {exchange} -t {timeframe} "
+            "--candle-types open_interest)"
+        )
+    df = candles.loc[:, ["date", "open", "high", "low", "close", "volume"]]
+    df = merge_point_in_time(df, oi, _OI_COLS, timeframe=timeframe, other_timeframe=str(oi_tf))
+    if df["open_interest_value"].isna().all():
+        df["open_interest_value"] = df["open_interest_amount"] * df["close"]
+    else:
+        df = df.drop(columns=["open_interest_amount"])
+    funding = store.read(exchange, pair, FUNDING_TF, "funding_rate")
+    df = merge_point_in_time(
+        df, funding, ["funding_rate"], timeframe=timeframe, other_timeframe=FUNDING_TF
+    )
+    df = df[np.isfinite(df["open_interest_value"].to_numpy(dtype=np.float64))]
+    df = df.reset_index(drop=True)
+
+    lstore = LiquidationStore(datadir)
+    real = realized_from_store(datadir, exchange, pair, timeframe)
+    if real.empty:
+        raise InputError(
+            f"{where}: no realized liquidations stored: neither "
+            f"{lstore.bars_path(exchange, pair, timeframe)} nor "
+            f"{lstore.events_path(exchange, pair)} with covered spans "
+            f"({lstore.spans_path(exchange, pair)}); see liqsignal watch, download "
+            "--liquidations, import-liquidations"
+        )
+    # NaN where the store has no bar: outside the stored span, as unknown as a gap
+    df = df.merge(real, on="date", how="left")
+    known = int(
+        (np.isfinite(df["realized_long_usd"]) & np.isfinite(df["realized_short_usd"])).sum()
+    )
+    need = min_bars(n_folds, warmup)
+    if len(df) < need or known < need - warmup:
+        raise InputError(
+            f"{where}: too little data: {len(df)} bars with candles and open interest, {known} "
+            f"of them with realized liquidations known ({len(df) - known} unknown: no coverage "
+            f"or a recorded gap); {n_folds} folds after a warm-up of {warmup} need at least "
+            f"{need} bars, {need - warmup} of them known (candles {cpath}, realized "
+            f"{lstore.bars_path(exchange, pair, timeframe)})"
+        )
+    fine = None
+    if fine_timeframe and timeframe_seconds(fine_timeframe) < timeframe_seconds(timeframe):
+        f = store.read(exchange, pair, fine_timeframe, "futures")
+        if len(f):
+            tf = pd.Timedelta(seconds=timeframe_seconds(timeframe))
+            d = f["date"]
+            span = (d >= df["date"].iloc[0]) & (d < df["date"].iloc[-1] + tf)
+            fine = f.loc[span, ["date", "open", "high", "low", "close", "volume"]]
+            fine = fine.reset_index(drop=True)
+    src = (
+        f"store {datadir}: {exchange} candles, OI ({oi_tf}), "
+        f"{'no funding' if funding.empty else 'funding'}, realized liquidations "
+        f"({known} of {len(df)} bars known)"
+    )
+    return Dataset(name or f"{exchange}:{pair}:{timeframe}", pair, timeframe, df, src, fine)

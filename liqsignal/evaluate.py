@@ -122,22 +122,12 @@ def baseline_predictions(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"base_long_usd": long_, "base_short_usd": short}, index=df.index)
 
 
-def _ranks(a: np.ndarray) -> np.ndarray:
-    return pd.Series(a).rank(method="average").to_numpy()
-
-
 def spearman(a: np.ndarray | pd.Series, b: np.ndarray | pd.Series) -> float:
-    """Spearman rank correlation (average ranks for ties); NaN pairs are excluded."""
-    x = np.asarray(a, dtype=np.float64)
-    y = np.asarray(b, dtype=np.float64)
-    ok = np.isfinite(x) & np.isfinite(y)
-    if ok.sum() < 3:
-        return math.nan
-    rx = _ranks(x[ok])
-    ry = _ranks(y[ok])
-    if rx.std() == 0 or ry.std() == 0:
-        return math.nan
-    return float(np.corrcoef(rx, ry)[0, 1])
+    """Spearman rank correlation (average ranks for ties); NaN pairs are excluded (NaN when
+    fewer than 3 pairs or a constant): the yardstick's ``spearman_fast``."""
+    from liqsignal.yardstick import spearman_fast
+
+    return spearman_fast(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
 
 
 def partial_spearman(model: np.ndarray, real: np.ndarray, base: np.ndarray) -> float:

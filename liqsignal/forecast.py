@@ -286,8 +286,9 @@ def cascade_targets(
     realized: np.ndarray, horizon: int, *, q: float = 0.98, min_history: int = 200
 ) -> np.ndarray:
     """1.0 where a cascade onset falls in bars t+1..t+horizon, 0.0 where none does, NaN where
-    that is not known (the last ``horizon`` bars, and bars whose window starts before the
-    onset threshold exists)."""
+    that is not known (the last ``horizon`` bars, bars whose window starts before the onset
+    threshold exists, and windows without an onset that hold a bar whose realized value is
+    NaN, unknown, or follows one)."""
     from liqsignal.datasets import cascade_onsets, trailing_quantile
 
     r = np.asarray(realized, dtype=np.float64)
@@ -296,9 +297,15 @@ def cascade_targets(
     n = len(r)
     y = np.full(n, np.nan)
     c = np.concatenate([[0], np.cumsum(onset.astype(np.int64))])
+    # a bar can be no onset for sure only when it and the bar before it are known
+    sure = np.isfinite(r) & np.concatenate([[True], np.isfinite(r[:-1])])
+    u = np.concatenate([[0], np.cumsum((~sure).astype(np.int64))])
     for t in range(n - horizon):
         if known[t + 1]:
-            y[t] = 1.0 if c[t + horizon + 1] - c[t + 1] > 0 else 0.0
+            if c[t + horizon + 1] - c[t + 1] > 0:
+                y[t] = 1.0
+            elif u[t + horizon + 1] - u[t + 1] == 0:
+                y[t] = 0.0
     return y
 
 

@@ -39,6 +39,12 @@ from liqsignal.config import MapConfig
 from liqsignal.datasets import Dataset, Fold, cascade_onsets, load_datasets, walk_forward_folds
 from liqsignal.evaluate import _excursions
 from liqsignal.exceptions import InputError
+from liqsignal.realized_scale import (
+    RealizedScaleConfig,
+    apply_realized_scale,
+    crossed_bars,
+    level_calibration,
+)
 
 __all__ = [
     "CONTROL_NAMES",
@@ -87,7 +93,8 @@ def ranks(a: np.ndarray) -> np.ndarray:
 
 
 def spearman_fast(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman rank correlation of finite pairs (NaN when fewer than 3 or a constant)."""
+    """Spearman rank correlation of finite pairs (NaN when fewer than 3 or a constant), in
+    [-1, 1]."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     ok = np.isfinite(x) & np.isfinite(y)
@@ -99,7 +106,8 @@ def spearman_fast(x: np.ndarray, y: np.ndarray) -> float:
     sy = ry.std()
     if sx == 0 or sy == 0:
         return math.nan
-    return float(np.mean((rx - rx.mean()) * (ry - ry.mean())) / (sx * sy))
+    r = float(np.mean((rx - rx.mean()) * (ry - ry.mean())) / (sx * sy))
+    return min(1.0, max(-1.0, r))  # rounding may leave |r| a hair above 1
 
 
 def partial_rank(model: np.ndarray, real: np.ndarray, controls: np.ndarray) -> float:
@@ -214,25 +222,22 @@ def control_predictors(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     poi = _prev_oi_usd(df)
     rng = (h - lo) / pc * poi
     vol_range = v * (h - lo) / c
-    long_ = pd.DataFrame(
-        {
-            "move_oi": np.maximum(0.0, pc - lo) / pc * poi,
-            "extreme_oi": np.maximum(0.0, pl - lo) / pc * poi,
-            "range_oi": rng,
-            "volume_range": vol_range,
-        },
-        index=df.index,
-    )
-    short = pd.DataFrame(
-        {
-            "move_oi": np.maximum(0.0, h - pc) / pc * poi,
-            "extreme_oi": np.maximum(0.0, h - ph) / pc * poi,
-            "range_oi": rng,
-            "volume_range": vol_range,
-        },
-        index=df.index,
-    )
-    return {"long": long_, "short": short}
+
+    def side(move: np.ndarray, extreme: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "move_oi": move / pc * poi,
+                "extreme_oi": extreme / pc * poi,
+                "range_oi": rng,
+                "volume_range": vol_range,
+            },
+            index=df.index,
+        )
+
+    return {
+        "long": side(np.maximum(0.0, pc - lo), np.maximum(0.0, pl - lo)),
+        "short": side(np.maximum(0.0, h - pc), np.maximum(0.0, h - ph)),
+    }
 
 
 def model_parts(features: pd.DataFrame, side: str) -> dict[str, np.ndarray]:
@@ -588,6 +593,26 @@ def _seed_claims(
 # ------------------------------------------------------------------------------------------
 
 
+def _levels(
+    df: pd.DataFrame, variants: dict[str, pd.DataFrame], folds: list[Fold], warmup: int
+) -> dict[str, Any]:
+    """Level calibration per side (``liqsignal.realized_scale.level_calibration``): predicted
+    against realized USD on the bars that crossed standing levels, all bars after the warm-up
+    and each fold's test block, per variant of the features (the map; scaled)."""
+    out: dict[str, Any] = {}
+    for side in SIDES:
+        real = df[f"realized_{side}_usd"].to_numpy(dtype=np.float64)
+        crossed = crossed_bars(variants["map"], side)
+        out[side] = {}
+        for name, feats in variants.items():
+            pred = feats[f"liq_pred_{side}_usd"].to_numpy(dtype=np.float64)
+            out[side][name] = {
+                "all": level_calibration(pred, real, crossed, slice(warmup, len(df))),
+                "folds": [level_calibration(pred, real, crossed, f.test) for f in folds],
+            }
+    return out
+
+
 def market_config(cfg: MapConfig, symbol: str, price: float) -> MapConfig:
     """``cfg`` for one market: its symbol, and the grid ``MapConfig.auto_grid_for`` gives at its
     price (a 5 bps relative grid when an absolute step does not suit the price)."""
@@ -633,12 +658,21 @@ def score_dataset(
     seed: int = 0,
     structure: bool = True,
     fine: bool = True,
+    realized_scale: RealizedScaleConfig | None = None,
 ) -> dict[str, Any]:
     """Every figure of the yardstick for one dataset (JSON-ready dict). ``fine``: build the
-    map from the dataset's finer candles where it has them (and add the path-aware controls)."""
+    map from the dataset's finer candles where it has them (and add the path-aware controls).
+    ``realized_scale`` (when enabled): every figure scores the map scaled by the realized
+    liquidations of earlier crossed bars (``liqsignal.realized_scale``); ``levels`` then has
+    the unscaled map's level calibration beside the scaled one."""
     cfg = config or MapConfig()
     df = ds.frame
     features = _features(ds, cfg, fine)
+    raw = features
+    scaled = realized_scale is not None and realized_scale.enabled
+    if scaled:
+        assert realized_scale is not None
+        features = apply_realized_scale(features, df, realized_scale)
     ctrls = _controls(ds, fine)
     folds = walk_forward_folds(len(df), n_folds=n_folds, warmup=warmup)
     res: dict[str, Any] = {
@@ -652,7 +686,13 @@ def score_dataset(
         "fine_candles": bool(fine and ds.fine is not None),
         "controls": list(ctrls["long"].columns),
         "per_bar": _bar_scores(df, features, ctrls, folds, warmup, boot, seed),
+        "levels": _levels(
+            df, {"map": raw, **({"scaled": features} if scaled else {})}, folds, warmup
+        ),
     }
+    if scaled:
+        assert realized_scale is not None
+        res["realized_scale"] = realized_scale.to_dict()
     if structure:
         res["touches"] = _touches(df, features, warmup, horizon_touch, n_shift, seed)
         res["armed"] = _armed(df, features, warmup, horizon_armed, n_shift, seed)
@@ -782,6 +822,24 @@ def format_report(report: dict[str, Any]) -> str:
                     f"standing {_f(pp['standing'])}; gain liq_pred {_f(g['liq_pred'], '+.3f')} "
                     f"standing {_f(g['standing'], '+.3f')}"
                 )
+        if "levels" in d:
+            lv = d["levels"]
+            lines.append(
+                "levels: realized / predicted USD on bars that crossed standing levels (1 = "
+                "calibrated) and the median |ln(realized / predicted)| per bar, after warm-up"
+                + (
+                    "; scaled: the map's mass times the realized scale of earlier bars"
+                    if "realized_scale" in d
+                    else ""
+                )
+            )
+            for side in SIDES:
+                cells = [
+                    f"{name} ratio {_f(v['all']['ratio'])} log error {_f(v['all']['log_error'])} "
+                    f"({v['all']['crossed_bars']} bars)"
+                    for name, v in lv[side].items()
+                ]
+                lines.append(f"  {side:<5} " + "; ".join(cells))
         if "touches" in d:
             t = d["touches"]
             lines.append(

@@ -18,7 +18,7 @@ LAYERS: dict[str, int] = {
     "features": 3, "engine": 3, "guards": 3, "clusters": 3,
     "data": 4, "replay": 5,
     "datasets": 6, "finebars": 6, "yardstick": 6, "evaluate": 6, "forecast": 6, "calibrate": 6,
-    "sweep": 6, "guard_report": 6, "plot": 6, "plot_html": 6, "realized": 6,
+    "sweep": 6, "guard_report": 6, "plot": 6, "plot_html": 6, "realized_scale": 6,
     "alerts": 7,
     "freqtrade": 8, "columns": 8, "guard_mixin": 8, "freqai": 8, "column_cache": 8,
     "cli": 9, "cli_evaluate": 9, "cli_forecast": 9, "cli_watch": 9, "cli_liquidations": 9,

@@ -79,14 +79,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.feather as pa_feather
 
 from liqsignal.data.store import (
-    DIGEST_KEY,
     FeatherStore,
     MergeResult,
-    _digest,
     pair_to_filename,
+    read_checked_feather,
     write_atomic,
 )
 from liqsignal.exceptions import ConfigError, CorruptFileError, InputError
@@ -381,7 +379,7 @@ def make_events(
     df = df.loc[:, EVENT_COLUMNS].reset_index(drop=True)
     if df.empty:
         return _empty_events()
-    df["timestamp"] = _to_utc_ms(df["timestamp"], f"{what}: column 'timestamp'")
+    df["timestamp"] = to_utc_ms(df["timestamp"], f"{what}: column 'timestamp'")
     for col in ("exchange", "symbol"):
         bad = df[col].isna() | (df[col].astype(str) == "")
         if bad.any():
@@ -413,7 +411,9 @@ def make_events(
     return df
 
 
-def _to_utc_ms(values: pd.Series, what: str) -> pd.Series:
+def to_utc_ms(values: pd.Series, what: str) -> pd.Series:
+    """Epoch ms or date strings as datetime64[ms, UTC]; InputError naming ``what`` and the
+    row of a value that is not a time or is empty."""
     try:
         if pd.api.types.is_numeric_dtype(values):
             out = pd.to_datetime(values, unit="ms", utc=True)
@@ -475,32 +475,30 @@ def _read_feather(path: Path, columns: list[str]) -> pd.DataFrame | None:
     """A stored file's frame (None when absent), its checksum checked as the store does."""
     if not path.exists():
         return None
-    try:
-        table = pa_feather.read_table(path)
-        raw = table.to_pandas()
-    except Exception as e:  # pyarrow raises many types for a damaged file
-        raise CorruptFileError(f"{path}: cannot be read as feather ({e}); left in place") from e
-    stored = (table.schema.metadata or {}).get(DIGEST_KEY)
-    if stored is not None and stored.decode("ascii", "replace") != _digest(raw):
-        raise CorruptFileError(
-            f"{path}: content does not match the checksum written with it (a damaged file); "
-            "left in place"
-        )
+    raw = read_checked_feather(path)
     missing = [c for c in columns if c not in raw.columns]
     if missing:
         raise CorruptFileError(f"{path}: missing column(s) {missing}; file left in place")
     return raw
 
 
-def read_events_file(path: Path) -> pd.DataFrame:
-    """One events file (sorted, checked); an empty frame when absent; CorruptFileError if bad."""
-    raw = _read_feather(path, EVENT_COLUMNS)
+def _read_checked(path: Path, columns: list[str], empty: Any, normalise: Any) -> pd.DataFrame:
+    """``normalise(raw, str(path))`` of a stored file, ``empty()`` when absent; a file that
+    does not pass raises CorruptFileError (left in place)."""
+    raw = _read_feather(path, columns)
     if raw is None:
-        return _empty_events()
+        return empty()  # type: ignore[no-any-return]
     try:
-        df = make_events(raw, what=str(path))
+        return normalise(raw, str(path))  # type: ignore[no-any-return]
     except InputError as e:
         raise CorruptFileError(f"{e}; file left in place") from e
+
+
+def read_events_file(path: Path) -> pd.DataFrame:
+    """One events file (sorted, checked); an empty frame when absent; CorruptFileError if bad."""
+    df = _read_checked(
+        path, EVENT_COLUMNS, _empty_events, lambda raw, what: make_events(raw, what=what)
+    )
     if not df["timestamp"].is_monotonic_increasing:
         df = df.sort_values(["timestamp", "id"], kind="stable").reset_index(drop=True)
     return df
@@ -508,13 +506,7 @@ def read_events_file(path: Path) -> pd.DataFrame:
 
 def read_bars_file(path: Path) -> pd.DataFrame:
     """One per-bar file (sorted, checked); an empty frame when absent; CorruptFileError if bad."""
-    raw = _read_feather(path, BAR_COLUMNS)
-    if raw is None:
-        return _empty_bars()
-    try:
-        return _normalise_bars(raw, str(path))
-    except InputError as e:
-        raise CorruptFileError(f"{e}; file left in place") from e
+    return _read_checked(path, BAR_COLUMNS, _empty_bars, _normalise_bars)
 
 
 class LiquidationStore:
@@ -599,8 +591,8 @@ class LiquidationStore:
             out = pd.DataFrame(
                 {
                     "kind": raw["kind"].astype(str),
-                    "start": _to_utc_ms(raw["start"], f"{path}: column 'start'"),
-                    "end": _to_utc_ms(raw["end"], f"{path}: column 'end'"),
+                    "start": to_utc_ms(raw["start"], f"{path}: column 'start'"),
+                    "end": to_utc_ms(raw["end"], f"{path}: column 'end'"),
                 }
             )
         except InputError as e:
@@ -685,19 +677,10 @@ class LiquidationStore:
         """Sums of the coarsest stored per-bar file whose timeframe divides ``tf_ms`` (Gate's
         5m sums for 1h candles); a bar is NaN unless all of its sub-bars are known."""
         folder = self.folder(exchange)
-        prefix = f"{pair_to_filename(symbol)}-"
-        best: tuple[int, Path] | None = None
-        for path in folder.glob(f"{prefix}*-liquidations.feather"):
-            tf = path.name[len(prefix) : -len("-liquidations.feather")].replace("Mo", "M")
-            try:
-                ms = _tf_ms(tf)
-            except ConfigError:
-                continue
-            if ms < tf_ms and tf_ms % ms == 0 and (best is None or ms > best[0]):
-                best = (ms, path)
+        best = divisor_file(folder, symbol, "liquidations", tf_ms)
         if best is None:
             return _empty_bars()
-        fine_ms, path = best
+        fine_ms, _, path = best
         fine = read_bars_file(path)
         if fine.empty:
             return fine
@@ -785,6 +768,23 @@ class LiquidationStore:
                 cur[pos[keep]] = vals[keep, j]
                 out[col] = cur
         return out
+
+
+def divisor_file(folder: Path, symbol: str, kind: str, tf_ms: int) -> tuple[int, str, Path] | None:
+    """The stored ``<PAIR>-<tf>-<kind>.feather`` in ``folder`` of the coarsest timeframe finer
+    than ``tf_ms`` that divides it, as ``(its ms, its timeframe, path)``; None when none is."""
+    prefix = f"{pair_to_filename(symbol)}-"
+    suffix = f"-{kind}.feather"
+    best: tuple[int, str, Path] | None = None
+    for path in folder.glob(f"{prefix}*{suffix}"):
+        tf = path.name[len(prefix) : -len(suffix)].replace("Mo", "M")
+        try:
+            ms = _tf_ms(tf)
+        except ConfigError:
+            continue
+        if ms < tf_ms and tf_ms % ms == 0 and (best is None or ms > best[0]):
+            best = (ms, tf, path)
+    return best
 
 
 def _inside(bar_start: np.ndarray, bar_end: np.ndarray, spans: pd.DataFrame) -> np.ndarray:
@@ -879,7 +879,7 @@ def _normalise_bars(df: pd.DataFrame, what: str) -> pd.DataFrame:
     out = df.loc[:, BAR_COLUMNS].reset_index(drop=True)
     if out.empty:
         return _empty_bars()
-    out["date"] = _to_utc_ms(out["date"], f"{what}: column 'date'")
+    out["date"] = to_utc_ms(out["date"], f"{what}: column 'date'")
     for col in BAR_COLUMNS[1:]:
         try:
             vals = pd.to_numeric(out[col], errors="raise").astype("float64")

@@ -339,11 +339,10 @@ def _empty(candle_type: str) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
-def read_file(path: Path, candle_type: str) -> pd.DataFrame:
-    """Read one stored file: sorted, normalized; empty frame if absent; CorruptFileError if bad."""
-    _check_candle_type(candle_type)
-    if not path.exists():
-        return _empty(candle_type)
+def read_checked_feather(path: Path) -> pd.DataFrame:
+    """A feather file's frame, its SHA-256 checked against the one liqsignal wrote into its
+    schema metadata (files without one, e.g. Freqtrade's, are read unchecked);
+    CorruptFileError naming the path when it cannot be read or does not match."""
     try:
         table = pa_feather.read_table(path)
         raw = table.to_pandas()
@@ -355,6 +354,15 @@ def read_file(path: Path, candle_type: str) -> pd.DataFrame:
             f"{path}: content does not match the checksum written with it (a damaged file); "
             "left in place"
         )
+    return raw
+
+
+def read_file(path: Path, candle_type: str) -> pd.DataFrame:
+    """Read one stored file: sorted, normalized; empty frame if absent; CorruptFileError if bad."""
+    _check_candle_type(candle_type)
+    if not path.exists():
+        return _empty(candle_type)
+    raw = read_checked_feather(path)
     if (
         candle_type == "funding_rate"
         and "funding_rate" not in raw.columns
