@@ -18,6 +18,7 @@ from liqsignal.cli_forecast import add_parsers as add_forecast_parsers
 from liqsignal.cli_liquidations import add_parsers as add_liquidation_parsers
 from liqsignal.cli_watch import add_parsers as add_watch_parsers
 from liqsignal.exceptions import ConfigError, LiqsignalError
+from liqsignal.markets import normalize_market
 
 __all__ = ["main"]
 
@@ -54,26 +55,6 @@ def _load_engine_config(path: str | None) -> Any:
 
 
 #: Quote currencies recognised at the end of a compact market name (``BTCUSDT``).
-_QUOTES = ("USDT", "USDC", "USD")
-
-
-def normalize_market(market: str) -> str:
-    """``btc``, ``BTCUSDT``, ``BTC/USDT`` and ``btc/usdt:usdt`` all mean ``BTC/USDT:USDT``
-    (linear perpetual, settled in its quote)."""
-    m = market.strip().upper()
-    if not m or any(ch.isspace() for ch in m):
-        raise ConfigError(f"market {market!r}: expected e.g. BTC, BTCUSDT or BTC/USDT:USDT")
-    if "/" in m:
-        base, _, rest = m.partition("/")
-        quote, _, settle = rest.partition(":")
-        quote = quote or "USDT"
-        return f"{base}/{quote}:{settle or quote}"
-    for q in _QUOTES:
-        if m.endswith(q) and len(m) > len(q):
-            return f"{m[: -len(q)]}/{q}:{q}"
-    return f"{m}/USDT:USDT"
-
-
 def _positive_int(text: str) -> int:
     try:
         v = int(text)
@@ -268,14 +249,8 @@ def _event_evaluations(args: argparse.Namespace, progress: _Progress) -> dict[st
 
 
 def _evaluation(args: argparse.Namespace, progress: _Progress | None = None) -> dict[str, Any]:
-    from liqsignal.evaluate import (
-        BUNDLED_COINGLASS,
-        BUNDLED_VOLUME,
-        evaluate_armed,
-        evaluate_bars,
-        evaluate_touches,
-        load_coinglass,
-    )
+    from liqsignal.datasets import BUNDLED_COINGLASS, BUNDLED_VOLUME, load_coinglass
+    from liqsignal.evaluate import evaluate_armed, evaluate_bars, evaluate_touches
     from liqsignal.features import compute_features
 
     progress = progress or _Progress(False)
@@ -457,10 +432,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_realized_scale(args: argparse.Namespace) -> int:
     """``calibrate --realized-scale``: the map's mass scaled by realized liquidations on
     crossed levels, measured against the unscaled map; writes a ``realized_scale`` section."""
+    from liqsignal.calibrate import compare_realized_scale, format_realized_scale
     from liqsignal.cli_evaluate import store_dataset_from_args
     from liqsignal.datasets import Dataset, load_datasets
     from liqsignal.evaluate import load_coinglass
-    from liqsignal.realized_scale import compare, format_compare, load_realized_scale
+    from liqsignal.realized_scale import load_realized_scale
 
     folds = max(args.folds, 1)
     stored = store_dataset_from_args(args, folds, args.warmup)
@@ -471,7 +447,7 @@ def _cmd_realized_scale(args: argparse.Namespace) -> int:
         dss = [Dataset(Path(args.data).stem, "BTC/USDT:USDT", "1h", df, f"user file {args.data}")]
     else:
         dss = load_datasets()
-    res = compare(
+    res = compare_realized_scale(
         dss,
         _load_engine_config(args.config),
         load_realized_scale(args.config),
@@ -486,7 +462,7 @@ def _cmd_realized_scale(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(res, indent=2, default=str))
     else:
-        print(format_compare(res))
+        print(format_realized_scale(res))
         print(f"config written: {path} (liqsignal evaluate --config {path} scores with it)")
     return 0
 
@@ -497,7 +473,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         return _cmd_realized_scale(args)
     from liqsignal.calibrate import calibrate
     from liqsignal.cli_evaluate import store_dataset_from_args
-    from liqsignal.evaluate import BUNDLED_COINGLASS, BUNDLED_VOLUME, load_coinglass
+    from liqsignal.datasets import BUNDLED_COINGLASS, BUNDLED_VOLUME, load_coinglass
 
     stored = store_dataset_from_args(args, args.folds, args.warmup)
     data: Any

@@ -40,8 +40,8 @@ def store_dataset_from_args(args: argparse.Namespace, n_folds: int, warmup: int)
     (from :func:`liqsignal.datasets.store_dataset`) for a missing file or too little data."""
     if not getattr(args, "store_exchange", None):
         return None
-    from liqsignal.cli import normalize_market
     from liqsignal.datasets import store_dataset
+    from liqsignal.markets import normalize_market
 
     if getattr(args, "data", None):
         raise LiqsignalError("give either --data FILE or --exchange with --pair, not both")

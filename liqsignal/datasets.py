@@ -42,6 +42,76 @@ import pandas as pd
 
 from liqsignal.exceptions import InputError
 
+BUNDLED_COINGLASS = (
+    Path(__file__).parent / "resources" / "coinglass_btc_1h_price_oi_funding_liquidations.csv"
+)
+
+BUNDLED_VOLUME = Path(__file__).parent / "resources" / "binance_btc_1h_volume.csv"
+
+_CG_COLUMNS = (
+    "timestamp",
+    "price_open",
+    "price_high",
+    "price_low",
+    "price_close",
+    "liquidation_long_usd",
+    "liquidation_short_usd",
+    "oi_close",
+)
+
+
+def load_coinglass(
+    path: str | Path = BUNDLED_COINGLASS, volume_path: str | Path | None = BUNDLED_VOLUME
+) -> pd.DataFrame:
+    """A CoinGlass 1h export as a Freqtrade-style frame plus realized liquidation columns.
+
+    ``volume`` comes from ``volume_path`` (Binance BTC/USDT:USDT 1h volume of the same bars;
+    CoinGlass exports carry none), 0 when None.
+    Returns ``date, open, high, low, close, volume, open_interest_value,
+    funding_rate, realized_long_usd, realized_short_usd``. CoinGlass labels bars by open time and
+    ``oi_close`` is the OI at the bar's end, so it is known at the bar's close.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"no CoinGlass file at {p}")
+    raw = pd.read_csv(p)
+    absent = [c for c in _CG_COLUMNS if c not in raw.columns]
+    if absent:
+        raise InputError(f"{p}: missing CoinGlass column(s) {absent}")
+    df = pd.DataFrame(
+        {
+            "date": pd.to_datetime(raw["timestamp"], unit="ms", utc=True),
+            "open": raw["price_open"].astype(float),
+            "high": raw["price_high"].astype(float),
+            "low": raw["price_low"].astype(float),
+            "close": raw["price_close"].astype(float),
+            "volume": 0.0,
+            "open_interest_value": raw["oi_close"].astype(float),
+            "funding_rate": (
+                raw["funding_close"].astype(float) / 100.0
+                if "funding_close" in raw.columns
+                else np.nan
+            ),
+            "realized_long_usd": raw["liquidation_long_usd"].astype(float),
+            "realized_short_usd": raw["liquidation_short_usd"].astype(float),
+        }
+    )
+    if volume_path is not None:
+        vp = Path(volume_path)
+        if not vp.is_file():
+            raise InputError(f"no volume file at {vp}")
+        vol = pd.read_csv(vp)
+        if not {"timestamp", "volume"} <= set(vol.columns):
+            raise InputError(f"{vp}: need columns timestamp (ms) and volume")
+        vol_dates = pd.to_datetime(vol["timestamp"], unit="ms", utc=True)
+        series = pd.Series(vol["volume"].astype(float).to_numpy(), index=vol_dates)
+        df["volume"] = series.reindex(pd.DatetimeIndex(df["date"])).to_numpy()
+        missing = int(df["volume"].isna().sum())
+        if missing:
+            raise InputError(f"{vp}: no volume for {missing} bar(s) of {p}")
+    return df
+
+
 __all__ = [
     "DATASET_NAMES",
     "Dataset",
@@ -180,8 +250,6 @@ def _need(df: pd.DataFrame, cols: Iterable[str], path: Path) -> None:
 
 
 def _load_btc_1h() -> pd.DataFrame:
-    from liqsignal.evaluate import load_coinglass
-
     return load_coinglass(COINGLASS_1H, VOLUME_1H)
 
 

@@ -14,11 +14,11 @@ PKG = Path(__file__).resolve().parents[1] / "liqsignal"
 #: docs/architecture.md's table, bottom (1) to top (9); a module not listed fails the test.
 LAYERS: dict[str, int] = {
     "nb": 1, "exceptions": 1, "_optional": 1,
-    "config": 2, "tiers": 2,
+    "config": 2, "tiers": 2, "markets": 2,
     "features": 3, "engine": 3, "guards": 3, "clusters": 3,
     "data": 4, "replay": 5,
     "datasets": 6, "finebars": 6, "yardstick": 6, "evaluate": 6, "forecast": 6, "calibrate": 6,
-    "sweep": 6, "guard_report": 6, "plot": 6, "plot_html": 6, "realized_scale": 6,
+    "sweep": 6, "stats": 6, "guard_report": 6, "plot": 6, "plot_html": 6, "realized_scale": 6,
     "alerts": 7,
     "freqtrade": 8, "columns": 8, "guard_mixin": 8, "freqai": 8, "column_cache": 8,
     "cli": 9, "cli_evaluate": 9, "cli_forecast": 9, "cli_watch": 9, "cli_liquidations": 9,

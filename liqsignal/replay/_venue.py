@@ -9,16 +9,13 @@ A venue module subclasses :class:`VenueError` (how the venue answers an error) a
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 import numpy as np
 import pandas as pd
 
 from liqsignal.exceptions import ConfigError
-from liqsignal.replay.messages import Handler, Request, Response
-
-if TYPE_CHECKING:
-    from liqsignal.replay.server import ReplayExchange
+from liqsignal.replay.messages import ExchangeHost, Handler, Request, Response
 
 __all__ = [
     "LocalService",
@@ -118,7 +115,7 @@ class Venue:
     unknown_market: ClassVar[tuple[Any, str]] = (None, "")
 
     def __init__(
-        self, rx: ReplayExchange, market_id: str = "{base}{quote}", settles: str | None = None
+        self, rx: ExchangeHost, market_id: str = "{base}{quote}", settles: str | None = None
     ) -> None:
         """``market_id``: the venue's id of a file pair's market (``BTCUSDT``,
         ``BTC-USDT-SWAP``); ``settles``: serve only pairs whose quote is the settle currency,

@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
-
-if TYPE_CHECKING:
-    from liqsignal.replay.server import ReplayExchange
+from typing import Any, NamedTuple, Protocol
 
 __all__ = ["Handler", "Request", "RequestRecord", "Response", "json_response"]
 
@@ -21,6 +18,19 @@ class RequestRecord(NamedTuple):
     query: dict[str, str]
 
 
+class ExchangeHost(Protocol):
+    """What request handlers, venues and fault rules need of the replay exchange serving them
+    (``liqsignal.replay.server.ReplayExchange``): its data, its route table, a way to add one.
+    A protocol, so that these modules never import the server that imports them."""
+
+    data: Any
+    routes: dict[tuple[str, str], Handler]
+    #: serve the current, unfinished candle last (as Binance does)
+    forming_candle: bool
+
+    def route(self, method: str, path: str, handler: Handler) -> None: ...
+
+
 @dataclass
 class Request:
     method: str
@@ -28,7 +38,7 @@ class Request:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
-    exchange: ReplayExchange
+    exchange: ExchangeHost
     now_ms: int
     visible_until: int | None
 

@@ -31,13 +31,10 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from liqsignal.exceptions import ConfigError
-from liqsignal.replay.messages import Request, Response, json_response
-
-if TYPE_CHECKING:
-    from liqsignal.replay.server import ReplayExchange
+from liqsignal.replay.messages import ExchangeHost, Request, Response, json_response
 
 __all__ = ["Fault", "FaultInjector", "FaultRule", "Faults"]
 
@@ -238,7 +235,7 @@ def _rewrite_rows(resp: Response, kind: str, seed: int) -> Response:
 class Faults(_Rules[FaultRule]):
     """Fault rules for one :class:`ReplayExchange`; installs itself around every route."""
 
-    def __init__(self, rx: ReplayExchange) -> None:
+    def __init__(self, rx: ExchangeHost) -> None:
         super().__init__()
         self.rx = rx
         for key, handler in list(rx.routes.items()):
