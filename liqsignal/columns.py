@@ -30,7 +30,7 @@ import pandas as pd
 
 from liqsignal.config import SECTION_KEYS, MapConfig, Settings, load_settings
 from liqsignal.data.timeline import TF_UNITS, merge_point_in_time
-from liqsignal.exceptions import ConfigError, LiqsignalError
+from liqsignal.exceptions import ConfigError, LiqsignalError, traceback_of
 from liqsignal.features import FEATURE_COLUMNS, compute_features
 from liqsignal.forecast import FORECAST_COLUMNS, apply_forecast
 from liqsignal.guards import FORECAST_GUARD_COLUMNS, GUARD_COLUMNS
@@ -186,9 +186,7 @@ class LiqContext:
 def unexpected(exc: BaseException | None) -> bool:
     """Whether ``exc`` is a bug to show with its traceback rather than a known failure
     (liqsignal's own errors, I/O errors, Freqtrade's OperationalException) told in one line."""
-    return exc is not None and not isinstance(
-        exc, LiqsignalError | OSError | _FtOperationalException
-    )
+    return traceback_of(exc, (_FtOperationalException,)) is not None
 
 
 _PROCESS = LiqContext()

@@ -24,6 +24,7 @@ __all__ = [
     "LiqsignalError",
     "PermanentDataError",
     "TemporaryDataError",
+    "traceback_of",
 ]
 
 
@@ -59,3 +60,14 @@ class PermanentDataError(DataError):
 
 class CorruptFileError(DataError):
     """A stored data file cannot be read. It is left in place; the message names its path."""
+
+
+def traceback_of(
+    exc: BaseException | None, known: tuple[type[BaseException], ...] = ()
+) -> BaseException | None:
+    """``exc_info`` for a log call that reports ``exc`` and carries on: None (one line) for a
+    known failure (liqsignal's own errors, I/O errors, timeouts, the ``known`` types such as
+    ccxt's or Freqtrade's), ``exc`` itself (its traceback) for anything else, which is a bug."""
+    if exc is None or isinstance(exc, (LiqsignalError, OSError, TimeoutError, *known)):
+        return None
+    return exc

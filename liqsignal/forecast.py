@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from liqsignal.config import MapConfig
-from liqsignal.exceptions import ForecastError, InputError, LiqsignalError
+from liqsignal.exceptions import ForecastError, InputError, LiqsignalError, traceback_of
 
 __all__ = [
     "BUNDLED_MODEL",
@@ -968,14 +968,17 @@ def forecast_on_frame(feat: pd.DataFrame, config: Any = None) -> pd.DataFrame:
         return apply_forecast(frame, feat, cfg)
     except Exception as e:  # the alert service keeps running on the map's columns
         _warn_once(("onframe", type(e).__name__), "liqsignal forecast failed (%s: %s); "
-                   "cascade probabilities are NaN", type(e).__name__, e)  # fmt: skip
+                   "cascade probabilities are NaN", type(e).__name__, e, exc=e)  # fmt: skip
         return _nan_forecast(feat)
 
 
-def _warn_once(key: tuple[Any, ...], msg: str, *args: Any) -> None:
+def _warn_once(
+    key: tuple[Any, ...], msg: str, *args: Any, exc: BaseException | None = None
+) -> None:
+    """Log once per ``key``; ``exc``: with its traceback when it is a bug (``traceback_of``)."""
     if key not in _WARNED:
         _WARNED.add(key)
-        logger.warning(msg, *args)
+        logger.warning(msg, *args, exc_info=traceback_of(exc))
 
 
 # ------------------------------------------------------------------------------------------

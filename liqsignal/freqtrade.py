@@ -17,45 +17,15 @@
 
 from __future__ import annotations
 
-from liqsignal.columns import (
-    AGGREGATED_COLUMNS,
-    LIQ_COLUMNS,
-    LIQ_FORECAST_COLUMNS,
-    LIQ_PLOT_CONFIG,
-    SECTION_KEYS,
-    LiqConfigurationError,
-    LiqContext,
-    LiqSettings,
-    add_liq_columns,
-    liq_context,
-    liq_informative_pairs,
-    liq_settings,
-    refresh_in_background,
-    reset_liq_context,
-    set_provider,
-)
+from liqsignal import columns as _columns
+from liqsignal import guard_mixin as _guard_mixin
+from liqsignal.columns import *  # noqa: F403  (this module gathers the two for strategies)
 from liqsignal.data.timeline import merge_point_in_time, timeframe_seconds
-from liqsignal.guard_mixin import LiqGuardCallbacks, LiqGuardMixin, liq_safe
+from liqsignal.guard_mixin import *  # noqa: F403
 
 __all__ = [
-    "AGGREGATED_COLUMNS",
-    "LIQ_COLUMNS",
-    "LIQ_FORECAST_COLUMNS",
-    "LIQ_PLOT_CONFIG",
-    "SECTION_KEYS",
-    "LiqConfigurationError",
-    "LiqContext",
-    "LiqGuardCallbacks",
-    "LiqGuardMixin",
-    "LiqSettings",
-    "add_liq_columns",
-    "liq_context",
-    "liq_informative_pairs",
-    "liq_safe",
-    "liq_settings",
+    *_columns.__all__,
+    *_guard_mixin.__all__,
     "merge_point_in_time",
-    "refresh_in_background",
-    "reset_liq_context",
-    "set_provider",
     "timeframe_seconds",
 ]

@@ -81,3 +81,13 @@ def test_context_per_dataprovider_and_attach():
     assert liq_context(None).provider == "process-wide" and liq_context(a).provider is provider
     reset_liq_context()
     assert liq_context(None).provider is None and liq_context(a).provider is None
+
+
+def test_traceback_of_shows_bugs_only():
+    from liqsignal.exceptions import traceback_of
+
+    bug = ZeroDivisionError("x")
+    assert traceback_of(bug) is bug
+    assert traceback_of(InputError("row 3")) is None
+    assert traceback_of(OSError("disk full")) is None and traceback_of(TimeoutError()) is None
+    assert traceback_of(KeyError("k"), (KeyError,)) is None and traceback_of(None) is None

@@ -24,6 +24,7 @@ from typing import Any
 
 from liqsignal.alerts.message import Alert
 from liqsignal.alerts.telegram import AlertResult, FlushResult
+from liqsignal.exceptions import traceback_of
 
 __all__ = ["BotMessageSender", "bot_sender_for", "html_to_text"]
 
@@ -76,7 +77,8 @@ class BotMessageSender:
             self.sent.append(alert.key)
             result.sent.append(AlertResult(alert.key, "sent"))
         except Exception as exc:  # never into the alert loop
-            logger.warning("liqsignal alert %s not queued with dp.send_msg: %s", alert.key, exc)
+            logger.warning("liqsignal alert %s not queued with dp.send_msg: %s", alert.key, exc,
+                           exc_info=traceback_of(exc))  # fmt: skip
             result.failed.append(AlertResult(alert.key, "failed", error=str(exc)))
         return result
 

@@ -60,7 +60,7 @@ from liqsignal.alerts.message import (
 from liqsignal.alerts.outbox import Outbox
 from liqsignal.alerts.views import Provider, bar_view, feeds_of, market_context
 from liqsignal.config import AlertConfig, ForecastConfig, Settings, alert_settings
-from liqsignal.exceptions import ConfigError, LiqsignalError
+from liqsignal.exceptions import ConfigError, LiqsignalError, traceback_of
 from liqsignal.forecast import forecast_on_frame
 from liqsignal.plot import render_pocket_png
 
@@ -235,7 +235,7 @@ class AlertService:
                     logger.error(
                         "Refresh failed: %s",
                         result.refresh_error,
-                        exc_info=exc if not isinstance(exc, LiqsignalError | OSError) else None,
+                        exc_info=traceback_of(exc),
                     )
             result.refresh_end = time.perf_counter()
             try:
@@ -283,7 +283,8 @@ class AlertService:
             try:
                 events, snap, feat = self._market_events(market, now)
             except Exception as exc:
-                logger.error("Cannot evaluate %s: %s: %s", market, type(exc).__name__, exc)
+                logger.error("Cannot evaluate %s: %s: %s", market, type(exc).__name__, exc,
+                             exc_info=traceback_of(exc))  # fmt: skip
                 continue
             stale = self.detector.stale_exchanges(market)
             for ev in events:
@@ -313,7 +314,8 @@ class AlertService:
                             )
                         )
                     except Exception as exc:
-                        logger.warning("Picture failed: %s: %s", type(exc).__name__, exc)
+                        logger.warning("Picture failed: %s: %s", type(exc).__name__, exc,
+                                       exc_info=traceback_of(exc))  # fmt: skip
                         out.append(None)
                 return out
 
@@ -340,7 +342,8 @@ class AlertService:
                 try:
                     await asyncio.to_thread(self.outbox.enqueue, alert)
                 except Exception as exc:
-                    logger.error("Could not store alert %r: %s", alert.key, exc)
+                    logger.error("Could not store alert %r: %s", alert.key, exc,
+                                 exc_info=traceback_of(exc))  # fmt: skip
             res = await self.sender.flush()
             await self._save_tracked()
         else:
@@ -513,7 +516,8 @@ class AlertService:
                 try:
                     await asyncio.to_thread(outbox.save_tracked, market, side, state)
                 except Exception as exc:  # retried next round (the copy is left unchanged)
-                    logger.warning("Could not save the tracked %s %s pocket: %s", market, side, exc)
+                    logger.warning("Could not save the tracked %s %s pocket: %s", market, side,
+                                   exc, exc_info=traceback_of(exc))  # fmt: skip
                     continue
                 self._saved_tracked[(market, side)] = state
 
@@ -522,7 +526,7 @@ class AlertService:
         try:
             status = self.provider.status(market)
         except Exception as exc:
-            logger.warning("No status for %s: %s", market, exc)
+            logger.warning("No status for %s: %s", market, exc, exc_info=traceback_of(exc))
             status = {}
         feeds = feeds_of(status)
         events += self.detector.observe_feeds(market, feeds, now)

@@ -43,7 +43,7 @@ from typing import Any
 from liqsignal._optional import require
 from liqsignal.alerts.message import Alert, escape
 from liqsignal.alerts.outbox import Outbox
-from liqsignal.exceptions import ConfigError
+from liqsignal.exceptions import ConfigError, traceback_of
 
 require("telegram", extra="alerts", feature="Telegram alerts (liqsignal.alerts)")
 import telegram  # noqa: E402
@@ -92,6 +92,12 @@ _factory_installed = False
 def _secret_forms(token: str) -> set[str]:
     forms = {token, urllib.parse.quote(token, safe=""), urllib.parse.quote_plus(token)}
     return {f for f in forms if len(f) >= 8}
+
+
+def _bug(exc: BaseException) -> BaseException | None:
+    """``exc_info`` for a log line: the exception when it is not Telegram's, an I/O error or
+    liqsignal's own (a bug in the code, shown with its traceback; tokens are redacted from it)."""
+    return traceback_of(exc, (TelegramError,))
 
 
 def redact(text: str) -> str:
@@ -454,7 +460,7 @@ class TelegramSender:
             await self._bot.initialize()
         except Exception as exc:
             reason = _error_text(exc)
-            logger.warning("Telegram start failed: %s", reason)
+            logger.warning("Telegram start failed: %s", reason, exc_info=_bug(exc))
             return reason
         self._started = True
         logger.info("Telegram sender ready for %d chat(s)", len(self.chat_ids))
@@ -523,7 +529,8 @@ class TelegramSender:
                 await self._sleep(delay)
             except TelegramError as exc:
                 raise _Permanent(_error_text(exc)) from None
-            except Exception as exc:  # unexpected: do not lose the alert
+            except Exception as exc:  # unexpected: do not lose the alert, show the bug
+                logger.error("unexpected error in %s", what, exc_info=exc)
                 raise _Temporary(f"unexpected error in {what}: {_error_text(exc)}") from None
 
     def _plan(self, alert: Alert) -> list[tuple[str, str | None]]:
@@ -788,7 +795,7 @@ class TelegramSender:
         except ConfigError as exc:
             out = escape(str(exc))
         except Exception as exc:
-            logger.error("Command /%s failed: %s", cmd, _error_text(exc))
+            logger.error("Command /%s failed: %s", cmd, _error_text(exc), exc_info=_bug(exc))
             out = f"/{escape(cmd)} failed: {escape(_error_text(exc))}"
         return out if isinstance(out, CommandReply) else CommandReply(str(out))
 
@@ -818,6 +825,7 @@ class TelegramSender:
                     "Telegram getUpdates failed (%d in a row; retrying with backoff): %s",
                     n,
                     _error_text(exc),
+                    exc_info=_bug(exc),
                 )
             return 0
         if self._poll_failures:

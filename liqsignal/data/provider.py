@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ccxt
 import numpy as np
 import pandas as pd
 
@@ -41,7 +42,7 @@ from liqsignal.config import MapConfig
 from liqsignal.data.exchanges import EXCHANGES, ExchangeClient, RetryPolicy, timeframe_to_ms
 from liqsignal.data.store import FeatherStore, normalize_frame, read_file
 from liqsignal.engine import LiquidationMap, MapSnapshot
-from liqsignal.exceptions import ConfigError, DataError
+from liqsignal.exceptions import ConfigError, DataError, traceback_of
 from liqsignal.features import FEATURE_COLUMNS, stack_inputs
 
 __all__ = [
@@ -468,6 +469,13 @@ def _funding_due(funding: pd.DataFrame, now: pd.Timestamp) -> bool:
     return bool(now >= d[-1] + max(gap, pd.Timedelta(hours=1)))
 
 
+def _log_if_bug(e: BaseException, what: str) -> None:
+    """Log ``e`` with its traceback when it is a bug (not a data, I/O or ccxt error, which the
+    feed's status already tells in one line)."""
+    if traceback_of(e, (ccxt.BaseError,)) is not None:
+        logger.error("%s", what, exc_info=e)
+
+
 def _default_clock() -> pd.Timestamp:
     return pd.Timestamp.now(tz="UTC")
 
@@ -682,6 +690,7 @@ class MapProvider:
                 )
         except Exception as e:  # DataError, ConfigError, or a bug: this feed only
             errors[key] = self._error_text(feed, spec.market, e)
+            _log_if_bug(e, f"{feed.exchange} {spec.market}: unexpected error")
             return
         sym = feed.symbol
         fr = feed.frames
@@ -746,6 +755,7 @@ class MapProvider:
                         store_s[0] += time.perf_counter() - t_store
             except Exception as e:  # corrupt file (left in place), disk full: keep going
                 first_error = first_error or e
+                _log_if_bug(e, f"{feed.exchange} {sym} {ctype}: unexpected store error")
                 continue
             clean = normalize_frame(df, ctype)
             if ctype == "futures":

@@ -62,7 +62,7 @@ import pandas as pd
 
 from liqsignal.data.exchanges import EXCHANGES, _deep_merge
 from liqsignal.data.liquidations import LiquidationStore, make_events, normalise_side
-from liqsignal.exceptions import ConfigError, LiqsignalError
+from liqsignal.exceptions import ConfigError, LiqsignalError, traceback_of
 
 __all__ = [
     "STREAM_VENUES",
@@ -311,9 +311,11 @@ class VenueStream:
         self._hook()
 
     # -- helpers ----------------------------------------------------------------------------
-    def _log(self, level: int, msg: str, *args: Any) -> None:
+    def _log(self, level: int, msg: str, *args: Any, exc: BaseException | None = None) -> None:
+        """Log with the client's secrets scrubbed; ``exc``: add its traceback (for a bug in
+        liqsignal's own code, whose frames hold no credentials)."""
         text = msg % args if args else msg
-        logger.log(level, "%s", _scrub(text, self._secrets))
+        logger.log(level, "%s", _scrub(text, self._secrets), exc_info=exc)
 
     def stop(self) -> None:
         self._stop.set()
@@ -391,7 +393,8 @@ class VenueStream:
             try:
                 self.sink(ev)
             except Exception as e:  # a consumer's bug must not stop the stream
-                self._log(logging.ERROR, "%s: event consumer failed: %r", self.exchange, e)
+                self._log(logging.ERROR, "%s: event consumer failed: %r", self.exchange, e,
+                          exc=traceback_of(e))  # fmt: skip
 
     def _event(self, item: Any, received: float) -> StreamEvent | None:
         if not isinstance(item, Mapping):
@@ -662,7 +665,8 @@ class _Writer:
         except Exception as e:  # disk full, corrupt file, ...: keep everything, retry later
             self.failures += 1
             self.last_error = f"{type(e).__name__}: {e}"
-            logger.error("liquidation store write failed (kept in memory, retried): %s", e)
+            logger.error("liquidation store write failed (kept in memory, retried): %s", e,
+                         exc_info=traceback_of(e))  # fmt: skip
             for ex, rows in events.items():
                 self.events[ex] = rows + self.events.get(ex, [])
             self.spans = spans + self.spans
@@ -726,7 +730,8 @@ class LiquidationStreams:
             try:
                 cb(ev)
             except Exception as e:
-                logger.error("liquidation callback %r failed: %r", getattr(cb, "__name__", cb), e)
+                logger.error("liquidation callback %r failed: %r", getattr(cb, "__name__", cb),
+                             e, exc_info=traceback_of(e))  # fmt: skip
 
     def _on_gap(self, gap: Gap) -> None:
         self.writer.span("gap", gap.exchange, gap.symbols, gap.start_ms, gap.end_ms)
