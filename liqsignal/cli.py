@@ -18,6 +18,7 @@ from liqsignal.cli_forecast import add_parsers as add_forecast_parsers
 from liqsignal.cli_liquidations import add_parsers as add_liquidation_parsers
 from liqsignal.cli_watch import add_parsers as add_watch_parsers
 from liqsignal.exceptions import ConfigError, LiqsignalError
+from liqsignal.sweep import add_sweep_arguments
 
 __all__ = ["main"]
 
@@ -468,6 +469,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             folds=args.folds,
             warmup=args.warmup,
             progress=lambda done, total: progress.update(task, done, total),
+            jobs=args.jobs,
+            scheduler=args.scheduler,
         )
     out = res.to_dict()
     path = Path(args.out)
@@ -966,6 +969,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", help="starting JSON config with a liqsignal.engine section")
     c.add_argument("--out", default="out/calibrated.json", help="where to write the section")
     c.add_argument("--json", action="store_true", help="print JSON")
+    add_sweep_arguments(c)
     c.set_defaults(func=cmd_calibrate)
 
     m = sub.add_parser("map", help="clusters table and picture from stored data")

@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 VENV="${LIQSIGNAL_VENV:-.venv}"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e ".[dev,plot]"
+"$VENV/bin/python" -m pip install -q -e ".[dev,plot,cluster]"
