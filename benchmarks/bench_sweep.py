@@ -1,0 +1,133 @@
+"""One sweep run serially, with ``--jobs 2`` (loky) and on a 2-worker Dask LocalCluster.
+
+Run: ``.venv/bin/python benchmarks/bench_sweep.py`` (``--sweep yardstick`` or ``forecast`` for
+the other sweeps; ``--workers N`` for the parallel runs). Everything runs offline on the bundled
+datasets (btc_1h, btc_4h, eth_4h).
+
+The default sweep is the walk-forward calibration of every bundled market
+(``liqsignal.calibrate.calibration_tasks``: per market, one task per fold and one for the final
+fit, the default search grid, 2 folds): 9 tasks. The serial run times each task (the per-task
+times docs/sweeps.md scales to 500 markets); the parallel runs give the wall time and the
+speed-up against the serial wall time of the same run. All three must give the same table.
+Start-up costs are inside the parallel walls: the loky processes and the Dask workers import
+liqsignal and load the numba kernels from the on-disk cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+from liqsignal.calibrate import calibration_tasks
+from liqsignal.config import MapConfig
+from liqsignal.datasets import load_datasets
+from liqsignal.sweep import Task, local_cluster, run_tasks
+from liqsignal.yardstick import market_config, yardstick_tasks
+
+
+def _tasks(kind: str) -> list[Task]:
+    dss = load_datasets()
+    if kind == "calibrate":
+        tasks: list[Task] = []
+        for ds in dss:
+            cfg = market_config(MapConfig(), ds.symbol, float(ds.frame["close"].iloc[0]))
+            tasks += calibration_tasks(ds.frame, cfg, folds=2, market=ds.name)
+        return tasks
+    if kind == "yardstick":
+        return yardstick_tasks(None, dss, n_folds=3, boot=200, structure=True)
+    from liqsignal.forecast import _walk_forward_tasks, market_features, training_frames
+
+    data = market_features([(d.name, d.symbol, d.frame) for d in dss])
+    rows = training_frames(data, 6)
+    kw = {"horizon": 6, "pool": True, "target_precision": 0.2, "c": 0.01, "features": None}
+    return [*_walk_forward_tasks(rows, 3, 200, "map", map_features=True, **kw),
+            *_walk_forward_tasks(rows, 3, 200, "map_free", map_features=False, **kw)]  # fmt: skip
+
+
+def _canon(results: list[Any]) -> str:
+    def conv(x: Any) -> Any:
+        if hasattr(x, "to_dict"):
+            return x.to_dict()
+        if isinstance(x, tuple | list):
+            return [conv(v) for v in x]
+        if isinstance(x, dict):
+            return {str(k): conv(v) for k, v in x.items()}
+        if hasattr(x, "tolist"):
+            return x.tolist()
+        return x
+
+    return json.dumps(conv(results), sort_keys=True, default=repr)
+
+
+def _bars(t: Task) -> str:
+    """Bars of the task's market (calibration and yardstick tasks), for scaling per-task times."""
+    a = t.args[0] if t.args else None
+    frame = getattr(a, "frame", a)
+    return f"{len(frame)} bars" if hasattr(frame, "columns") else ""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sweep", choices=("calibrate", "yardstick", "forecast"), default="calibrate")
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    tasks = _tasks(args.sweep)
+    n = len(tasks)
+    print(f"sweep: {args.sweep}, {n} tasks, {os.cpu_count()} cores on this machine")
+
+    # warm this process (numba cache load) so the serial run times only the tasks
+    run_tasks(tasks[:1])
+
+    per_task: list[float] = []
+    cpu_task: list[float] = []
+    last = [time.perf_counter(), time.process_time()]
+
+    def clock(_i: int, _res: Any) -> None:
+        now, cpu = time.perf_counter(), time.process_time()
+        per_task.append(now - last[0])
+        cpu_task.append(cpu - last[1])
+        last[:] = [now, cpu]
+
+    load0 = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    last[:] = [t0, time.process_time()]
+    serial = run_tasks(tasks, on_done=clock)
+    wall_serial = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    jobs = run_tasks(tasks, jobs=args.workers)
+    wall_jobs = time.perf_counter() - t0
+
+    with local_cluster(args.workers) as cluster:
+        t0 = time.perf_counter()
+        dask = run_tasks(tasks, scheduler=cluster.scheduler_address)
+        wall_dask = time.perf_counter() - t0
+
+    ref = _canon(serial)
+    same = _canon(jobs) == ref and _canon(dask) == ref
+    print("per-task time (serial run, this process): wall, CPU")
+    for t, s, c in zip(tasks, per_task, cpu_task, strict=True):
+        print(f"  {t.label:<22} {s:7.2f} s {c:7.2f} s  {_bars(t)}")
+    for name, v in (("wall", per_task), ("CPU", cpu_task)):
+        print(f"  {name}: mean {statistics.mean(v):.2f} s, median {statistics.median(v):.2f} s, "
+              f"max {max(v):.2f} s, sum {sum(v):.1f} s")  # fmt: skip
+    print(f"serial            wall {wall_serial:7.1f} s")
+    print(f"--jobs {args.workers}          wall {wall_jobs:7.1f} s  speed-up "
+          f"{wall_serial / wall_jobs:.2f}x")  # fmt: skip
+    print(f"LocalCluster x{args.workers}   wall {wall_dask:7.1f} s  speed-up "
+          f"{wall_serial / wall_dask:.2f}x")  # fmt: skip
+    print(f"same results in all three runs: {same}")
+    print(
+        f"load average (1 min) at the start {load0:.1f}, at the end {os.getloadavg()[0]:.1f} "
+        f"on {os.cpu_count()} cores (other processes share them: speed-ups need idle cores)"
+    )
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
