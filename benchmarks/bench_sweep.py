@@ -1,7 +1,8 @@
 """One sweep run serially, with ``--jobs 2`` (loky) and on a 2-worker Dask LocalCluster.
 
 Run: ``.venv/bin/python benchmarks/bench_sweep.py`` (``--sweep yardstick`` or ``forecast`` for
-the other sweeps; ``--workers N`` for the parallel runs). Everything runs offline on the bundled
+the other sweeps; ``--workers N`` for the parallel runs; ``--scale``: only the CPU time of one
+calibration task on 2,174 and 8,696 bars). Everything runs offline on the bundled
 datasets (btc_1h, btc_4h, eth_4h).
 
 The default sweep is the walk-forward calibration of every bundled market
@@ -22,6 +23,8 @@ import statistics
 import sys
 import time
 from typing import Any
+
+import pandas as pd
 
 from liqsignal.calibrate import calibration_tasks
 from liqsignal.config import MapConfig
@@ -71,11 +74,33 @@ def _bars(t: Task) -> str:
     return f"{len(frame)} bars" if hasattr(frame, "columns") else ""
 
 
+def scale(copies: tuple[int, ...] = (1, 4)) -> None:
+    """CPU time of one calibration fold task (2 folds, default grid) on the bundled btc_1h
+    frame repeated end to end ``copies`` times (4 copies: 8,696 bars, about one year of 1h)."""
+    from liqsignal.calibrate import fold_task
+    from liqsignal.datasets import load_dataset
+
+    base = load_dataset("btc_1h").frame
+    span = base["date"].iloc[-1] - base["date"].iloc[0] + pd.Timedelta(hours=1)
+    print("calibration fold task on btc_1h repeated end to end (CPU time scales the sweep):")
+    for k in copies:
+        df = pd.concat([base.assign(date=base["date"] + span * j) for j in range(k)],
+                       ignore_index=True)  # fmt: skip
+        t, c = time.perf_counter(), time.process_time()
+        _, runs = fold_task(df, MapConfig(), 0, 2, 200)
+        print(f"  {len(df):6d} bars: CPU {time.process_time() - c:.2f} s, wall "
+              f"{time.perf_counter() - t:.2f} s, {runs} map runs")  # fmt: skip
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sweep", choices=("calibrate", "yardstick", "forecast"), default="calibrate")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--scale", action="store_true", help="only the fold task on 1x and 4x bars")
     args = ap.parse_args()
+    if args.scale:
+        scale()
+        return 0
     tasks = _tasks(args.sweep)
     n = len(tasks)
     print(f"sweep: {args.sweep}, {n} tasks, {os.cpu_count()} cores on this machine")

@@ -7,10 +7,14 @@ and a ``key`` naming the task (``("btc_1h", 2)``: dataset and fold). :func:`run_
 - in ``jobs`` local processes through joblib's loky backend (the one Freqtrade's hyperopt uses);
 - on a Dask distributed cluster (``scheduler="tcp://HOST:8786"``) with Dask's own machinery:
   ``Client.submit`` futures, ``as_completed``, ``retries=`` for a task that raised, and the
-  scheduler's rescheduling of the tasks of a worker that died. A frame that several tasks share
-  is scattered to the workers once (replicated on all of them, so a dead worker loses no
-  input); a frame only one task uses travels with its task. Tasks that read a store from a
-  shared path (``liqsignal.data``) carry only the path.
+  scheduler's rescheduling of the tasks of a worker that died.
+
+Inputs reach the tasks in one of two ways. A frame passed as an argument travels with its task;
+a frame several tasks share (one market's folds) is sent once, as a Dask task of its own that
+the scheduler can run again if the worker holding it dies. A :class:`Task` passed as an argument
+is an *input task* (``Task((name,), read_user_data, (path,))``): it runs once, on a worker on
+Dask (reading the store from a path every worker shares), in this process locally, and its
+result is the argument.
 
 Results come back in task order whatever the mode and whichever worker finished first, so a
 serial and a parallel run give the same list and :func:`results_table` the same table, row for
@@ -129,6 +133,7 @@ def run_tasks(
     if scheduler is not None:
         timeout = CONNECT_TIMEOUT_S if connect_timeout is None else connect_timeout
         return _run_dask(tasks, scheduler, retries, timeout, on_done)
+    tasks = _resolve_inputs(tasks)
     if jobs == 1 or len(tasks) <= 1:
         out = []
         for i, t in enumerate(tasks):
@@ -137,6 +142,23 @@ def run_tasks(
                 on_done(i, out[-1])
         return out
     return _run_joblib(tasks, jobs, on_done)
+
+
+def _resolve_inputs(tasks: list[Task]) -> list[Task]:
+    """Locally: each input task (a ``Task`` argument) run once, its result in its place."""
+    memo: dict[int, Any] = {}
+
+    def val(v: Any) -> Any:
+        if not isinstance(v, Task):
+            return v
+        if id(v) not in memo:
+            memo[id(v)] = _guarded(_resolve_inputs([v])[0])
+        return memo[id(v)]
+
+    return [
+        Task(t.key, t.fn, tuple(val(a) for a in t.args), {k: val(v) for k, v in t.kwargs.items()})
+        for t in tasks
+    ]
 
 
 def _guarded(t: Task) -> Any:
@@ -165,14 +187,19 @@ def _run_joblib(
 
 
 def _shared_values(tasks: list[Task]) -> dict[int, Any]:
-    """Frames (and objects holding frames) passed to more than one task, by ``id``."""
+    """Input tasks, and frames (or objects holding frames) passed to more than one task, by
+    ``id``."""
     seen: dict[int, tuple[Any, int]] = {}
     for t in tasks:
         for v in (*t.args, *t.kwargs.values()):
-            if _is_data(v):
+            if isinstance(v, Task) or _is_data(v):
                 obj, n = seen.get(id(v), (v, 0))
                 seen[id(v)] = (obj, n + 1)
-    return {k: obj for k, (obj, n) in seen.items() if n > 1}
+    return {k: obj for k, (obj, n) in seen.items() if n > 1 or isinstance(obj, Task)}
+
+
+def _identity(x: Any) -> Any:
+    return x
 
 
 def _is_data(v: Any) -> bool:
@@ -214,17 +241,21 @@ def _run_dask(
 
     client = _connect(scheduler, timeout)
     try:
-        shared = _shared_values(tasks)
-        scattered: dict[int, Any] = {}
-        if shared:
-            ids = list(shared)
-            futs = client.scatter([shared[k] for k in ids], broadcast=True, hash=False)
-            scattered = dict(zip(ids, futs, strict=True))
+        run = uuid.uuid4().hex[:12]
+        inputs: dict[int, Any] = {}
+        for n, (k, obj) in enumerate(_shared_values(tasks).items()):
+            # a task of its own (not scatter): the scheduler keeps how to make it again
+            if isinstance(obj, Task):
+                inputs[k] = client.submit(call_limited, obj.fn, *obj.args, **obj.kwargs,
+                                          key=f"liqsignal-input-{run}-{n}", retries=retries,
+                                          pure=False)  # fmt: skip
+            else:
+                inputs[k] = client.submit(_identity, obj, key=f"liqsignal-data-{run}-{n}",
+                                          pure=False)  # fmt: skip
 
         def sub(v: Any) -> Any:
-            return scattered.get(id(v), v) if _is_data(v) else v
+            return inputs.get(id(v), v) if isinstance(v, Task) or _is_data(v) else v
 
-        run = uuid.uuid4().hex[:12]
         futures = []
         for i, t in enumerate(tasks):
             futures.append(

@@ -54,6 +54,17 @@ def _fails_once(i: int, marker: str) -> dict[str, Any]:
     return {"i": i}
 
 
+def _read(path: str, log: str) -> pd.DataFrame:
+    """An input task: reads a file every worker can see (counted per execution)."""
+    with open(log, "a", encoding="utf-8") as f:
+        f.write("read\n")
+    return pd.read_csv(path)
+
+
+def _window_sum(frame: pd.DataFrame, start: int, stop: int) -> dict[str, Any]:
+    return {"sum": float(frame["x"].iloc[start:stop].sum()), "rows": len(frame)}
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Any:
     with local_cluster(2) as c:
@@ -75,6 +86,21 @@ def test_the_three_modes_give_one_table(tmp_path: Path, cluster: Any) -> None:
     assert serial["square"].tolist() == [0, 9, 36, 1, 16, 4, 25]
     pd.testing.assert_frame_equal(serial, jobs, check_exact=True)
     pd.testing.assert_frame_equal(serial, dask, check_exact=True)
+
+
+def test_an_input_task_reads_the_shared_path_once_per_run(tmp_path: Path, cluster: Any) -> None:
+    path = tmp_path / "market.csv"
+    pd.DataFrame({"x": [float(v) for v in range(10)]}).to_csv(path, index=False)
+    tables = []
+    for mode in ({}, {"jobs": 2}, {"scheduler": cluster.scheduler_address}):
+        log = tmp_path / f"reads-{len(tables)}.log"
+        load = Task(("m",), _read, (str(path), str(log)))
+        tasks = [Task(("m", k), _window_sum, (load, 2 * k, 2 * k + 2)) for k in range(5)]
+        tables.append(results_table(tasks, run_tasks(tasks, **mode), ["market", "window"]))
+        assert log.read_text() == "read\n", mode  # one read for the five tasks
+    assert tables[0]["sum"].tolist() == [1.0, 5.0, 9.0, 13.0, 17.0]
+    for t in tables[1:]:
+        pd.testing.assert_frame_equal(tables[0], t, check_exact=True)
 
 
 def test_calibration_on_the_cluster_equals_the_serial_run(coinglass: pd.DataFrame,
@@ -213,13 +239,23 @@ def test_cli_bad_scheduler_exits_with_the_address(
     assert not (tmp_path / "c.json").exists()
 
 
-def test_workers_load_the_kernels_from_the_disk_cache(cluster: Any) -> None:
-    """After a sweep, each worker's kernels came from numba's on-disk cache (no compile) and
-    its thread settings are the sweep's."""
+def test_workers_load_the_kernels_from_the_disk_cache() -> None:
+    """After a sweep, each fresh worker's kernels came from numba's on-disk cache (no compile)
+    and its thread settings are the sweep's."""
     dss = load_datasets(["btc_4h"])
-    yardstick(None, dss, scheduler=cluster.scheduler_address, n_folds=2, boot=0,
-              structure=False)  # fmt: skip
+    kw: dict[str, Any] = {"n_folds": 2, "boot": 0, "structure": False}
+    yardstick(None, dss, **kw)  # here first: the kernels are compiled and cached on disk
+    with local_cluster(2) as cluster:
+        yardstick(None, dss, scheduler=cluster.scheduler_address, **kw)
+        info = _probe_workers(cluster.scheduler_address)
+    ran = [v for v in info.values() if v["hits"] or v["misses"]]
+    assert ran, info
+    for v in ran:
+        assert v["cache_enabled"] and v["misses"] == 0 and v["hits"] > 0, info
+    assert all(v["numba_threads"] == "1" for v in info.values())
 
+
+def _probe_workers(address: str) -> dict[str, Any]:
     def probe() -> dict[str, Any]:
         from liqsignal import nb
 
@@ -232,10 +268,5 @@ def test_workers_load_the_kernels_from_the_disk_cache(cluster: Any) -> None:
             "numba_threads": os.environ.get("NUMBA_NUM_THREADS"),
         }
 
-    with distributed.Client(cluster.scheduler_address) as client:
-        info = client.run(probe)
-    ran = [v for v in info.values() if v["hits"] or v["misses"]]
-    assert ran, info
-    for v in ran:
-        assert v["cache_enabled"] and v["misses"] == 0 and v["hits"] > 0, info
-    assert all(v["numba_threads"] == "1" for v in info.values())
+    with distributed.Client(address) as client:
+        return client.run(probe)
