@@ -9,9 +9,9 @@ The default sweep is the walk-forward calibration of every bundled market
 (``liqsignal.calibrate.calibration_tasks``: per market, one task per fold and one for the final
 fit, the default search grid, 2 folds): 9 tasks. The serial run times each task (the per-task
 times docs/sweeps.md scales to 500 markets); the parallel runs give the wall time and the
-speed-up against the serial wall time of the same run. All three must give the same table.
-Start-up costs are inside the parallel walls: the loky processes and the Dask workers import
-liqsignal and load the numba kernels from the on-disk cache.
+speed-up against the serial wall time of the same run, each twice: cold (new worker processes,
+which import liqsignal and load the numba kernels from the on-disk cache inside the wall) and
+warm (loky's reused processes, the same LocalCluster). All runs must give the same table.
 """
 
 from __future__ import annotations
@@ -124,14 +124,20 @@ def main() -> int:
     serial = run_tasks(tasks, on_done=clock)
     wall_serial = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    jobs = run_tasks(tasks, jobs=args.workers)
-    wall_jobs = time.perf_counter() - t0
-
-    with local_cluster(args.workers) as cluster:
+    # each parallel run twice: cold (fresh worker processes import liqsignal and load the
+    # kernels) and warm (loky reuses its processes; the same LocalCluster)
+    walls_jobs = []
+    for _ in range(2):
         t0 = time.perf_counter()
-        dask = run_tasks(tasks, scheduler=cluster.scheduler_address)
-        wall_dask = time.perf_counter() - t0
+        jobs = run_tasks(tasks, jobs=args.workers)
+        walls_jobs.append(time.perf_counter() - t0)
+
+    walls_dask = []
+    with local_cluster(args.workers) as cluster:
+        for _ in range(2):
+            t0 = time.perf_counter()
+            dask = run_tasks(tasks, scheduler=cluster.scheduler_address)
+            walls_dask.append(time.perf_counter() - t0)
 
     ref = _canon(serial)
     same = _canon(jobs) == ref and _canon(dask) == ref
@@ -142,10 +148,13 @@ def main() -> int:
         print(f"  {name}: mean {statistics.mean(v):.2f} s, median {statistics.median(v):.2f} s, "
               f"max {max(v):.2f} s, sum {sum(v):.1f} s")  # fmt: skip
     print(f"serial            wall {wall_serial:7.1f} s")
-    print(f"--jobs {args.workers}          wall {wall_jobs:7.1f} s  speed-up "
-          f"{wall_serial / wall_jobs:.2f}x")  # fmt: skip
-    print(f"LocalCluster x{args.workers}   wall {wall_dask:7.1f} s  speed-up "
-          f"{wall_serial / wall_dask:.2f}x")  # fmt: skip
+    for name, walls in ((f"--jobs {args.workers}", walls_jobs),
+                        (f"LocalCluster x{args.workers}", walls_dask)):  # fmt: skip
+        cells = ", ".join(
+            f"{kind} {w:6.1f} s (speed-up {wall_serial / w:.2f}x)"
+            for kind, w in zip(("cold", "warm"), walls, strict=True)
+        )
+        print(f"{name:<17} wall {cells}")
     print(f"same results in all three runs: {same}")
     print(
         f"load average (1 min) at the start {load0:.1f}, at the end {os.getloadavg()[0]:.1f} "
