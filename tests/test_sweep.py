@@ -65,6 +65,15 @@ def _window_sum(frame: pd.DataFrame, start: int, stop: int) -> dict[str, Any]:
     return {"sum": float(frame["x"].iloc[start:stop].sum()), "rows": len(frame)}
 
 
+def _thread_env() -> dict[str, Any]:
+    from threadpoolctl import threadpool_info
+
+    return {
+        "env": {k: os.environ.get(k) for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS")},
+        "pools": sorted({p["num_threads"] for p in threadpool_info()}),
+    }
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Any:
     with local_cluster(2) as c:
@@ -101,6 +110,15 @@ def test_an_input_task_reads_the_shared_path_once_per_run(tmp_path: Path, cluste
     assert tables[0]["sum"].tolist() == [1.0, 5.0, 9.0, 13.0, 17.0]
     for t in tables[1:]:
         pd.testing.assert_frame_equal(tables[0], t, check_exact=True)
+
+
+def test_workers_run_one_thread_each(cluster: Any) -> None:
+    tasks = [Task(("m", i), _thread_env) for i in range(2)]
+    one = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    for res in (run_tasks(tasks, jobs=2), run_tasks(tasks, scheduler=cluster.scheduler_address)):
+        assert all(r["env"] == one for r in res), res
+        assert all(r["pools"] in ([], [1]) for r in res), res  # BLAS/OpenMP pools held to 1
+    assert all(r["pools"] in ([], [1]) for r in run_tasks(tasks))  # and in this process
 
 
 def test_calibration_on_the_cluster_equals_the_serial_run(coinglass: pd.DataFrame,
