@@ -14,7 +14,7 @@ a frame several tasks share (one market's folds) is sent once, as a Dask task of
 the scheduler can run again if the worker holding it dies. A :class:`Task` passed as an argument
 is an *input task* (``Task((name,), read_user_data, (path,))``): it runs once, on a worker on
 Dask (reading the store from a path every worker shares), in this process locally, and its
-result is the argument.
+result is the argument (an input task's own arguments are plain values).
 
 Results come back in task order whatever the mode and whichever worker finished first, so a
 serial and a parallel run give the same list and :func:`results_table` the same table, row for
