@@ -288,3 +288,15 @@ def _probe_workers(address: str) -> dict[str, Any]:
 
     with distributed.Client(address) as client:
         return client.run(probe)
+
+
+@pytest.mark.parametrize("command", ["calibrate", "evaluate", "fit"])
+def test_cli_bad_jobs_is_named(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    extra = {"calibrate": ["--out", str(tmp_path / "c.json")],
+             "evaluate": ["--gate-only", "--boot", "0", "--no-structure"],
+             "fit": ["--bundled", "--report"]}[command]  # fmt: skip
+    rc = main([command, "--jobs", "0", *extra])
+    assert rc != 0
+    assert "--jobs must be a whole number >= 1, got 0" in capsys.readouterr().err
