@@ -27,11 +27,13 @@ import pandas as pd
 from liqsignal.config import DEFAULT_LEVERAGES, MapConfig
 from liqsignal.evaluate import baseline_predictions, partial_spearman, spearman
 from liqsignal.exceptions import InputError
+from liqsignal.sweep import Task, call_limited
 
 __all__ = [
     "CalibrationResult",
     "Fold",
     "calibrate",
+    "calibration_tasks",
     "leverage_bell",
     "score_window",
 ]
@@ -206,6 +208,107 @@ def _section(cfg: MapConfig) -> dict[str, Any]:
     }
 
 
+def _check(df: pd.DataFrame, folds: int, warmup: int) -> int:
+    """The block length of the walk-forward split (validates ``df`` and ``folds``)."""
+    for c in ("realized_long_usd", "realized_short_usd"):
+        if c not in df.columns:
+            raise InputError(f"calibrate: missing realized liquidation column {c!r}")
+    if folds < 1:
+        raise InputError("calibrate: folds must be >= 1")
+    n = len(df)
+    block = (n - warmup) // (folds + 1)
+    if block < 50:
+        raise InputError(f"calibrate: {n} bars leave blocks of {block} (< 50) for {folds} folds")
+    return block
+
+
+def fold_task(
+    df: pd.DataFrame,
+    base: MapConfig,
+    i: int,
+    folds: int,
+    warmup: int,
+    rounds: int = 2,
+    grid: dict[str, tuple[Any, ...]] | None = None,
+    tick: Callable[[int], None] | None = None,
+) -> tuple[Fold, int]:
+    """Walk-forward fold ``i`` (0-based) of ``folds``: fit on its training blocks, score on its
+    test block; returns the fold and the number of runs it took (one sweep task)."""
+    g = grid or SEARCH_GRID
+    n = len(df)
+    block = _check(df, folds, warmup)
+    count = [0]
+
+    def step() -> None:
+        if tick is not None:
+            tick(count[0])
+
+    dates = pd.DatetimeIndex(df["date"])
+    tr = slice(warmup, warmup + block * (i + 1))
+    te_end = warmup + block * (i + 2) if i < folds - 1 else n
+    te = slice(warmup + block * (i + 1), te_end)
+    fitted_cfg, chosen, train_fit = _fit(df, base, tr, g, rounds, count, step)
+    train_def = score_window(df, base, tr)["objective"]
+    test_def = score_window(df, base, te)
+    test_fit = score_window(df, fitted_cfg, te)
+    count[0] += 2
+    step()
+    fold = Fold(
+        train=(str(dates[tr.start]), str(dates[tr.stop - 1])),
+        test=(str(dates[te.start]), str(dates[te.stop - 1])),
+        fitted={k: _jsonable(v) for k, v in chosen.items()},
+        train_objective_default=train_def,
+        train_objective_fitted=train_fit,
+        test_default=test_def,
+        test_fitted=test_fit,
+    )
+    return fold, count[0]
+
+
+def final_task(
+    df: pd.DataFrame,
+    base: MapConfig,
+    warmup: int,
+    rounds: int = 2,
+    grid: dict[str, tuple[Any, ...]] | None = None,
+    tick: Callable[[int], None] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """The fit on every row after the warm-up (for the written config): ``(chosen values,
+    config section, runs)`` (one sweep task)."""
+    count = [0]
+
+    def step() -> None:
+        if tick is not None:
+            tick(count[0])
+
+    cfg, chosen, _ = _fit(df, base, slice(warmup, len(df)), grid or SEARCH_GRID, rounds, count,
+                          step)  # fmt: skip
+    return {k: _jsonable(v) for k, v in chosen.items()}, _section(cfg), count[0]
+
+
+def calibration_tasks(
+    df: pd.DataFrame,
+    config: MapConfig | None = None,
+    *,
+    folds: int = 2,
+    warmup: int = 200,
+    rounds: int = 2,
+    grid: dict[str, tuple[Any, ...]] | None = None,
+    market: str = "",
+) -> list[Task]:
+    """The sweep tasks of one market's calibration: one per fold, then the final fit; keys
+    ``(market, fold)`` with fold ``"final"`` for the last. Tasks of several markets can be
+    concatenated into one ``liqsignal.sweep.run_tasks`` call."""
+    _check(df, folds, warmup)
+    base = config or MapConfig()
+    tasks = [
+        Task((market, i + 1), fold_task, (df, base, i, folds, warmup, rounds, grid))
+        for i in range(folds)
+    ]
+    tasks.append(Task((market, "final"), final_task, (df, base, warmup, rounds, grid)))
+    return tasks
+
+
 def calibrate(
     df: pd.DataFrame,
     config: MapConfig | None = None,
@@ -215,63 +318,53 @@ def calibrate(
     rounds: int = 2,
     grid: dict[str, tuple[Any, ...]] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    jobs: int = 1,
+    scheduler: str | None = None,
 ) -> CalibrationResult:
     """Walk-forward: split the rows after the warm-up into ``folds + 1`` equal blocks; fold i
     fits on blocks 0..i (expanding) and measures on block i+1 alone, never overlapping. The
-    final parameters are fitted on all rows after the warm-up (for the written config)."""
+    final parameters are fitted on all rows after the warm-up (for the written config).
+
+    The folds and the final fit are independent sweep tasks (``calibration_tasks``): ``jobs``
+    local processes or a Dask ``scheduler`` run them in parallel (``liqsignal.sweep``) with the
+    same result as the serial run (``seconds`` aside)."""
     import time
 
-    for c in ("realized_long_usd", "realized_short_usd"):
-        if c not in df.columns:
-            raise InputError(f"calibrate: missing realized liquidation column {c!r}")
-    if folds < 1:
-        raise InputError("calibrate: folds must be >= 1")
-    n = len(df)
-    usable = n - warmup
-    block = usable // (folds + 1)
-    if block < 50:
-        raise InputError(f"calibrate: {n} bars leave blocks of {block} (< 50) for {folds} folds")
+    from liqsignal.sweep import run_tasks
+
+    tasks = calibration_tasks(df, config, folds=folds, warmup=warmup, rounds=rounds, grid=grid)
     g = grid or SEARCH_GRID
-    base = config or MapConfig()
     per_fit = 1 + rounds * sum(len(v) for v in g.values())
     total = per_fit * (folds + 1) + 2 * folds
-    count = [0]
     t0 = time.perf_counter()
+    if jobs == 1 and scheduler is None:
+        # in this process: progress per run of the map, as the fits go
+        done = [0]
+        results = []
+        for t in tasks:
 
-    def tick() -> None:
-        if progress is not None:
-            progress(count[0], total)
+            def tick(k: int) -> None:
+                if progress is not None:
+                    progress(done[0] + k, total)
 
-    dates = pd.DatetimeIndex(df["date"])
-    out_folds = []
-    for i in range(folds):
-        tr = slice(warmup, warmup + block * (i + 1))
-        te_end = warmup + block * (i + 2) if i < folds - 1 else n
-        te = slice(warmup + block * (i + 1), te_end)
-        fitted_cfg, chosen, train_fit = _fit(df, base, tr, g, rounds, count, tick)
-        train_def = score_window(df, base, tr)["objective"]
-        test_def = score_window(df, base, te)
-        test_fit = score_window(df, fitted_cfg, te)
-        count[0] += 2
-        tick()
-        out_folds.append(
-            Fold(
-                train=(str(dates[tr.start]), str(dates[tr.stop - 1])),
-                test=(str(dates[te.start]), str(dates[te.stop - 1])),
-                fitted={k: _jsonable(v) for k, v in chosen.items()},
-                train_objective_default=train_def,
-                train_objective_fitted=train_fit,
-                test_default=test_def,
-                test_fitted=test_fit,
-            )
-        )
-    final_cfg, chosen, _ = _fit(df, base, slice(warmup, n), g, rounds, count, tick)
+            results.append(call_limited(t.fn, *t.args, tick=tick))
+            done[0] += results[-1][-1]
+    else:
+        finished = [0]
+
+        def on_done(_i: int, res: Any) -> None:
+            finished[0] += res[-1]
+            if progress is not None:
+                progress(finished[0], total)
+
+        results = run_tasks(tasks, jobs=jobs, scheduler=scheduler, on_done=on_done)
+    *fold_results, (final, section, _) = results
     return CalibrationResult(
-        folds=out_folds,
-        final={k: _jsonable(v) for k, v in chosen.items()},
-        evaluations=count[0],
+        folds=[f for f, _ in fold_results],
+        final=final,
+        evaluations=sum(r[-1] for r in results),
         seconds=round(time.perf_counter() - t0, 2),
-        config_section=_section(final_cfg),
+        config_section=section,
     )
 
 

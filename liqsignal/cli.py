@@ -19,6 +19,7 @@ from liqsignal.cli_liquidations import add_parsers as add_liquidation_parsers
 from liqsignal.cli_watch import add_parsers as add_watch_parsers
 from liqsignal.exceptions import ConfigError, LiqsignalError
 from liqsignal.markets import normalize_market
+from liqsignal.sweep import add_sweep_arguments
 
 __all__ = ["main"]
 
@@ -496,6 +497,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             folds=args.folds,
             warmup=args.warmup,
             progress=lambda done, total: progress.update(task, done, total),
+            jobs=args.jobs,
+            scheduler=args.scheduler,
         )
     out = res.to_dict()
     path = Path(args.out)
@@ -1008,6 +1011,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="instead of the parameter search: scale the map's mass by the realized "
         "liquidations on crossed levels (walk-forward) and measure it against the unscaled map",
     )
+    add_sweep_arguments(c)
     c.set_defaults(func=cmd_calibrate)
 
     m = sub.add_parser("map", help="clusters table and picture from stored data")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from liqsignal.exceptions import LiqsignalError
+from liqsignal.sweep import add_sweep_arguments
 
 __all__ = [
     "add_store_arguments",
@@ -94,6 +95,7 @@ def add_yardstick_arguments(e: argparse.ArgumentParser) -> None:
     )
     e.add_argument("--symbol", help="with --data: the file's market (default BTC/USDT:USDT)")
     add_store_arguments(e)
+    add_sweep_arguments(e)
 
 
 def _datasets(args: argparse.Namespace) -> list[Any]:
@@ -132,6 +134,8 @@ def run_yardstick(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
         n_shift=min(args.n_random, 300),
         fine=not args.no_fine,
         realized_scale=load_realized_scale(getattr(args, "config", None)),
+        jobs=getattr(args, "jobs", 1),
+        scheduler=getattr(args, "scheduler", None),
     )
     verdict = gate(report)
     return {
@@ -152,7 +156,13 @@ def run_forecast(args: argparse.Namespace) -> dict[str, Any] | None:
         return None
     from liqsignal.forecast import forecast_report, plot_forecast
 
-    rep = forecast_report(args.dataset or None, n_folds=args.folds, warmup=args.warmup)
+    rep = forecast_report(
+        args.dataset or None,
+        n_folds=args.folds,
+        warmup=args.warmup,
+        jobs=getattr(args, "jobs", 1),
+        scheduler=getattr(args, "scheduler", None),
+    )
     if args.forecast_plot:
         plot_forecast(rep, args.forecast_plot)
     return rep

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from liqsignal.exceptions import InputError
+from liqsignal.sweep import add_sweep_arguments
 
 __all__ = ["add_parsers", "read_user_data", "run_fit"]
 
@@ -58,6 +59,7 @@ def add_parsers(subparsers: Any) -> None:
     f.add_argument("--plot", help="write the reliability diagram and AUC table to this PNG")
     f.add_argument("--folds", type=int, default=3, help="walk-forward folds of the report")
     f.add_argument("--json", action="store_true", help="print JSON")
+    add_sweep_arguments(f)
     f.set_defaults(func=run_fit)
 
 
@@ -141,10 +143,8 @@ def run_fit(args: argparse.Namespace) -> int:
     if args.bundled:
         from liqsignal.datasets import load_datasets
 
-        data = []
-        for ds in load_datasets(args.datasets):
-            feats = compute_features(ds.frame, fc.market_config(engine, ds.symbol))
-            data.append((ds.name, ds.frame, feats))
+        frames = [(ds.name, ds.symbol, ds.frame) for ds in load_datasets(args.datasets)]
+        data = fc.market_features(frames, engine, jobs=args.jobs, scheduler=args.scheduler)
         training = fc.bundled_training(args.datasets)
         source = "liqsignal fit --bundled" + (
             f" --datasets {' '.join(args.datasets)}" if args.datasets else ""
@@ -174,7 +174,7 @@ def run_fit(args: argparse.Namespace) -> int:
     if args.report or args.plot or args.out:
         report = fc.forecast_report(
             horizon=horizon, n_folds=args.folds, target_precision=target, data=data,
-            map_features=use_map,
+            map_features=use_map, jobs=args.jobs, scheduler=args.scheduler,
         )  # fmt: skip
     out: dict[str, Any] = {}
     if args.out:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from liqsignal.column_cache import ColumnCache
 from liqsignal.config import SECTION_KEYS, MapConfig, Settings, load_settings
 from liqsignal.data.timeline import TF_UNITS, merge_point_in_time
 from liqsignal.exceptions import ConfigError, LiqsignalError, traceback_of
@@ -51,6 +52,7 @@ class LiqConfigurationError(ConfigError, _FtOperationalException):
 
 __all__ = [
     "AGGREGATED_COLUMNS",
+    "COLUMN_CACHE",
     "LIQ_COLUMNS",
     "LIQ_FORECAST_COLUMNS",
     "LIQ_PLOT_CONFIG",
@@ -292,14 +294,21 @@ def add_liq_columns(
             pair,
             timeframe,
         )
-    feats = compute_features(df, engine, proxy=bool(use_proxy))
-    assert isinstance(feats, pd.DataFrame)
-    cols = list(LIQ_COLUMNS)
-    if settings.forecast.enabled:
-        feats = _with_forecast(df, feats, settings, engine, pair, ctx)
-        cols += list(LIQ_FORECAST_COLUMNS)
-    # one float block for the new columns: row reads in the guards stay cheap
-    liq = pd.DataFrame(feats[cols].to_numpy(dtype="float64"), index=df.index, columns=cols)
+    cols = list(LIQ_COLUMNS) + (list(LIQ_FORECAST_COLUMNS) if settings.forecast.enabled else [])
+
+    def liq_block() -> pd.DataFrame:
+        feats = compute_features(df, engine, proxy=bool(use_proxy))
+        assert isinstance(feats, pd.DataFrame)
+        if settings.forecast.enabled:
+            feats = _with_forecast(df, feats, settings, engine, pair, ctx)
+        # one float block for the new columns: row reads in the guards stay cheap
+        return pd.DataFrame(feats[cols].to_numpy(dtype="float64"), index=df.index, columns=cols)
+
+    if _runmode(dp) in _FAST_MODES:  # hyperopt epochs: same candles, same columns
+        key = (pair, timeframe, repr(engine), bool(use_proxy), repr(settings.forecast))
+        liq = COLUMN_CACHE.frame(key, df, liq_block)
+    else:
+        liq = liq_block()
     keep = df.drop(columns=[c for c in cols if c in df.columns])
     out = pd.concat([keep, liq], axis=1)
     out = _with_realized(out, pair, config, engine.exchange, timeframe, datadir, ctx)
@@ -392,6 +401,10 @@ def _pair_frame(
 
 _LIVE_MODES = frozenset({"live", "dry_run"})
 _FAST_MODES = frozenset({"backtest", "hyperopt"})
+#: The liq columns computed in backtest/hyperopt, per pair, settings and candles: a process
+#: cache (one map per hyperopt worker process, not one per epoch; the epochs' strategies and
+#: DataProviders are new each time, so it cannot live in their context).
+COLUMN_CACHE = ColumnCache()
 _STORE_CACHE_SIZE = 8
 
 

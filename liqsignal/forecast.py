@@ -1041,16 +1041,105 @@ def _flags(p: np.ndarray, y: np.ndarray, thr: float) -> dict[str, float]:
     }
 
 
-def _bundled_data(names: Sequence[str] | None) -> list[tuple[str, pd.DataFrame, pd.DataFrame]]:
-    from liqsignal.datasets import load_datasets
+def _market_features(frame: pd.DataFrame, cfg: MapConfig) -> pd.DataFrame:
     from liqsignal.features import compute_features
 
-    base = MapConfig()
-    out = []
-    for ds in load_datasets(names):
-        feats = compute_features(ds.frame, market_config(base, ds.symbol))
-        assert isinstance(feats, pd.DataFrame)
-        out.append((ds.name, ds.frame, feats))
+    feats = compute_features(frame, cfg)
+    assert isinstance(feats, pd.DataFrame)
+    return feats
+
+
+def market_features(
+    frames: Sequence[tuple[str, str, pd.DataFrame]],
+    engine: MapConfig | None = None,
+    *,
+    jobs: int = 1,
+    scheduler: str | None = None,
+) -> list[tuple[str, pd.DataFrame, pd.DataFrame]]:
+    """``(name, frame, features)`` of ``(name, symbol, frame)`` markets: the map's columns of
+    each market (``market_config`` of ``engine``), one sweep task per market (``jobs`` local
+    processes or a Dask ``scheduler``, ``liqsignal.sweep``)."""
+    from liqsignal.sweep import Task, run_tasks
+
+    base = engine or MapConfig()
+    tasks = [
+        Task((name,), _market_features, (frame, market_config(base, symbol)))
+        for name, symbol, frame in frames
+    ]
+    feats = run_tasks(tasks, jobs=jobs, scheduler=scheduler)
+    return [(name, frame, f) for (name, _, frame), f in zip(frames, feats, strict=True)]
+
+
+def _bundled_data(
+    names: Sequence[str] | None, *, jobs: int = 1, scheduler: str | None = None
+) -> list[tuple[str, pd.DataFrame, pd.DataFrame]]:
+    from liqsignal.datasets import load_datasets
+
+    frames = [(ds.name, ds.symbol, ds.frame) for ds in load_datasets(names)]
+    return market_features(frames, jobs=jobs, scheduler=scheduler)
+
+
+def _fold_probabilities(
+    rows: Sequence[_Rows],
+    i: int,
+    fold: Any,
+    *,
+    horizon: int,
+    warmup: int,
+    map_features: bool,
+    pool: bool,
+    target_precision: float,
+    c: float,
+    features: Sequence[str] | None,
+) -> dict[str, Any]:
+    """One sweep task of ``walk_forward_probabilities``: market ``i``'s model fitted for
+    ``fold`` and its probabilities on the fold's test rows."""
+    r = rows[i]
+    cutoff = int(r.dates[fold.test.start])
+    masks = []
+    for j, rr in enumerate(rows):
+        if j != i and not pool:
+            masks.append(np.zeros(len(rr.dates), dtype=bool))
+        else:
+            masks.append(_label_mask(rr, horizon, cutoff, warmup))
+    sides = _fit_rows(rows, masks, use_map=map_features, target_precision=target_precision,
+                      c=c, names=features)  # fmt: skip
+    p = {}
+    for s in SIDES:
+        m = sides[s]
+        x = r.x[s][list(m.features)].to_numpy(dtype=np.float64)[fold.test]
+        p[s] = m.predict(x)
+    return {"fold": fold, "sides": sides, "train_rows": int(sum(mm.sum() for mm in masks)),
+            "p": p}  # fmt: skip
+
+
+def _walk_forward_tasks(
+    rows: Sequence[_Rows], n_folds: int, warmup: int, kind: str, **kw: Any
+) -> list[Any]:
+    from liqsignal.datasets import walk_forward_folds
+    from liqsignal.sweep import Task
+
+    return [
+        Task((kind, r.name, fold.index), _fold_probabilities, (rows, i, fold),
+             {"warmup": warmup, **kw})
+        for i, r in enumerate(rows)
+        for fold in walk_forward_folds(len(r.dates), n_folds=n_folds, warmup=warmup)
+    ]  # fmt: skip
+
+
+def _assemble(
+    rows: Sequence[_Rows], tasks: Sequence[Any], results: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
+    """``walk_forward_probabilities``' result from its tasks' results (in task order)."""
+    out: dict[str, Any] = {}
+    for r in rows:
+        out[r.name] = {"p": {s: np.full(len(r.dates), np.nan) for s in SIDES}, "y": r.y,
+                       "folds": [], "dates": r.dates}  # fmt: skip
+    for t, res in zip(tasks, results, strict=True):
+        o = out[rows[t.args[1]].name]
+        for s in SIDES:
+            o["p"][s][res["fold"].test] = res["p"][s]
+        o["folds"].append({k: res[k] for k in ("fold", "sides", "train_rows")})
     return out
 
 
@@ -1065,6 +1154,8 @@ def walk_forward_probabilities(
     target_precision: float = 0.2,
     c: float = DEFAULT_C,
     features: Sequence[str] | None = None,
+    jobs: int = 1,
+    scheduler: str | None = None,
 ) -> dict[str, Any]:
     """Out-of-sample probabilities on every walk-forward test block of every market.
 
@@ -1072,34 +1163,17 @@ def walk_forward_probabilities(
     label was known before the fold's first test bar (expanding window, past only): that
     market's own earlier rows and, with ``pool``, the other markets' rows of earlier dates.
     Returns ``{name: {"p": {side: array}, "y": {side: array}, "folds": [...]}}``; bars outside
-    every test block have NaN probabilities.
+    every test block have NaN probabilities. Each market and fold is one sweep task (``jobs``
+    local processes or a Dask ``scheduler``, ``liqsignal.sweep``); the result is the same.
     """
-    from liqsignal.datasets import walk_forward_folds
+    from liqsignal.sweep import run_tasks
 
     rows = training_frames(data, horizon)
-    out: dict[str, Any] = {}
-    for i, r in enumerate(rows):
-        n = len(r.dates)
-        p = {s: np.full(n, np.nan) for s in SIDES}
-        folds_out = []
-        for fold in walk_forward_folds(n, n_folds=n_folds, warmup=warmup):
-            cutoff = int(r.dates[fold.test.start])
-            masks = []
-            for j, rr in enumerate(rows):
-                if j != i and not pool:
-                    masks.append(np.zeros(len(rr.dates), dtype=bool))
-                else:
-                    masks.append(_label_mask(rr, horizon, cutoff, warmup))
-            sides = _fit_rows(rows, masks, use_map=map_features,
-                              target_precision=target_precision, c=c, names=features)  # fmt: skip
-            for s in SIDES:
-                m = sides[s]
-                x = r.x[s][list(m.features)].to_numpy(dtype=np.float64)[fold.test]
-                p[s][fold.test] = m.predict(x)
-            folds_out.append({"fold": fold, "sides": sides,
-                              "train_rows": int(sum(mm.sum() for mm in masks))})  # fmt: skip
-        out[r.name] = {"p": p, "y": r.y, "folds": folds_out, "dates": r.dates}
-    return out
+    tasks = _walk_forward_tasks(rows, n_folds, warmup, "map", horizon=horizon,
+                                map_features=map_features, pool=pool,
+                                target_precision=target_precision, c=c,
+                                features=features)  # fmt: skip
+    return _assemble(rows, tasks, run_tasks(tasks, jobs=jobs, scheduler=scheduler))
 
 
 def forecast_report(
@@ -1111,6 +1185,8 @@ def forecast_report(
     target_precision: float = 0.2,
     data: Sequence[tuple[str, pd.DataFrame, pd.DataFrame | None]] | None = None,
     map_features: bool = True,
+    jobs: int = 1,
+    scheduler: str | None = None,
 ) -> dict[str, Any]:
     """Walk-forward scores of the forecast and of the same model on map-free features only.
 
@@ -1119,18 +1195,30 @@ def forecast_report(
     fold's test block (never fitted on), the base rate, the log loss of the training base
     rate, and the armed threshold's flags and precision. ``data`` replaces the bundled
     datasets with ``(name, frame, features)`` tuples. Also the pooled out-of-sample scores per
-    side over every test block, and the targets with pass / fail.
+    side over every test block, and the targets with pass / fail. The maps of the bundled
+    datasets and the fits of every (model, dataset, fold) are sweep tasks: ``jobs`` local
+    processes or a Dask ``scheduler`` run them (``liqsignal.sweep``), same report.
     """
+    from liqsignal.sweep import run_tasks
+
     if data is None:
-        data = _bundled_data(datasets)
-    runs = {
-        "map": walk_forward_probabilities(data, horizon=horizon, n_folds=n_folds, warmup=warmup,
-                                          map_features=map_features,
-                                          target_precision=target_precision),
-        "map_free": walk_forward_probabilities(data, horizon=horizon, n_folds=n_folds,
-                                               warmup=warmup, map_features=False,
-                                               target_precision=target_precision),
+        data = _bundled_data(datasets, jobs=jobs, scheduler=scheduler)
+    design = training_frames(data, horizon)
+    kw = {"horizon": horizon, "pool": True, "target_precision": target_precision,
+          "c": DEFAULT_C, "features": None}  # fmt: skip
+    by_kind = {
+        "map": _walk_forward_tasks(design, n_folds, warmup, "map", map_features=map_features,
+                                   **kw),
+        "map_free": _walk_forward_tasks(design, n_folds, warmup, "map_free",
+                                        map_features=False, **kw),
     }  # fmt: skip
+    tasks = [*by_kind["map"], *by_kind["map_free"]]
+    results = run_tasks(tasks, jobs=jobs, scheduler=scheduler)
+    n_map = len(by_kind["map"])
+    runs = {
+        "map": _assemble(design, by_kind["map"], results[:n_map]),
+        "map_free": _assemble(design, by_kind["map_free"], results[n_map:]),
+    }
     rows: list[dict[str, Any]] = []
     pooled: dict[str, dict[str, list[np.ndarray]]] = {
         s: {"y": [], "map": [], "map_free": []} for s in SIDES

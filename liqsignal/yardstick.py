@@ -46,6 +46,7 @@ from liqsignal.realized_scale import (
     level_calibration,
 )
 from liqsignal.stats import ranks, spearman_fast
+from liqsignal.sweep import Task
 
 __all__ = [
     "CONTROL_NAMES",
@@ -63,6 +64,7 @@ __all__ = [
     "score_dataset",
     "spearman_fast",
     "yardstick",
+    "yardstick_tasks",
 ]
 
 CONTROL_NAMES: tuple[str, ...] = ("move_oi", "extreme_oi", "range_oi", "volume_range")
@@ -677,11 +679,27 @@ def score_dataset(
 def yardstick(
     config: MapConfig | None = None,
     datasets: Iterable[Dataset] | None = None,
+    *,
+    jobs: int = 1,
+    scheduler: str | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
-    """The yardstick over datasets (all bundled ones by default)."""
+    """The yardstick over datasets (all bundled ones by default). Each dataset is one sweep
+    task (its map runs once over its whole history, then every fold is scored on it): ``jobs``
+    local processes or a Dask ``scheduler`` score them in parallel (``liqsignal.sweep``), with
+    the same report as the serial run."""
+    from liqsignal.sweep import run_tasks
+
     dss = list(datasets) if datasets is not None else load_datasets()
-    return {"datasets": [score_dataset(ds, config, **kwargs) for ds in dss]}
+    tasks = yardstick_tasks(config, dss, **kwargs)
+    return {"datasets": run_tasks(tasks, jobs=jobs, scheduler=scheduler)}
+
+
+def yardstick_tasks(
+    config: MapConfig | None, datasets: Iterable[Dataset], **kwargs: Any
+) -> list[Task]:
+    """One sweep task per dataset (key: its name), each giving ``score_dataset``'s dict."""
+    return [Task((ds.name,), score_dataset, (ds, config), dict(kwargs)) for ds in datasets]
 
 
 @dataclass(frozen=True)
