@@ -376,6 +376,8 @@ def find_clusters_nb(
     side: int,
     total: float,
     wide_h: int,
+    ref: float,
+    stop_gap: float,
 ) -> int:
     """Clusters in ``vals[:m]``, ordered from nearest to price (index 0) outward.
 
@@ -387,6 +389,10 @@ def find_clusters_nb(
     near edge price, far edge price, bins) into ``out[side]``; returns the count.
     With ``wide_h > 0`` the reference is local instead: the mean of ``vals`` over
     [j - wide_h, j + wide_h] (local contrast, so a smooth map still has pockets near price).
+    With ``stop_gap >= 0`` the search ends at the first run of dense bins whose near edge is
+    farther than ``stop_gap * ref`` from the far edge of the last cluster written: clusters from
+    there on cannot extend the cascade from the nearest one (``cascade_nb``'s test), which is all
+    the per-bar columns read (``stop_gap < 0``: every cluster).
     """
     if m <= 0 or total <= 0.0:
         return 0
@@ -442,6 +448,10 @@ def find_clusters_nb(
                         count,
                     )
                     if count >= max_k:
+                        return count
+                if count > 0 and stop_gap >= 0.0:
+                    near = price_of_nb(float(i_start + direction * j), mode, step, origin)
+                    if not abs(near - out[side, count - 1, C_FAR]) / ref <= stop_gap:
                         return count
                 in_run = True
                 start = j
@@ -1220,6 +1230,8 @@ def _read_side_nb(
         side,
         total,
         wide_bins_nb(p[Param.contrast_window], ref, mode, step),
+        ref,
+        p[Param.cascade_gap],
     )
     out[rows.density_usd, t] = dens
     ema_idx = G_EMA_LC if side == 0 else G_EMA_SC
@@ -1470,5 +1482,7 @@ def side_clusters_nb(
         0,
         total,
         wide_bins_nb(p[Param.contrast_window], ref, mode, step),
+        ref,
+        -1.0,
     )
     return out[0, :k]
