@@ -89,6 +89,19 @@ def best_of(fn, repeat: int = 3) -> float:
     return min(times)
 
 
+def best_of_pair(fn_a, fn_b, repeat: int = 3) -> tuple[float, float]:
+    """Best times of ``fn_a`` and ``fn_b`` over ``repeat`` rounds, alternating their order."""
+    ta: list[float] = []
+    tb: list[float] = []
+    for i in range(repeat):
+        for fn, times in ((fn_a, ta), (fn_b, tb)) if i % 2 == 0 else ((fn_b, tb), (fn_a, ta)):
+            gc.collect()
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return min(ta), min(tb)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
@@ -101,8 +114,19 @@ def main() -> int:
     # compile / warm the cache
     LiquidationMap(cfg).update(ts[:2000], x[:2000])
 
-    t_kernel = best_of(lambda: LiquidationMap(cfg).update(ts, x))
-    t_full = best_of(lambda: compute_features(df, cfg), repeat=2)
+    # other data: the synthetic small-range series, same config, timed interleaved with the
+    # real one (so a change of load on the machine moves both)
+    syn = synthetic_small_range_minutes()
+    xs = prepare_inputs(syn, proxy=False)[:, None, :]
+    tss = _seconds(syn["date"])
+    syn_map = LiquidationMap(cfg)
+    syn_map.update(tss[:2000], xs[:2000])
+    t_kernel, t_syn_kernel = best_of_pair(
+        lambda: LiquidationMap(cfg).update(ts, x), lambda: LiquidationMap(cfg).update(tss, xs)
+    )
+    t_full, t_syn_full = best_of_pair(
+        lambda: compute_features(df, cfg), lambda: compute_features(syn, cfg), repeat=2
+    )
     nr = a.reference_bars
 
     def run_ref() -> None:
@@ -118,15 +142,6 @@ def main() -> int:
     kernel_rate = N_BARS / t_kernel
     full_rate = N_BARS / t_full
     ref_rate = nr / t_ref
-
-    # other data: the synthetic small-range series, same config, same run
-    syn = synthetic_small_range_minutes()
-    xs = prepare_inputs(syn, proxy=False)[:, None, :]
-    tss = _seconds(syn["date"])
-    syn_map = LiquidationMap(cfg)
-    syn_map.update(tss[:2000], xs[:2000])
-    t_syn_kernel = best_of(lambda: LiquidationMap(cfg).update(tss, xs))
-    t_syn_full = best_of(lambda: compute_features(syn, cfg), repeat=2)
 
     # incremental update, one bar, Python call included
     m = LiquidationMap(cfg)
