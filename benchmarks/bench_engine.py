@@ -6,6 +6,11 @@ BTC/USDT:USDT 5m candles of 2023-2024 (user_data/data/binance_2023_2024), relabe
 spacing; open interest is not in that data, so cumulative signed volume stands in for it
 (speed does not depend on its values). Grid: default 50 USD step with 2,400 bins, default 10
 leverage tiers. Baseline: the pure-numpy reference model (tests/reference.py) on the first bars.
+
+Other data, same run: one year of synthetic 1-minute bars with small ranges and an open-interest
+random walk (``synthetic_small_range_minutes``: a price walk from 100 USD with 3 bps moves and
+1 bp wicks, so the 50 USD step gives way to the relative 5 bps grid, as on any low-priced
+market), printed with its ratio to the real series.
 """
 
 from __future__ import annotations
@@ -51,6 +56,29 @@ def one_year_of_minutes() -> pd.DataFrame:
     return df
 
 
+def synthetic_small_range_minutes(n: int = N_BARS, seed: int = 14) -> pd.DataFrame:
+    """``n`` synthetic 1-minute bars: a price walk from 100 USD (3 bps per minute), wicks of
+    about 1 bp beyond open / close, exponential volume and an OI random walk (kept > 0)."""
+    rng = np.random.default_rng(seed)
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 3e-4, n)))
+    open_ = np.concatenate([[100.0], close[:-1]])
+    high = np.maximum(open_, close) * (1.0 + np.abs(rng.normal(0.0, 1e-4, n)))
+    low = np.minimum(open_, close) * (1.0 - np.abs(rng.normal(0.0, 1e-4, n)))
+    oi = 3.0e7 + np.cumsum(rng.normal(0.0, 15_000.0, n))
+    oi -= min(0.0, float(oi.min())) - 3.0e5
+    return pd.DataFrame(
+        {
+            "date": pd.date_range("2023-01-01", periods=n, freq="1min", tz="UTC"),
+            "open": open_,
+            "high": high,
+            "low": low,
+            "close": close,
+            "volume": rng.exponential(15_000.0, n),
+            "open_interest_amount": oi,
+        }
+    )
+
+
 def best_of(fn, repeat: int = 3) -> float:
     times = []
     for _ in range(repeat):
@@ -59,6 +87,19 @@ def best_of(fn, repeat: int = 3) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return min(times)
+
+
+def best_of_pair(fn_a, fn_b, repeat: int = 3) -> tuple[float, float]:
+    """Best times of ``fn_a`` and ``fn_b`` over ``repeat`` rounds, alternating their order."""
+    ta: list[float] = []
+    tb: list[float] = []
+    for i in range(repeat):
+        for fn, times in ((fn_a, ta), (fn_b, tb)) if i % 2 == 0 else ((fn_b, tb), (fn_a, ta)):
+            gc.collect()
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return min(ta), min(tb)
 
 
 def main() -> int:
@@ -73,8 +114,19 @@ def main() -> int:
     # compile / warm the cache
     LiquidationMap(cfg).update(ts[:2000], x[:2000])
 
-    t_kernel = best_of(lambda: LiquidationMap(cfg).update(ts, x))
-    t_full = best_of(lambda: compute_features(df, cfg), repeat=2)
+    # other data: the synthetic small-range series, same config, timed interleaved with the
+    # real one (so a change of load on the machine moves both)
+    syn = synthetic_small_range_minutes()
+    xs = prepare_inputs(syn, proxy=False)[:, None, :]
+    tss = _seconds(syn["date"])
+    syn_map = LiquidationMap(cfg)
+    syn_map.update(tss[:2000], xs[:2000])
+    t_kernel, t_syn_kernel = best_of_pair(
+        lambda: LiquidationMap(cfg).update(ts, x), lambda: LiquidationMap(cfg).update(tss, xs)
+    )
+    t_full, t_syn_full = best_of_pair(
+        lambda: compute_features(df, cfg), lambda: compute_features(syn, cfg), repeat=2
+    )
     nr = a.reference_bars
 
     def run_ref() -> None:
@@ -125,6 +177,13 @@ def main() -> int:
     print(
         f"first version's rules:    {t_first:8.3f} s  {N_BARS / t_first:12,.0f} bars/s "
         f"(defaults / first version time ratio {t_kernel / t_first:.3f})"
+    )
+    syn_grid = "relative" if syn_map.config.grid_mode == 1 else "absolute"
+    print(
+        f"synthetic small-range 1m ({N_BARS:,} bars, {syn_grid} grid, {syn_map.n_bins} bins): "
+        f"kernel {N_BARS / t_syn_kernel:,.0f} bars/s ({t_kernel / t_syn_kernel:.3f} of the real "
+        f"series' rate), compute_features {N_BARS / t_syn_full:,.0f} bars/s "
+        f"({t_full / t_syn_full:.3f} of the real series' rate)"
     )
     print(
         f"incremental update, 1 bar: median {med_us:.2f} us, p99 {p99_us:.2f} us "

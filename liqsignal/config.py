@@ -42,6 +42,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from liqsignal import nb
 from liqsignal.exceptions import ConfigError
 
 __all__ = [
@@ -87,39 +88,9 @@ AUTO_GRID_BPS: tuple[float, float] = (1.0, 50.0)
 #: The relative step (bps) that replaces an absolute step outside ``AUTO_GRID_BPS``.
 AUTO_GRID_STEP_BPS = 5.0
 
-#: Order of the float parameters handed to the kernels (``MapConfig.kernel_params``).
-#: The kernel unpacks them by position; ``tests/test_nb.py`` checks the two agree.
-PARAM_NAMES: tuple[str, ...] = (
-    "grid_mode",  # 0 absolute step, 1 relative step
-    "grid_step",  # USD per bin, or log(1 + bps/1e4)
-    "half_life_s",
-    "entry_spread",
-    "direction_long_share",
-    "close_long_share",  # -1: pro rata to standing notional
-    "proxy_volume_share",
-    "density_band",
-    "scan_range",
-    "smooth_half_bins",
-    "cluster_threshold",
-    "cluster_min_usd",
-    "merge_gap_bins",
-    "cascade_gap",
-    "cascade_max_depth",
-    "armed_distance",
-    "armed_size_ratio",
-    "armed_oi_ratio",
-    "armed_funding_min",
-    "ema_alpha",
-    "flush_ratio",
-    "flush_min_usd",
-    "recentre_frac",
-    "heatmap_every_s",
-    "heatmap_bins_per_row",
-    "churn_volume_share",
-    "intrabar_share",
-    "close_relative",
-    "contrast_window",  # fraction of price; 0: dense against the scan window's mean
-)
+#: Order of the float parameters handed to the kernels (``MapConfig.kernel_params``): the
+#: names of ``nb.Param``, whose values are their positions in the vector.
+PARAM_NAMES = nb.PARAM_NAMES
 
 #: Upper bound of the grid (bins per exchange and side): 1,000,000 bins hold 16 MB per exchange.
 MAX_BINS = 1_000_000

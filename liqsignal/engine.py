@@ -3,7 +3,8 @@
 A ``LiquidationMap`` owns the state arrays the numba kernel ``nb.run_nb`` advances. ``update``
 feeds it bars (one or many, as arrays); a full build is the same call on all bars from a fresh
 map, so incremental and full results are equal by construction. Snapshots (levels per price,
-clusters, heatmap history) are read from the current state without changing it.
+clusters, heatmap history) are read from the current state without changing it; every cluster
+of a snapshot (``clusters_from_state``) comes from the same kernels as the per-bar columns.
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ from liqsignal.config import MAX_BINS, MapConfig
 from liqsignal.exceptions import InputError
 from liqsignal.tiers import formula_of, leverage_factors
 
-__all__ = ["MAX_BINS", "OUT_NAMES", "Cluster", "HeatmapHistory", "LiquidationMap", "MapSnapshot"]
+__all__ = [
+    "MAX_BINS",
+    "OUT_NAMES",
+    "Cluster",
+    "HeatmapHistory",
+    "LiquidationMap",
+    "MapSnapshot",
+    "clusters_from_state",
+]
 
 OUT_NAMES = nb.OUT_NAMES
 
@@ -260,8 +269,6 @@ class LiquidationMap:
         levels = self.levels()
         if not self.initialized or not math.isfinite(ref):
             return MapSnapshot(time, ref, levels, [])
-        from liqsignal.clusters import clusters_from_state
-
         clusters = clusters_from_state(self, ref, max_clusters, scan_range_pct)
         return MapSnapshot(time, ref, levels, clusters)
 
@@ -339,3 +346,59 @@ class LiquidationMap:
             "dropped_usd": float(g[nb.G_DROPPED]),
             "standing_usd": standing,
         }
+
+
+def clusters_from_state(
+    lmap: LiquidationMap, ref: float, max_clusters: int = 50, scan_range_pct: float | None = None
+) -> list[Cluster]:
+    """Every cluster within the scan range on each side of ``ref``, nearest first per side.
+
+    The per-bar columns (nearest cluster, cascade, armed, flush) come from ``nb.run_nb``; this
+    lists *all* clusters of the current state for snapshots, tables, alerts and pictures with
+    the same ``find_clusters_nb`` and ``cascade_nb``, so both agree. ``scan_range_pct`` widens
+    (or narrows) the search for this call only."""
+    cfg = lmap.config
+    p = lmap.params.copy()
+    if scan_range_pct is not None:
+        p[nb.Param.scan_range] = scan_range_pct / 100.0
+    origin = float(lmap.g[nb.G_ORIGIN])
+    n = lmap.n_bins
+    vals = np.zeros(n + 2)
+    bin_prices = lmap.price_of(np.arange(n))
+    result: list[Cluster] = []
+    for side, name, raw, scale_col in (
+        (0, "long", lmap.long_raw, nb.X_SCALE_L),
+        (1, "short", lmap.short_raw, nb.X_SCALE_S),
+    ):
+        scales = np.ascontiguousarray(lmap.ex[:, scale_col])
+        cl = nb.side_clusters_nb(raw, scales, side, ref, p, origin, max_clusters, vals)
+        per_ex = raw * scales[:, None]
+        for c in range(cl.shape[0]):
+            depth, cusd, _end = nb.cascade_nb(
+                cl[None], 0, c, cl.shape[0], ref, cfg.cascade_gap_pct / 100.0, cfg.cascade_max_depth
+            )
+            lo = float(min(cl[c, nb.C_NEAR], cl[c, nb.C_FAR]))
+            hi = float(max(cl[c, nb.C_NEAR], cl[c, nb.C_FAR]))
+            mask = (bin_prices >= lo - 1e-9 * hi) & (bin_prices <= hi * (1 + 1e-12))
+            by_ex = per_ex[:, mask].sum(axis=1)
+            tot = float(by_ex.sum())
+            shares = {
+                lmap.exchanges[e]: (float(by_ex[e]) / tot if tot > 0 else 0.0)
+                for e in range(lmap.n_exchanges)
+            }
+            usd = float(cl[c, nb.C_USD])
+            price = float(cl[c, nb.C_PRICE])
+            result.append(
+                Cluster(
+                    side=name,
+                    price=price,
+                    low=lo,
+                    high=hi,
+                    usd=usd,
+                    distance_pct=abs(ref - price) / ref * 100.0,
+                    depth=int(depth),
+                    cascade_usd=float(cusd),
+                    shares=shares,
+                )
+            )
+    return result

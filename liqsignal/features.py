@@ -246,7 +246,14 @@ def prepare_inputs(df: pd.DataFrame, *, proxy: bool) -> np.ndarray:
     """The kernel's per-bar inputs ``[n, 8]`` for one exchange (validated frame)."""
     n = len(df)
     x = np.full((n, nb.N_IN), np.nan)
-    for i, c in enumerate(("open", "high", "low", "close", "volume")):
+    named = (
+        (nb.I_OPEN, "open"),
+        (nb.I_HIGH, "high"),
+        (nb.I_LOW, "low"),
+        (nb.I_CLOSE, "close"),
+        (nb.I_VOL, "volume"),
+    )
+    for i, c in named:
         x[:, i] = _numeric(df, c, "dataframe")
     if not proxy:
         if "open_interest_amount" in df.columns:

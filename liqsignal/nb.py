@@ -3,7 +3,9 @@
 The whole per-bar model (DESIGN.md order: consume, open, close, fade, read) is one kernel,
 ``run_nb``, that advances a state held in plain arrays over any number of bars. A full build is a
 run over all bars from a fresh state; an incremental update is the same kernel over the new bars,
-so both give the same numbers by construction.
+so both give the same numbers by construction. ``run_nb`` is a loop over bars calling one small
+kernel per step (``_consume_nb``, ``_open_nb``, ``_close_nb``, ``_fade_nb``, ``_read_side_nb``,
+``_flush_nb``, ``_heatmap_frame_nb``), each inlined into it.
 
 Arrays (all float64 unless said):
 
@@ -11,7 +13,7 @@ Arrays (all float64 unless said):
   ``open, high, low, close, volume, oi_amount, taker_buy_volume, funding_rate`` (NaN close: the
   exchange has no bar, as with any close that is not finite and > 0; NaN oi: no OI change known
   this bar; NaN taker/funding: unknown).
-- ``p``: parameters in ``config.PARAM_NAMES`` order (unpacked by position below).
+- ``p[len(Param)]``: parameters, ``p[Param.scan_range]`` and so on (``PARAM_NAMES`` order).
 - ``factors[n_ex, 2, n_lev]``: liquidation price / entry price, long (0) and short (1);
   ``log_factors``: ``log(factors) / grid step`` (used by the relative grid; 0 where factor <= 0);
   ``weights[n_ex, n_lev]``; ``proxy[n_ex]`` (int64): 1 = volume-proxy mode for that exchange.
@@ -20,16 +22,20 @@ Arrays (all float64 unless said):
   scale (decay and pro-rata closes multiply the scale, not the bins).
 - ``work[1, n_bins + 2]``: scratch (one side's scanned bins); ``hm[F, 2, rows]`` and
   ``hm_meta[F, 4]``: heatmap ring buffer.
-- ``out[N_OUT, n]``: features per bar, one row per name in ``OUT_NAMES``.
+- ``out[N_OUT, n]``: features per bar, ``out[Out.liq_flush, t]`` and so on (``OUT_NAMES`` order).
 
 Every setting reaches the kernels as an argument. The only module-level names they read are the
-integer layout constants below (array column indices), fixed in this file: numba freezes them at
-compile time and its cache is invalidated whenever this file changes, so they cannot go stale.
+layout constants below (array indices: plain ints, ``IntEnum`` members and a ``NamedTuple`` of
+ints), fixed in this file: numba freezes them at compile time as constants and its cache is
+invalidated whenever this file changes, so they cannot go stale. ``Param`` and ``Out`` are the one
+source of the parameter and column names: ``PARAM_NAMES`` and ``OUT_NAMES`` are derived from them.
 """
 
 from __future__ import annotations
 
 import math
+from enum import IntEnum, unique
+from typing import Any, NamedTuple
 
 import numpy as np
 from numba import njit
@@ -63,46 +69,120 @@ G_SIZE = 18
 X_SCALE_L, X_SCALE_S, X_TOT_L, X_TOT_S, X_PREV_OI, X_LTOP, X_SBOT, X_LAST_CLOSE = range(8)
 X_SIZE = 8
 
-OUT_NAMES = (
-    "liq_pred_long_usd",
-    "liq_pred_short_usd",
-    "liq_long_cluster_price",
-    "liq_long_cluster_usd",
-    "liq_long_cluster_dist_pct",
-    "liq_long_cluster_low",
-    "liq_long_cluster_high",
-    "liq_short_cluster_price",
-    "liq_short_cluster_usd",
-    "liq_short_cluster_dist_pct",
-    "liq_short_cluster_low",
-    "liq_short_cluster_high",
-    "liq_long_cascade_depth",
-    "liq_long_cascade_usd",
-    "liq_long_cascade_end",
-    "liq_short_cascade_depth",
-    "liq_short_cascade_usd",
-    "liq_short_cascade_end",
-    "liq_long_density_usd",
-    "liq_short_density_usd",
-    "liq_long_armed",
-    "liq_long_armed_score",
-    "liq_short_armed",
-    "liq_short_armed_score",
-    "liq_flush",
-    "liq_bars_since_flush",
-    "liq_long_total_usd",
-    "liq_short_total_usd",
-    "liq_opened_usd",
-    "liq_closed_usd",
-    "liq_dropped_usd",
-    "liq_pred_standing_long_usd",
-    "liq_pred_standing_short_usd",
-)
-N_OUT = len(OUT_NAMES)
+
+@unique
+class Param(IntEnum):
+    """Position of each float parameter in ``p`` (``MapConfig.kernel_params`` builds it by name)."""
+
+    grid_mode = 0  # 0 absolute step, 1 relative step
+    grid_step = 1  # USD per bin, or log(1 + bps/1e4)
+    half_life_s = 2
+    entry_spread = 3
+    direction_long_share = 4
+    close_long_share = 5  # -1: pro rata to standing notional
+    proxy_volume_share = 6
+    density_band = 7
+    scan_range = 8
+    smooth_half_bins = 9
+    cluster_threshold = 10
+    cluster_min_usd = 11
+    merge_gap_bins = 12
+    cascade_gap = 13
+    cascade_max_depth = 14
+    armed_distance = 15
+    armed_size_ratio = 16
+    armed_oi_ratio = 17
+    armed_funding_min = 18
+    ema_alpha = 19
+    flush_ratio = 20
+    flush_min_usd = 21
+    recentre_frac = 22
+    heatmap_every_s = 23
+    heatmap_bins_per_row = 24
+    churn_volume_share = 25
+    intrabar_share = 26
+    close_relative = 27
+    contrast_window = 28  # fraction of price; 0: dense against the scan window's mean
+
+
+@unique
+class Out(IntEnum):
+    """Row of each feature column in ``out`` (the names are the ``liq_*`` column names)."""
+
+    liq_pred_long_usd = 0
+    liq_pred_short_usd = 1
+    liq_long_cluster_price = 2
+    liq_long_cluster_usd = 3
+    liq_long_cluster_dist_pct = 4
+    liq_long_cluster_low = 5
+    liq_long_cluster_high = 6
+    liq_short_cluster_price = 7
+    liq_short_cluster_usd = 8
+    liq_short_cluster_dist_pct = 9
+    liq_short_cluster_low = 10
+    liq_short_cluster_high = 11
+    liq_long_cascade_depth = 12
+    liq_long_cascade_usd = 13
+    liq_long_cascade_end = 14
+    liq_short_cascade_depth = 15
+    liq_short_cascade_usd = 16
+    liq_short_cascade_end = 17
+    liq_long_density_usd = 18
+    liq_short_density_usd = 19
+    liq_long_armed = 20
+    liq_long_armed_score = 21
+    liq_short_armed = 22
+    liq_short_armed_score = 23
+    liq_flush = 24
+    liq_bars_since_flush = 25
+    liq_long_total_usd = 26
+    liq_short_total_usd = 27
+    liq_opened_usd = 28
+    liq_closed_usd = 29
+    liq_dropped_usd = 30
+    liq_pred_standing_long_usd = 31
+    liq_pred_standing_short_usd = 32
+
+
+#: Parameter names in ``p`` order (``config.PARAM_NAMES`` is this tuple).
+PARAM_NAMES: tuple[str, ...] = tuple(Param.__members__)
+N_PARAMS = len(Param)
+#: Feature column names in ``out`` row order.
+OUT_NAMES: tuple[str, ...] = tuple(Out.__members__)
+N_OUT = len(Out)
+
+
+class SideRows(NamedTuple):
+    """The rows of ``out`` that one side's read writes (``LONG_ROWS``, ``SHORT_ROWS``)."""
+
+    cluster_price: int
+    cluster_usd: int
+    cluster_dist_pct: int
+    cluster_low: int
+    cluster_high: int
+    cascade_depth: int
+    cascade_usd: int
+    cascade_end: int
+    density_usd: int
+    armed: int
+    armed_score: int
+
+
+def _side_rows(side: str) -> SideRows:
+    """``SideRows`` of ``side`` ("long" / "short"), field ``f`` at column ``liq_<side>_<f>``."""
+    return SideRows(*(int(Out[f"liq_{side}_{f}"]) for f in SideRows._fields))
+
+
+LONG_ROWS = _side_rows("long")
+SHORT_ROWS = _side_rows("short")
 
 # Cluster record columns (find_clusters_nb output)
 C_USD, C_PRICE, C_NEAR, C_FAR, C_NBINS = 0, 1, 2, 3, 4
 C_SIZE = 5
+
+_LN2 = math.log(2.0)
+#: numba option: compile without reference counting (the function must allocate nothing).
+_NO_REFCOUNT: dict[str, Any] = {"_nrt": False}
 
 
 @njit(cache=True, inline="always")
@@ -296,6 +376,8 @@ def find_clusters_nb(
     side: int,
     total: float,
     wide_h: int,
+    ref: float,
+    stop_gap: float,
 ) -> int:
     """Clusters in ``vals[:m]``, ordered from nearest to price (index 0) outward.
 
@@ -307,6 +389,10 @@ def find_clusters_nb(
     near edge price, far edge price, bins) into ``out[side]``; returns the count.
     With ``wide_h > 0`` the reference is local instead: the mean of ``vals`` over
     [j - wide_h, j + wide_h] (local contrast, so a smooth map still has pockets near price).
+    With ``stop_gap >= 0`` the search ends at the first run of dense bins whose near edge is
+    farther than ``stop_gap * ref`` from the far edge of the last cluster written: clusters from
+    there on cannot extend the cascade from the nearest one (``cascade_nb``'s test), which is all
+    the per-bar columns read (``stop_gap < 0``: every cluster).
     """
     if m <= 0 or total <= 0.0:
         return 0
@@ -362,6 +448,10 @@ def find_clusters_nb(
                         count,
                     )
                     if count >= max_k:
+                        return count
+                if count > 0 and stop_gap >= 0.0:
+                    near = price_of_nb(float(i_start + direction * j), mode, step, origin)
+                    if not abs(near - out[side, count - 1, C_FAR]) / ref <= stop_gap:
                         return count
                 in_run = True
                 start = j
@@ -524,431 +614,772 @@ def run_nb(
     out: np.ndarray,
 ) -> None:
     """Advance the map over ``len(ts)`` bars, writing one feature row per bar into ``out``."""
-    # --- parameters (config.PARAM_NAMES order) ---
-    mode = p[0]  # grid_mode
-    step = p[1]  # grid_step
-    half_life_s = p[2]  # half_life_s
-    entry_spread = p[3]  # entry_spread
-    dir_share = p[4]  # direction_long_share
-    close_long_share = p[5]  # close_long_share
-    proxy_share = p[6]  # proxy_volume_share
-    band = p[7]  # density_band
-    scan = p[8]  # scan_range
-    smooth_h = int(p[9])  # smooth_half_bins
-    thr_mult = p[10]  # cluster_threshold
-    min_usd = p[11]  # cluster_min_usd
-    merge_gap = int(p[12])  # merge_gap_bins
-    cascade_gap = p[13]  # cascade_gap
-    cascade_max = int(p[14])  # cascade_max_depth
-    armed_dist = p[15]  # armed_distance
-    armed_size = p[16]  # armed_size_ratio
-    armed_oi = p[17]  # armed_oi_ratio
-    armed_fund = p[18]  # armed_funding_min
-    alpha = p[19]  # ema_alpha
-    flush_ratio = p[20]  # flush_ratio
-    flush_min = p[21]  # flush_min_usd
-    recentre_frac = p[22]  # recentre_frac
-    hm_every = p[23]  # heatmap_every_s
-    hm_per_row = int(p[24])  # heatmap_bins_per_row
-    churn = p[25]  # churn_volume_share
-    intrabar = p[26]  # intrabar_share
-    close_relative = p[27]  # close_relative
-    contrast = p[28]  # contrast_window
-
-    inv_step = 1.0 / step
-    n_bars = ts.shape[0]
     n_ex = x.shape[1]
-    n_lev = weights.shape[1]
-    n_bins = long_raw.shape[1]
-    n_frames = hm.shape[0]
-    hm_rows = hm.shape[2]
-    ln2 = math.log(2.0)
-    max_k = clusters.shape[1]
-    vals = work[0]
-    scales_l = np.empty(n_ex)
-    scales_s = np.empty(n_ex)
+    _bars_nb(
+        ts,
+        x,
+        p,
+        factors,
+        log_factors,
+        weights,
+        proxy,
+        g,
+        ex,
+        long_raw,
+        short_raw,
+        work,
+        clusters,
+        hm,
+        hm_meta,
+        out,
+        np.empty(n_ex),
+        np.empty(n_ex),
+    )
 
-    for t in range(n_bars):
-        # reference price: first exchange with a bar
-        ref = np.nan
-        for e in range(n_ex):
-            if x[t, e, I_CLOSE] > 0.0 and math.isfinite(x[t, e, I_CLOSE]):
-                ref = x[t, e, I_CLOSE]
-                break
+
+@njit(cache=True, **_NO_REFCOUNT)
+def _bars_nb(
+    ts: np.ndarray,
+    x: np.ndarray,
+    p: np.ndarray,
+    factors: np.ndarray,
+    log_factors: np.ndarray,
+    weights: np.ndarray,
+    proxy: np.ndarray,
+    g: np.ndarray,
+    ex: np.ndarray,
+    long_raw: np.ndarray,
+    short_raw: np.ndarray,
+    work: np.ndarray,
+    clusters: np.ndarray,
+    hm: np.ndarray,
+    hm_meta: np.ndarray,
+    out: np.ndarray,
+    scales_l: np.ndarray,
+    scales_s: np.ndarray,
+) -> None:
+    """The loop of ``run_nb`` over bars; ``scales_l`` / ``scales_s[n_ex]`` are scratch.
+
+    Compiled without numba's reference counting (``_nrt=False``): it allocates nothing, and
+    every array it hands to the inlined step kernels is borrowed from ``run_nb``. With
+    counting on, each array argument of an inlined helper costs an incref / decref pair per
+    call, which made the cut-up loop about 15 % slower than the single function it replaced.
+    """
+    n_ex = x.shape[1]
+    vals = work[0]
+    for t in range(ts.shape[0]):
+        ref = _ref_price_nb(x, t)
         if ref != ref:
             # no exchange has this bar: fade by time, nothing else
             for c in range(N_OUT):
                 out[c, t] = np.nan
             if g[G_INIT] == 1.0:
-                _fade_nb(g, ex, long_raw, short_raw, ts[t], half_life_s, ln2)
+                _fade_nb(g, ex, long_raw, short_raw, ts[t], p[Param.half_life_s])
             continue
-
-        # --- grid placement / re-centring ---
         if g[G_INIT] == 0.0:
-            g[G_ORIGIN] = place_grid_nb(ref, n_bins, mode, step)
-            g[G_INIT] = 1.0
-            g[G_LAST_TS] = ts[t]
-            g[G_SINCE_FLUSH] = -1.0
-            g[G_NEXT_FRAME] = ts[t]
-            for e in range(n_ex):
-                ex[e, X_SCALE_L] = 1.0
-                ex[e, X_SCALE_S] = 1.0
-                ex[e, X_TOT_L] = 0.0
-                ex[e, X_TOT_S] = 0.0
-                ex[e, X_PREV_OI] = np.nan
-                ex[e, X_LTOP] = -1.0
-                ex[e, X_SBOT] = float(n_bins)
+            _place_nb(g, ex, ref, ts[t], long_raw.shape[1], p)
         else:
-            ic = index_of_nb(ref, mode, step, g[G_ORIGIN])
-            if abs(ic - n_bins / 2.0) > recentre_frac * n_bins:
-                kf = np.floor(ic - n_bins / 2.0 + 0.5)
-                k = int(min(max(kf, -n_bins), n_bins))  # |k| >= n_bins clears the grid
-                for e in range(n_ex):
-                    lost_l = shift_nb(long_raw[e], k)
-                    lost_s = shift_nb(short_raw[e], k)
-                    ex[e, X_TOT_L] = max(ex[e, X_TOT_L] - lost_l, 0.0)
-                    ex[e, X_TOT_S] = max(ex[e, X_TOT_S] - lost_s, 0.0)
-                    g[G_DROPPED] += lost_l * ex[e, X_SCALE_L] + lost_s * ex[e, X_SCALE_S]
-                    ex[e, X_LTOP] = min(ex[e, X_LTOP] - k, n_bins - 1.0)
-                    ex[e, X_SBOT] = max(ex[e, X_SBOT] - k, 0.0)
-                    if ex[e, X_LTOP] < -1.0:
-                        ex[e, X_LTOP] = -1.0
-                    if ex[e, X_SBOT] > n_bins:
-                        ex[e, X_SBOT] = float(n_bins)
-                g[G_ORIGIN] = g[G_ORIGIN] + kf * step
-
-        origin = g[G_ORIGIN]
-        pred_l = 0.0
-        pred_s = 0.0
-        stand_l = 0.0  # part of pred_* from levels standing before the bar (the forecast part)
-        stand_s = 0.0
-        opened = 0.0
-        closed = 0.0
-        dropped_now = 0.0
-        oi_total = 0.0
-        oi_known = 0
-        fund_sum = 0.0
-        fund_n = 0
-        for e in range(n_ex):
-            o = x[t, e, I_OPEN]
-            h = x[t, e, I_HIGH]
-            lo = x[t, e, I_LOW]
-            cl = x[t, e, I_CLOSE]
-            if not (cl > 0.0 and math.isfinite(cl)):  # no bar (NaN), or no usable close
-                continue
-            ex[e, X_LAST_CLOSE] = cl
-            # --- 1. consume ---
-            i_low = _clip_index_nb(np.ceil(index_of_nb(lo, mode, step, origin)), 0, n_bins, n_bins)
-            top = int(ex[e, X_LTOP])
-            s = 0.0
-            for i in range(i_low, top + 1):
-                s += long_raw[e, i]
-                long_raw[e, i] = 0.0
-            if top >= i_low:
-                ex[e, X_TOT_L] -= s
-                pred_l += s * ex[e, X_SCALE_L]
-                stand_l += s * ex[e, X_SCALE_L]
-                ex[e, X_LTOP] = i_low - 1.0
-            i_high = _clip_index_nb(
-                np.floor(index_of_nb(h, mode, step, origin)), -1, n_bins - 1, -1
+            _recentre_nb(g, ex, long_raw, short_raw, ref, p)
+        pred_l, pred_s, stand_l, stand_s, opened, closed, dropped_now, oi_total, oi_known, fund = (
+            _exchanges_nb(
+                x, t, p, factors, log_factors, weights, proxy, g[G_ORIGIN], ex, long_raw, short_raw
             )
-            bot = int(ex[e, X_SBOT])
-            s = 0.0
-            for i in range(bot, i_high + 1):
-                s += short_raw[e, i]
-                short_raw[e, i] = 0.0
-            if i_high >= bot:
-                ex[e, X_TOT_S] -= s
-                pred_s += s * ex[e, X_SCALE_S]
-                stand_s += s * ex[e, X_SCALE_S]
-                ex[e, X_SBOT] = i_high + 1.0
-            if ex[e, X_TOT_L] < 0.0:
-                ex[e, X_TOT_L] = 0.0
-            if ex[e, X_TOT_S] < 0.0:
-                ex[e, X_TOT_S] = 0.0
-
-            # --- 2./3. open or close from the OI change ---
-            tp = (h + lo + cl) / 3.0
-            oi = x[t, e, I_OI]
-            prev_oi_usd = ex[e, X_PREV_OI] * tp
-            new_usd = 0.0
-            close_usd = 0.0
-            vol = x[t, e, I_VOL]
-            if proxy[e] == 1:
-                if vol == vol and vol > 0.0:
-                    new_usd = proxy_share * vol * tp
-            elif oi == oi:
-                prev = ex[e, X_PREV_OI]
-                if prev == prev:
-                    d = (oi - prev) * tp
-                    if d > 0.0:
-                        new_usd = d
-                    elif d < 0.0:
-                        close_usd = -d
-                ex[e, X_PREV_OI] = oi
-                # turnover: a share of traded volume opens new positions while as much
-                # closes old ones (net change stays dOI)
-                if vol == vol and vol > 0.0 and churn > 0.0:
-                    new_usd += churn * vol * tp
-                    close_usd += churn * vol * tp
-            if oi == oi:
-                oi_total += oi * cl
-                oi_known += 1
-            f = x[t, e, I_FUND]
-            if f == f:
-                fund_sum += f
-                fund_n += 1
-
-            if new_usd > 0.0:
-                tb = x[t, e, I_TAKER]
-                if tb == tb and vol == vol and vol > 0.0:
-                    share_l = min(max(tb / vol, 0.0), 1.0)
-                elif cl > o:
-                    share_l = dir_share
-                elif cl < o:
-                    share_l = 1.0 - dir_share
-                else:
-                    share_l = 0.5
-                ea = tp - entry_spread * (tp - lo)
-                eb = tp + entry_spread * (h - tp)
-                if mode == 0.0:
-                    ka = ea * inv_step
-                    kb = eb * inv_step
-                    k0 = origin * inv_step
-                else:
-                    ka = (math.log(ea) - origin) * inv_step
-                    kb = (math.log(eb) - origin) * inv_step
-                for side in range(2):
-                    side_usd = new_usd * (share_l if side == 0 else 1.0 - share_l)
-                    if side_usd <= 0.0:
-                        continue
-                    if side == 0:
-                        sc = ex[e, X_SCALE_L]
-                        cut = index_of_nb(lo, mode, step, origin)
-                    else:
-                        sc = ex[e, X_SCALE_S]
-                        cut = index_of_nb(h, mode, step, origin)
-                    for j in range(n_lev):
-                        w = weights[e, j]
-                        if w <= 0.0:
-                            continue
-                        fct = factors[e, side, j]
-                        mass = side_usd * w
-                        if fct <= 0.0:
-                            dropped_now += mass
-                            continue
-                        if mode == 0.0:
-                            a = ka * fct - k0
-                            b = kb * fct - k0
-                        else:
-                            lf = log_factors[e, side, j]
-                            a = ka + lf
-                            b = kb + lf
-                        # levels of this bar's own entries that its range already reached
-                        # (longs at or above the low, shorts at or below the high): a share
-                        # ``intrabar`` of them is liquidated within the bar
-                        width = b - a
-                        if width > 1e-9:
-                            if side == 0:
-                                f_in = (b - max(a, cut)) / width
-                            else:
-                                f_in = (min(b, cut) - a) / width
-                        elif side == 0:
-                            f_in = 1.0 if a >= cut else 0.0
-                        else:
-                            f_in = 1.0 if a <= cut else 0.0
-                        f_in = min(max(f_in, 0.0), 1.0)
-                        now_liq = intrabar * mass * f_in
-                        if side == 0:
-                            pred_l += now_liq
-                            lost, i0, i1 = spread2_nb(
-                                long_raw, e, a, b, cut, mass / sc, 1.0, 1.0 - intrabar
-                            )
-                            ex[e, X_TOT_L] += max((mass - now_liq) / sc - lost, 0.0)
-                            if i1 > ex[e, X_LTOP]:
-                                ex[e, X_LTOP] = float(i1)
-                        else:
-                            pred_s += now_liq
-                            lost, i0, i1 = spread2_nb(
-                                short_raw, e, a, b, cut, mass / sc, 1.0 - intrabar, 1.0
-                            )
-                            ex[e, X_TOT_S] += max((mass - now_liq) / sc - lost, 0.0)
-                            if i0 >= 0 and i0 < ex[e, X_SBOT]:
-                                ex[e, X_SBOT] = float(i0)
-                        dropped_now += lost * sc
-                opened += new_usd
-            if close_usd > 0.0:
-                tl = ex[e, X_TOT_L] * ex[e, X_SCALE_L]
-                tsh = ex[e, X_TOT_S] * ex[e, X_SCALE_S]
-                if close_relative > 0.0 and prev_oi_usd > 0.0:
-                    # closes fall on all open positions; the map holds a part of them
-                    close_usd *= min(1.0, (tl + tsh) / prev_oi_usd)
-                if close_long_share < 0.0:
-                    tot = tl + tsh
-                    if tot > 0.0:
-                        rl = close_usd * tl / tot
-                        rs = close_usd * tsh / tot
-                    else:
-                        rl = 0.0
-                        rs = 0.0
-                else:
-                    rl = close_usd * close_long_share
-                    rs = close_usd * (1.0 - close_long_share)
-                closed += _remove_nb(ex, long_raw, e, X_SCALE_L, X_TOT_L, rl, tl)
-                closed += _remove_nb(ex, short_raw, e, X_SCALE_S, X_TOT_S, rs, tsh)
-
-        # --- 4. fade by elapsed time ---
-        _fade_nb(g, ex, long_raw, short_raw, ts[t], half_life_s, ln2)
+        )
+        _fade_nb(g, ex, long_raw, short_raw, ts[t], p[Param.half_life_s])
         g[G_DROPPED] += dropped_now
         g[G_OPENED] += opened
         g[G_CONSUMED] += pred_l + pred_s
         g[G_CLOSED] += closed
         g[G_NBARS] += 1.0
-
-        # --- 5. read ---
         for e in range(n_ex):
             scales_l[e] = ex[e, X_SCALE_L]
             scales_s[e] = ex[e, X_SCALE_S]
-        ic = index_of_nb(ref, mode, step, origin)
-        out[0, t] = pred_l
-        out[1, t] = pred_s
-        tot_l = 0.0
-        tot_s = 0.0
-        for e in range(n_ex):
-            tot_l += ex[e, X_TOT_L] * scales_l[e]
-            tot_s += ex[e, X_TOT_S] * scales_s[e]
-        out[26, t] = tot_l
-        out[27, t] = tot_s
-        out[28, t] = opened
-        out[29, t] = closed
-        out[30, t] = g[G_DROPPED]
-        out[31, t] = stand_l
-        out[32, t] = stand_s
-        fund = fund_sum / fund_n if fund_n > 0 else np.nan
-        for side in range(2):
-            i_start, direction, m_max, m_band = side_window_nb(
-                side, ref, scan, band, mode, step, origin
+        _write_totals_nb(out, t, ex, scales_l, scales_s, pred_l, pred_s, stand_l, stand_s)
+        out[Out.liq_opened_usd, t] = opened
+        out[Out.liq_closed_usd, t] = closed
+        out[Out.liq_dropped_usd, t] = g[G_DROPPED]
+        _read_side_nb(
+            LONG_ROWS,
+            0,
+            long_raw,
+            scales_l,
+            vals,
+            clusters,
+            g,
+            p,
+            out,
+            t,
+            ref,
+            oi_total,
+            oi_known,
+            fund,
+        )
+        _read_side_nb(
+            SHORT_ROWS,
+            1,
+            short_raw,
+            scales_s,
+            vals,
+            clusters,
+            g,
+            p,
+            out,
+            t,
+            ref,
+            oi_total,
+            oi_known,
+            fund,
+        )
+        _flush_nb(g, out, t, pred_l, pred_s, oi_total, oi_known, p)
+        if hm.shape[0] > 0 and ts[t] >= g[G_NEXT_FRAME]:
+            _heatmap_frame_nb(
+                g, long_raw, short_raw, scales_l, scales_s, hm, hm_meta, ts[t], ref, p
             )
-            if side == 0:
-                m, total, dens = gather_side_nb(
-                    long_raw, scales_l, i_start, direction, m_max, m_band, vals
-                )
-            else:
-                m, total, dens = gather_side_nb(
-                    short_raw, scales_s, i_start, direction, m_max, m_band, vals
-                )
-            k = find_clusters_nb(
-                vals,
-                m,
-                i_start,
-                direction,
-                mode,
-                step,
-                origin,
-                thr_mult,
-                min_usd,
-                smooth_h,
-                merge_gap,
-                max_k,
-                clusters,
-                side,
-                total,
-                wide_bins_nb(contrast, ref, mode, step),
-            )
-            base = 2 if side == 0 else 7
-            cbase = 12 if side == 0 else 15
-            out[18 + side, t] = dens
-            ema_idx = G_EMA_LC if side == 0 else G_EMA_SC
-            if k > 0:
-                out[base, t] = clusters[side, 0, C_PRICE]
-                out[base + 1, t] = clusters[side, 0, C_USD]
-                dist = abs(ref - clusters[side, 0, C_PRICE]) / ref
-                out[base + 2, t] = dist * 100.0
-                out[base + 3, t] = min(clusters[side, 0, C_NEAR], clusters[side, 0, C_FAR])
-                out[base + 4, t] = max(clusters[side, 0, C_NEAR], clusters[side, 0, C_FAR])
-                depth, cusd, cend = cascade_nb(clusters, side, 0, k, ref, cascade_gap, cascade_max)
-                out[cbase, t] = depth
-                out[cbase + 1, t] = cusd
-                out[cbase + 2, t] = cend
-                # armed
-                ema_c = g[ema_idx]
-                size_ratio = clusters[side, 0, C_USD] / ema_c if ema_c > 0.0 else 1.0
-                oi_ratio = oi_total / g[G_EMA_OI] if (oi_known > 0 and g[G_EMA_OI] > 0.0) else 1.0
-                prox = 1.0 - dist / armed_dist
-                if prox < 0.0:
-                    prox = 0.0
-                score = prox * min(size_ratio, 10.0) * oi_ratio
-                ok = dist <= armed_dist and size_ratio >= armed_size
-                if oi_known > 0 and g[G_EMA_OI] > 0.0:
-                    ok = ok and oi_ratio >= armed_oi
-                if fund == fund:
-                    side_fund = fund if side == 0 else -fund
-                    ok = ok and side_fund >= armed_fund
-                out[20 + 2 * side, t] = 1.0 if ok else 0.0
-                out[21 + 2 * side, t] = score
-                cur = clusters[side, 0, C_USD]
-            else:
-                out[base, t] = np.nan
-                out[base + 1, t] = 0.0
-                out[base + 2, t] = np.nan
-                out[base + 3, t] = np.nan
-                out[base + 4, t] = np.nan
-                out[cbase, t] = 0.0
-                out[cbase + 1, t] = 0.0
-                out[cbase + 2, t] = np.nan
-                out[20 + 2 * side, t] = 0.0
-                out[21 + 2 * side, t] = 0.0
-                cur = 0.0
-            if g[G_NBARS] <= 1.0:
-                g[ema_idx] = cur
-            else:
-                g[ema_idx] += alpha * (cur - g[ema_idx])
-        # flush
-        cons = pred_l + pred_s
-        flush = 0.0
-        big = cons >= flush_ratio * g[G_EMA_CONS] and cons >= flush_min and cons > 0.0
-        if g[G_NBARS] > 1.0 and g[G_EMA_CONS] > 0.0 and big:
-            flush = 1.0 if pred_l >= pred_s else -1.0
-        if flush != 0.0:
-            g[G_SINCE_FLUSH] = 0.0
-        elif g[G_SINCE_FLUSH] >= 0.0:
-            g[G_SINCE_FLUSH] += 1.0
-        out[24, t] = flush
-        out[25, t] = g[G_SINCE_FLUSH] if g[G_SINCE_FLUSH] >= 0.0 else np.nan
-        if g[G_NBARS] <= 1.0:
-            g[G_EMA_CONS] = cons
-        else:
-            g[G_EMA_CONS] += alpha * (cons - g[G_EMA_CONS])
-        if oi_known > 0:
-            if g[G_EMA_OI] <= 0.0:
-                g[G_EMA_OI] = oi_total
-            else:
-                g[G_EMA_OI] += alpha * (oi_total - g[G_EMA_OI])
 
-        # heatmap frame
-        if n_frames > 0 and ts[t] >= g[G_NEXT_FRAME]:
-            fidx = int(g[G_FRAMES]) % n_frames
-            half = (hm_rows * hm_per_row) // 2
-            first = int(math.floor(ic + 0.5)) - half
-            for r in range(hm_rows):
-                i0 = max(first + r * hm_per_row, 0)
-                i1 = min(first + (r + 1) * hm_per_row, n_bins)
-                vl = 0.0
-                vs = 0.0
-                for e in range(n_ex):
-                    sl = scales_l[e]
-                    ss = scales_s[e]
-                    for i in range(i0, i1):
-                        vl += long_raw[e, i] * sl
-                        vs += short_raw[e, i] * ss
-                hm[fidx, 0, r] = vl
-                hm[fidx, 1, r] = vs
-            hm_meta[fidx, 0] = ts[t]
-            hm_meta[fidx, 1] = price_of_nb(first - 0.5, mode, step, origin)
-            hm_meta[fidx, 2] = price_of_nb(first + hm_rows * hm_per_row - 0.5, mode, step, origin)
-            hm_meta[fidx, 3] = ref
-            g[G_FRAMES] += 1.0
-            g[G_NEXT_FRAME] = (math.floor(ts[t] / hm_every) + 1.0) * hm_every
+
+@njit(cache=True, inline="always")
+def _ref_price_nb(x: np.ndarray, t: int) -> float:
+    """Reference price of bar ``t``: the close of the first exchange with a bar (NaN: none)."""
+    for e in range(x.shape[1]):
+        if x[t, e, I_CLOSE] > 0.0 and math.isfinite(x[t, e, I_CLOSE]):
+            return x[t, e, I_CLOSE]
+    return np.nan
+
+
+@njit(cache=True, inline="always")
+def _place_nb(
+    g: np.ndarray, ex: np.ndarray, ref: float, now: float, n_bins: int, p: np.ndarray
+) -> None:
+    """Place the grid around the first price and reset the per-exchange state."""
+    g[G_ORIGIN] = place_grid_nb(ref, n_bins, p[Param.grid_mode], p[Param.grid_step])
+    g[G_INIT] = 1.0
+    g[G_LAST_TS] = now
+    g[G_SINCE_FLUSH] = -1.0
+    g[G_NEXT_FRAME] = now
+    for e in range(ex.shape[0]):
+        ex[e, X_SCALE_L] = 1.0
+        ex[e, X_SCALE_S] = 1.0
+        ex[e, X_TOT_L] = 0.0
+        ex[e, X_TOT_S] = 0.0
+        ex[e, X_PREV_OI] = np.nan
+        ex[e, X_LTOP] = -1.0
+        ex[e, X_SBOT] = float(n_bins)
+
+
+@njit(cache=True, inline="always")
+def _recentre_nb(
+    g: np.ndarray,
+    ex: np.ndarray,
+    long_raw: np.ndarray,
+    short_raw: np.ndarray,
+    ref: float,
+    p: np.ndarray,
+) -> None:
+    """Shift the grid so ``ref`` is central again once it strays past ``recentre_frac``."""
+    mode = p[Param.grid_mode]
+    step = p[Param.grid_step]
+    n_bins = long_raw.shape[1]
+    ic = index_of_nb(ref, mode, step, g[G_ORIGIN])
+    if not abs(ic - n_bins / 2.0) > p[Param.recentre_frac] * n_bins:
+        return
+    kf = np.floor(ic - n_bins / 2.0 + 0.5)
+    k = int(min(max(kf, -n_bins), n_bins))  # |k| >= n_bins clears the grid
+    for e in range(ex.shape[0]):
+        lost_l = shift_nb(long_raw[e], k)
+        lost_s = shift_nb(short_raw[e], k)
+        ex[e, X_TOT_L] = max(ex[e, X_TOT_L] - lost_l, 0.0)
+        ex[e, X_TOT_S] = max(ex[e, X_TOT_S] - lost_s, 0.0)
+        g[G_DROPPED] += lost_l * ex[e, X_SCALE_L] + lost_s * ex[e, X_SCALE_S]
+        ex[e, X_LTOP] = min(ex[e, X_LTOP] - k, n_bins - 1.0)
+        ex[e, X_SBOT] = max(ex[e, X_SBOT] - k, 0.0)
+        if ex[e, X_LTOP] < -1.0:
+            ex[e, X_LTOP] = -1.0
+        if ex[e, X_SBOT] > n_bins:
+            ex[e, X_SBOT] = float(n_bins)
+    g[G_ORIGIN] = g[G_ORIGIN] + kf * step
+
+
+@njit(cache=True, inline="always")
+def _exchanges_nb(
+    x: np.ndarray,
+    t: int,
+    p: np.ndarray,
+    factors: np.ndarray,
+    log_factors: np.ndarray,
+    weights: np.ndarray,
+    proxy: np.ndarray,
+    origin: float,
+    ex: np.ndarray,
+    long_raw: np.ndarray,
+    short_raw: np.ndarray,
+) -> tuple:
+    """Steps 1-3 (consume, open, close) of bar ``t`` on every exchange with a bar. Returns
+    (consumed long USD, short USD, their parts standing before the bar (long, short), opened,
+    closed, dropped, summed OI notional, exchanges with OI known, mean funding or NaN)."""
+    pred_l = 0.0
+    pred_s = 0.0
+    stand_l = 0.0  # part of pred_* from levels standing before the bar (the forecast part)
+    stand_s = 0.0
+    opened = 0.0
+    closed = 0.0
+    dropped_now = 0.0
+    oi_total = 0.0
+    oi_known = 0
+    fund_sum = 0.0
+    fund_n = 0
+    for e in range(x.shape[1]):
+        o = x[t, e, I_OPEN]
+        h = x[t, e, I_HIGH]
+        lo = x[t, e, I_LOW]
+        cl = x[t, e, I_CLOSE]
+        if not (cl > 0.0 and math.isfinite(cl)):  # no bar (NaN), or no usable close
+            continue
+        ex[e, X_LAST_CLOSE] = cl
+        # --- 1. consume ---
+        c_l, c_s = _consume_nb(ex, long_raw, short_raw, e, lo, h, p, origin)
+        pred_l += c_l
+        stand_l += c_l
+        pred_s += c_s
+        stand_s += c_s
+        # --- 2./3. open or close from the OI change ---
+        tp = (h + lo + cl) / 3.0
+        oi = x[t, e, I_OI]
+        prev_oi_usd = ex[e, X_PREV_OI] * tp
+        new_usd, close_usd = _flows_nb(ex, e, oi, x[t, e, I_VOL], tp, proxy[e], p)
+        if oi == oi:
+            oi_total += oi * cl
+            oi_known += 1
+        f = x[t, e, I_FUND]
+        if f == f:
+            fund_sum += f
+            fund_n += 1
+        if new_usd > 0.0:
+            share_l = _long_share_nb(x[t, e, I_TAKER], x[t, e, I_VOL], o, cl, p)
+            pred_l, pred_s, dropped_now = _open_nb(
+                ex,
+                long_raw,
+                short_raw,
+                factors,
+                log_factors,
+                weights,
+                e,
+                h,
+                lo,
+                tp,
+                new_usd,
+                share_l,
+                p,
+                origin,
+                pred_l,
+                pred_s,
+                dropped_now,
+            )
+            opened += new_usd
+        if close_usd > 0.0:
+            closed = _close_nb(ex, long_raw, short_raw, e, close_usd, prev_oi_usd, p, closed)
+    fund = fund_sum / fund_n if fund_n > 0 else np.nan
+    return pred_l, pred_s, stand_l, stand_s, opened, closed, dropped_now, oi_total, oi_known, fund
+
+
+@njit(cache=True, inline="always")
+def _consume_nb(
+    ex: np.ndarray,
+    long_raw: np.ndarray,
+    short_raw: np.ndarray,
+    e: int,
+    lo: float,
+    h: float,
+    p: np.ndarray,
+    origin: float,
+) -> tuple:
+    """Step 1 on exchange ``e``: the bar's range consumes long levels at or above its low and
+    short levels at or below its high. Returns the USD consumed (long, short)."""
+    mode = p[Param.grid_mode]
+    step = p[Param.grid_step]
+    n_bins = long_raw.shape[1]
+    c_l = 0.0
+    c_s = 0.0
+    i_low = _clip_index_nb(np.ceil(index_of_nb(lo, mode, step, origin)), 0, n_bins, n_bins)
+    top = int(ex[e, X_LTOP])
+    s = 0.0
+    for i in range(i_low, top + 1):
+        s += long_raw[e, i]
+        long_raw[e, i] = 0.0
+    if top >= i_low:
+        ex[e, X_TOT_L] -= s
+        c_l = s * ex[e, X_SCALE_L]
+        ex[e, X_LTOP] = i_low - 1.0
+    i_high = _clip_index_nb(np.floor(index_of_nb(h, mode, step, origin)), -1, n_bins - 1, -1)
+    bot = int(ex[e, X_SBOT])
+    s = 0.0
+    for i in range(bot, i_high + 1):
+        s += short_raw[e, i]
+        short_raw[e, i] = 0.0
+    if i_high >= bot:
+        ex[e, X_TOT_S] -= s
+        c_s = s * ex[e, X_SCALE_S]
+        ex[e, X_SBOT] = i_high + 1.0
+    if ex[e, X_TOT_L] < 0.0:
+        ex[e, X_TOT_L] = 0.0
+    if ex[e, X_TOT_S] < 0.0:
+        ex[e, X_TOT_S] = 0.0
+    return c_l, c_s
+
+
+@njit(cache=True, inline="always")
+def _flows_nb(
+    ex: np.ndarray, e: int, oi: float, vol: float, tp: float, proxy_e: int, p: np.ndarray
+) -> tuple:
+    """USD opened and closed on exchange ``e`` this bar: the OI change (or a share of volume
+    in proxy mode) plus turnover; records the OI for the next bar."""
+    new_usd = 0.0
+    close_usd = 0.0
+    if proxy_e == 1:
+        if vol == vol and vol > 0.0:
+            new_usd = p[Param.proxy_volume_share] * vol * tp
+    elif oi == oi:
+        prev = ex[e, X_PREV_OI]
+        if prev == prev:
+            d = (oi - prev) * tp
+            if d > 0.0:
+                new_usd = d
+            elif d < 0.0:
+                close_usd = -d
+        ex[e, X_PREV_OI] = oi
+        # turnover: a share of traded volume opens new positions while as much closes old ones
+        # (net change stays dOI)
+        churn = p[Param.churn_volume_share]
+        if vol == vol and vol > 0.0 and churn > 0.0:
+            new_usd += churn * vol * tp
+            close_usd += churn * vol * tp
+    return new_usd, close_usd
+
+
+@njit(cache=True, inline="always")
+def _long_share_nb(tb: float, vol: float, o: float, cl: float, p: np.ndarray) -> float:
+    """Share of the new notional opened long: taker buy share, else by the bar's direction."""
+    if tb == tb and vol == vol and vol > 0.0:
+        return min(max(tb / vol, 0.0), 1.0)
+    if cl > o:
+        return p[Param.direction_long_share]
+    if cl < o:
+        return 1.0 - p[Param.direction_long_share]
+    return 0.5
+
+
+@njit(cache=True, inline="always")
+def _open_nb(
+    ex: np.ndarray,
+    long_raw: np.ndarray,
+    short_raw: np.ndarray,
+    factors: np.ndarray,
+    log_factors: np.ndarray,
+    weights: np.ndarray,
+    e: int,
+    h: float,
+    lo: float,
+    tp: float,
+    new_usd: float,
+    share_l: float,
+    p: np.ndarray,
+    origin: float,
+    pred_l: float,
+    pred_s: float,
+    dropped: float,
+) -> tuple:
+    """Step 2 on exchange ``e``: spread ``new_usd`` (``share_l`` of it long) over each leverage
+    tier's liquidation band. Adds the part liquidated within the bar to ``pred_l`` / ``pred_s``
+    and the part off the grid to ``dropped``; returns the three."""
+    mode = p[Param.grid_mode]
+    step = p[Param.grid_step]
+    inv_step = 1.0 / step
+    entry_spread = p[Param.entry_spread]
+    ea = tp - entry_spread * (tp - lo)
+    eb = tp + entry_spread * (h - tp)
+    if mode == 0.0:
+        ka = ea * inv_step
+        kb = eb * inv_step
+        k0 = origin * inv_step
+    else:
+        ka = (math.log(ea) - origin) * inv_step
+        kb = (math.log(eb) - origin) * inv_step
+        k0 = 0.0
+    side_usd = new_usd * share_l
+    if side_usd > 0.0:
+        cut = index_of_nb(lo, mode, step, origin)
+        pred_l, dropped = _open_side_nb(
+            ex,
+            long_raw,
+            factors,
+            log_factors,
+            weights,
+            e,
+            0,
+            ka,
+            kb,
+            k0,
+            cut,
+            side_usd,
+            p,
+            pred_l,
+            dropped,
+        )
+    side_usd = new_usd * (1.0 - share_l)
+    if side_usd > 0.0:
+        cut = index_of_nb(h, mode, step, origin)
+        pred_s, dropped = _open_side_nb(
+            ex,
+            short_raw,
+            factors,
+            log_factors,
+            weights,
+            e,
+            1,
+            ka,
+            kb,
+            k0,
+            cut,
+            side_usd,
+            p,
+            pred_s,
+            dropped,
+        )
+    return pred_l, pred_s, dropped
+
+
+@njit(cache=True, inline="always")
+def _open_side_nb(
+    ex: np.ndarray,
+    raw: np.ndarray,
+    factors: np.ndarray,
+    log_factors: np.ndarray,
+    weights: np.ndarray,
+    e: int,
+    side: int,
+    ka: float,
+    kb: float,
+    k0: float,
+    cut: float,
+    side_usd: float,
+    p: np.ndarray,
+    pred: float,
+    dropped: float,
+) -> tuple:
+    """``_open_nb`` for one side: entries [ka, kb] (scaled bins) times each tier's factor."""
+    mode = p[Param.grid_mode]
+    intrabar = p[Param.intrabar_share]
+    if side == 0:
+        sc = ex[e, X_SCALE_L]
+        keep_below = 1.0
+        keep_above = 1.0 - intrabar
+    else:
+        sc = ex[e, X_SCALE_S]
+        keep_below = 1.0 - intrabar
+        keep_above = 1.0
+    for j in range(weights.shape[1]):
+        w = weights[e, j]
+        if w <= 0.0:
+            continue
+        fct = factors[e, side, j]
+        mass = side_usd * w
+        if fct <= 0.0:
+            dropped += mass
+            continue
+        if mode == 0.0:
+            a = ka * fct - k0
+            b = kb * fct - k0
+        else:
+            lf = log_factors[e, side, j]
+            a = ka + lf
+            b = kb + lf
+        # levels of this bar's own entries that its range already reached (longs at or above
+        # the low, shorts at or below the high): a share ``intrabar`` of them is liquidated
+        # within the bar
+        now_liq = intrabar * mass * _reached_share_nb(a, b, cut, side)
+        pred += now_liq
+        lost, i0, i1 = spread2_nb(raw, e, a, b, cut, mass / sc, keep_below, keep_above)
+        if side == 0:
+            ex[e, X_TOT_L] += max((mass - now_liq) / sc - lost, 0.0)
+            if i1 > ex[e, X_LTOP]:
+                ex[e, X_LTOP] = float(i1)
+        else:
+            ex[e, X_TOT_S] += max((mass - now_liq) / sc - lost, 0.0)
+            if i0 >= 0 and i0 < ex[e, X_SBOT]:
+                ex[e, X_SBOT] = float(i0)
+        dropped += lost * sc
+    return pred, dropped
+
+
+@njit(cache=True, inline="always")
+def _reached_share_nb(a: float, b: float, cut: float, side: int) -> float:
+    """Share of the band [a, b] beyond ``cut`` (long: at or above it; short: at or below)."""
+    width = b - a
+    if width > 1e-9:
+        if side == 0:
+            f_in = (b - max(a, cut)) / width
+        else:
+            f_in = (min(b, cut) - a) / width
+    elif side == 0:
+        f_in = 1.0 if a >= cut else 0.0
+    else:
+        f_in = 1.0 if a <= cut else 0.0
+    return min(max(f_in, 0.0), 1.0)
+
+
+@njit(cache=True, inline="always")
+def _close_nb(
+    ex: np.ndarray,
+    long_raw: np.ndarray,
+    short_raw: np.ndarray,
+    e: int,
+    close_usd: float,
+    prev_oi_usd: float,
+    p: np.ndarray,
+    closed: float,
+) -> float:
+    """Step 3 on exchange ``e``: remove ``close_usd`` pro rata from its levels; returns
+    ``closed`` plus what was removed."""
+    tl = ex[e, X_TOT_L] * ex[e, X_SCALE_L]
+    tsh = ex[e, X_TOT_S] * ex[e, X_SCALE_S]
+    if p[Param.close_relative] > 0.0 and prev_oi_usd > 0.0:
+        # closes fall on all open positions; the map holds a part of them
+        close_usd *= min(1.0, (tl + tsh) / prev_oi_usd)
+    close_long_share = p[Param.close_long_share]
+    if close_long_share < 0.0:
+        tot = tl + tsh
+        if tot > 0.0:
+            rl = close_usd * tl / tot
+            rs = close_usd * tsh / tot
+        else:
+            rl = 0.0
+            rs = 0.0
+    else:
+        rl = close_usd * close_long_share
+        rs = close_usd * (1.0 - close_long_share)
+    closed += _remove_nb(ex, long_raw, e, X_SCALE_L, X_TOT_L, rl, tl)
+    closed += _remove_nb(ex, short_raw, e, X_SCALE_S, X_TOT_S, rs, tsh)
+    return closed
+
+
+@njit(cache=True, inline="always")
+def _write_totals_nb(
+    out: np.ndarray,
+    t: int,
+    ex: np.ndarray,
+    scales_l: np.ndarray,
+    scales_s: np.ndarray,
+    pred_l: float,
+    pred_s: float,
+    stand_l: float,
+    stand_s: float,
+) -> None:
+    """The bar's consumed and standing totals."""
+    out[Out.liq_pred_long_usd, t] = pred_l
+    out[Out.liq_pred_short_usd, t] = pred_s
+    tot_l = 0.0
+    tot_s = 0.0
+    for e in range(ex.shape[0]):
+        tot_l += ex[e, X_TOT_L] * scales_l[e]
+        tot_s += ex[e, X_TOT_S] * scales_s[e]
+    out[Out.liq_long_total_usd, t] = tot_l
+    out[Out.liq_short_total_usd, t] = tot_s
+    out[Out.liq_pred_standing_long_usd, t] = stand_l
+    out[Out.liq_pred_standing_short_usd, t] = stand_s
+
+
+@njit(cache=True, inline="always")
+def _read_side_nb(
+    rows: SideRows,
+    side: int,
+    raw: np.ndarray,
+    scales: np.ndarray,
+    vals: np.ndarray,
+    clusters: np.ndarray,
+    g: np.ndarray,
+    p: np.ndarray,
+    out: np.ndarray,
+    t: int,
+    ref: float,
+    oi_total: float,
+    oi_known: int,
+    fund: float,
+) -> None:
+    """Step 5 for one side: band density, nearest cluster, its cascade and the armed flag into
+    ``out[rows.*, t]``; updates the side's EMA of the nearest cluster's USD."""
+    mode = p[Param.grid_mode]
+    step = p[Param.grid_step]
+    origin = g[G_ORIGIN]
+    i_start, direction, m_max, m_band = side_window_nb(
+        side, ref, p[Param.scan_range], p[Param.density_band], mode, step, origin
+    )
+    m, total, dens = gather_side_nb(raw, scales, i_start, direction, m_max, m_band, vals)
+    k = find_clusters_nb(
+        vals,
+        m,
+        i_start,
+        direction,
+        mode,
+        step,
+        origin,
+        p[Param.cluster_threshold],
+        p[Param.cluster_min_usd],
+        int(p[Param.smooth_half_bins]),
+        int(p[Param.merge_gap_bins]),
+        clusters.shape[1],
+        clusters,
+        side,
+        total,
+        wide_bins_nb(p[Param.contrast_window], ref, mode, step),
+        ref,
+        p[Param.cascade_gap],
+    )
+    out[rows.density_usd, t] = dens
+    ema_idx = G_EMA_LC if side == 0 else G_EMA_SC
+    cur = 0.0
+    if k > 0:
+        cur = clusters[side, 0, C_USD]
+        price = clusters[side, 0, C_PRICE]
+        out[rows.cluster_price, t] = price
+        out[rows.cluster_usd, t] = cur
+        dist = abs(ref - price) / ref
+        out[rows.cluster_dist_pct, t] = dist * 100.0
+        out[rows.cluster_low, t] = min(clusters[side, 0, C_NEAR], clusters[side, 0, C_FAR])
+        out[rows.cluster_high, t] = max(clusters[side, 0, C_NEAR], clusters[side, 0, C_FAR])
+        depth, cusd, cend = cascade_nb(
+            clusters, side, 0, k, ref, p[Param.cascade_gap], int(p[Param.cascade_max_depth])
+        )
+        out[rows.cascade_depth, t] = depth
+        out[rows.cascade_usd, t] = cusd
+        out[rows.cascade_end, t] = cend
+        ok, score = _armed_nb(g, p, side, cur, dist, oi_total, oi_known, fund, g[ema_idx])
+        out[rows.armed, t] = 1.0 if ok else 0.0
+        out[rows.armed_score, t] = score
+    else:
+        out[rows.cluster_price, t] = np.nan
+        out[rows.cluster_usd, t] = 0.0
+        out[rows.cluster_dist_pct, t] = np.nan
+        out[rows.cluster_low, t] = np.nan
+        out[rows.cluster_high, t] = np.nan
+        out[rows.cascade_depth, t] = 0.0
+        out[rows.cascade_usd, t] = 0.0
+        out[rows.cascade_end, t] = np.nan
+        out[rows.armed, t] = 0.0
+        out[rows.armed_score, t] = 0.0
+    if g[G_NBARS] <= 1.0:
+        g[ema_idx] = cur
+    else:
+        g[ema_idx] += p[Param.ema_alpha] * (cur - g[ema_idx])
+
+
+@njit(cache=True, inline="always")
+def _armed_nb(
+    g: np.ndarray,
+    p: np.ndarray,
+    side: int,
+    usd: float,
+    dist: float,
+    oi_total: float,
+    oi_known: int,
+    fund: float,
+    ema_c: float,
+) -> tuple:
+    """Armed flag and score of a nearest cluster of ``usd`` at distance ``dist`` (fraction)."""
+    armed_dist = p[Param.armed_distance]
+    size_ratio = usd / ema_c if ema_c > 0.0 else 1.0
+    oi_on = oi_known > 0 and g[G_EMA_OI] > 0.0
+    oi_ratio = oi_total / g[G_EMA_OI] if oi_on else 1.0
+    prox = 1.0 - dist / armed_dist
+    if prox < 0.0:
+        prox = 0.0
+    score = prox * min(size_ratio, 10.0) * oi_ratio
+    ok = dist <= armed_dist and size_ratio >= p[Param.armed_size_ratio]
+    if oi_on:
+        ok = ok and oi_ratio >= p[Param.armed_oi_ratio]
+    if fund == fund:
+        side_fund = fund if side == 0 else -fund
+        ok = ok and side_fund >= p[Param.armed_funding_min]
+    return ok, score
+
+
+@njit(cache=True, inline="always")
+def _flush_nb(
+    g: np.ndarray,
+    out: np.ndarray,
+    t: int,
+    pred_l: float,
+    pred_s: float,
+    oi_total: float,
+    oi_known: int,
+    p: np.ndarray,
+) -> None:
+    """The flush flag (a bar consuming far more than usual) and the consumed and OI EMAs."""
+    alpha = p[Param.ema_alpha]
+    cons = pred_l + pred_s
+    flush = 0.0
+    big = cons >= p[Param.flush_ratio] * g[G_EMA_CONS] and cons >= p[Param.flush_min_usd]
+    if g[G_NBARS] > 1.0 and g[G_EMA_CONS] > 0.0 and big and cons > 0.0:
+        flush = 1.0 if pred_l >= pred_s else -1.0
+    if flush != 0.0:
+        g[G_SINCE_FLUSH] = 0.0
+    elif g[G_SINCE_FLUSH] >= 0.0:
+        g[G_SINCE_FLUSH] += 1.0
+    out[Out.liq_flush, t] = flush
+    out[Out.liq_bars_since_flush, t] = g[G_SINCE_FLUSH] if g[G_SINCE_FLUSH] >= 0.0 else np.nan
+    if g[G_NBARS] <= 1.0:
+        g[G_EMA_CONS] = cons
+    else:
+        g[G_EMA_CONS] += alpha * (cons - g[G_EMA_CONS])
+    if oi_known > 0:
+        if g[G_EMA_OI] <= 0.0:
+            g[G_EMA_OI] = oi_total
+        else:
+            g[G_EMA_OI] += alpha * (oi_total - g[G_EMA_OI])
+
+
+@njit(cache=True, inline="always")
+def _heatmap_frame_nb(
+    g: np.ndarray,
+    long_raw: np.ndarray,
+    short_raw: np.ndarray,
+    scales_l: np.ndarray,
+    scales_s: np.ndarray,
+    hm: np.ndarray,
+    hm_meta: np.ndarray,
+    now: float,
+    ref: float,
+    p: np.ndarray,
+) -> None:
+    """Write the next heatmap frame: rows of ``heatmap_bins_per_row`` bins centred on ``ref``."""
+    mode = p[Param.grid_mode]
+    step = p[Param.grid_step]
+    origin = g[G_ORIGIN]
+    hm_per_row = int(p[Param.heatmap_bins_per_row])
+    hm_rows = hm.shape[2]
+    n_bins = long_raw.shape[1]
+    ic = index_of_nb(ref, mode, step, origin)
+    fidx = int(g[G_FRAMES]) % hm.shape[0]
+    half = (hm_rows * hm_per_row) // 2
+    first = int(math.floor(ic + 0.5)) - half
+    for r in range(hm_rows):
+        i0 = max(first + r * hm_per_row, 0)
+        i1 = min(first + (r + 1) * hm_per_row, n_bins)
+        vl = 0.0
+        vs = 0.0
+        for e in range(long_raw.shape[0]):
+            sl = scales_l[e]
+            ss = scales_s[e]
+            for i in range(i0, i1):
+                vl += long_raw[e, i] * sl
+                vs += short_raw[e, i] * ss
+        hm[fidx, 0, r] = vl
+        hm[fidx, 1, r] = vs
+    hm_meta[fidx, 0] = now
+    hm_meta[fidx, 1] = price_of_nb(first - 0.5, mode, step, origin)
+    hm_meta[fidx, 2] = price_of_nb(first + hm_rows * hm_per_row - 0.5, mode, step, origin)
+    hm_meta[fidx, 3] = ref
+    g[G_FRAMES] += 1.0
+    every = p[Param.heatmap_every_s]
+    g[G_NEXT_FRAME] = (math.floor(now / every) + 1.0) * every
 
 
 @njit(cache=True, inline="always")
@@ -994,8 +1425,8 @@ def _fade_nb(
     short_raw: np.ndarray,
     now: float,
     half_life_s: float,
-    ln2: float,
 ) -> None:
+    """Step 4: fade every level by the time since the last bar (lazily, through the scales)."""
     dt = now - g[G_LAST_TS]
     g[G_LAST_TS] = now
     if dt <= 0.0:
@@ -1003,7 +1434,7 @@ def _fade_nb(
     if dt == g[G_FADE_DT]:
         f = g[G_FADE_F]
     else:
-        f = math.exp(-ln2 * dt / half_life_s)
+        f = math.exp(-_LN2 * dt / half_life_s)
         g[G_FADE_DT] = dt
         g[G_FADE_F] = f
     for e in range(ex.shape[0]):
@@ -1027,9 +1458,11 @@ def side_clusters_nb(
     vals: np.ndarray,
 ) -> np.ndarray:
     """All clusters (up to ``max_k``) on one side of ``ref`` for a snapshot, nearest first."""
-    mode = p[0]
-    step = p[1]
-    i_start, direction, m_max, m_band = side_window_nb(side, ref, p[8], p[7], mode, step, origin)
+    mode = p[Param.grid_mode]
+    step = p[Param.grid_step]
+    i_start, direction, m_max, m_band = side_window_nb(
+        side, ref, p[Param.scan_range], p[Param.density_band], mode, step, origin
+    )
     m, total, _dens = gather_side_nb(raw, scales, i_start, direction, m_max, m_band, vals)
     out = np.zeros((1, max_k, C_SIZE))
     k = find_clusters_nb(
@@ -1040,14 +1473,16 @@ def side_clusters_nb(
         mode,
         step,
         origin,
-        p[10],
-        p[11],
-        int(p[9]),
-        int(p[12]),
+        p[Param.cluster_threshold],
+        p[Param.cluster_min_usd],
+        int(p[Param.smooth_half_bins]),
+        int(p[Param.merge_gap_bins]),
         max_k,
         out,
         0,
         total,
-        wide_bins_nb(p[28], ref, mode, step),
+        wide_bins_nb(p[Param.contrast_window], ref, mode, step),
+        ref,
+        -1.0,
     )
     return out[0, :k]

@@ -44,11 +44,67 @@ def assert_close(out, rout, names=nb.OUT_NAMES):
         )
 
 
-def test_param_order_matches_kernel_unpacking():
-    src = inspect.getsource(nb.run_nb)
-    pairs = re.findall(r"^\s+\w+ = (?:int\()?p\[(\d+)\]\)?  # (\w+)$", src, flags=re.M)
-    assert [name for _idx, name in pairs] == list(PARAM_NAMES)
-    assert [int(idx) for idx, _name in pairs] == list(range(len(PARAM_NAMES)))
+def test_layout_names_are_one_source():
+    # positions are 0..n-1 in definition order; the name tuples are the enums' names
+    assert [int(m) for m in nb.Param] == list(range(len(nb.Param)))
+    assert [int(m) for m in nb.Out] == list(range(len(nb.Out)))
+    assert PARAM_NAMES is nb.PARAM_NAMES == tuple(m.name for m in nb.Param)
+    assert tuple(m.name for m in nb.Out) == nb.OUT_NAMES
+    assert nb.N_OUT == len(set(nb.OUT_NAMES)) == len(nb.Out)
+    # each side's rows are that side's columns, field f at liq_<side>_<f>
+    for side, rows in (("long", nb.LONG_ROWS), ("short", nb.SHORT_ROWS)):
+        for field, row in zip(nb.SideRows._fields, rows, strict=True):
+            assert nb.OUT_NAMES[row] == f"liq_{side}_{field}"
+    assert not set(nb.LONG_ROWS) & set(nb.SHORT_ROWS)
+
+
+def test_every_output_row_is_written_on_every_bar():
+    rng = np.random.default_rng(4)
+    ts, x = random_bars(rng, 200, n_ex=2, vol=0.01)
+    x[50:53] = np.nan  # bars no exchange has: every row NaN
+    lmap = LiquidationMap(MapConfig(step=0.05), exchanges=["binance", "bybit"])
+    sentinel = -1.2345e300
+    out = np.full((nb.N_OUT, len(ts)), sentinel)
+    lmap._allocate(float(x[0, 0, nb.I_CLOSE]))
+    nb.run_nb(
+        ts, x, lmap.params, lmap.factors, lmap.log_factors, lmap.weights, lmap.proxy, lmap.g,
+        lmap.ex, lmap.long_raw, lmap.short_raw, lmap.work, lmap.clusters_buf, lmap.hm,
+        lmap.hm_meta, out,
+    )  # fmt: skip
+    unwritten = [nb.OUT_NAMES[r] for r in range(nb.N_OUT) if (out[r] == sentinel).any()]
+    assert unwritten == []
+    assert np.isnan(out[:, 50:53]).all()
+
+
+@pytest.mark.parametrize(
+    ("changes", "param", "value"),
+    [
+        ({"scan_range_pct": 7.0}, "scan_range", 0.07),
+        ({"density_band_pct": 1.5}, "density_band", 0.015),
+        ({"half_life_hours": 2.0}, "half_life_s", 7200.0),
+        ({"cascade_max_depth": 9}, "cascade_max_depth", 9.0),
+        ({"intrabar_share": 0.25}, "intrabar_share", 0.25),
+        ({"contrast_window_pct": 3.0}, "contrast_window", 0.03),
+        ({"close_long_share": None}, "close_long_share", -1.0),
+        ({"heatmap_bins_per_row": 3}, "heatmap_bins_per_row", 3.0),
+    ],
+)
+def test_param_vector_is_built_by_name(changes, param, value):
+    base = MapConfig(close_long_share=0.4, contrast_window_pct=None)
+    cfg = base.replace(**changes)
+    before, after = base.kernel_params(), cfg.kernel_params()
+    assert len(after) == len(nb.Param)
+    # the one setting lands at its named position, and nowhere else
+    assert np.flatnonzero(before != after).tolist() == [int(nb.Param[param])]
+    assert after[nb.Param[param]] == pytest.approx(value, rel=1e-12)
+    assert dict(zip(PARAM_NAMES, after, strict=True))[param] == after[nb.Param[param]]
+
+
+def test_every_param_is_read_by_name_in_the_kernels():
+    src = inspect.getsource(nb)
+    assert not re.search(r"\bp\[\d", src)  # no positional reads left
+    unread = [name for name in PARAM_NAMES if f"Param.{name}]" not in src]
+    assert unread == []
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
