@@ -104,14 +104,6 @@ def candles() -> pd.DataFrame:
     return _src("futures")
 
 
-@pytest.fixture(autouse=True)
-def _no_provider():
-    set_provider(None)
-    lf._WARNED.clear()
-    yield
-    set_provider(None)
-
-
 def _at(feats: pd.DataFrame, dates: pd.Series) -> pd.DataFrame:
     idx = pd.DatetimeIndex(feats.index).as_unit("ns")
     pos = idx.get_indexer(pd.DatetimeIndex(dates).as_unit("ns"))
