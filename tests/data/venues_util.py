@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -37,3 +38,16 @@ def start_venues(root: Path, oi_scale: Mapping[str, float] | None = None) -> Ven
 def stop_venues(venues: Venues) -> None:
     for rx, _ in venues.values():
         rx.stop()
+
+
+def local_ccxt_config(rx: ReplayExchange, venue: str, timeout_ms: int) -> dict[str, Any]:
+    """ccxt settings for ``venue`` on a local replay: its URLs, a 1 ms rate limit (nothing to
+    protect on 127.0.0.1) and the request timeout in ms."""
+    cfg: dict[str, Any] = rx.ccxt_config(venue)
+    cfg.update({"rateLimit": 1, "timeout": timeout_ms})
+    return cfg
+
+
+def ccxt_configs(venues: Venues, timeout_ms: int) -> dict[str, dict[str, Any]]:
+    """``local_ccxt_config`` of every venue, by venue."""
+    return {venue: local_ccxt_config(rx, venue, timeout_ms) for venue, (rx, _) in venues.items()}
