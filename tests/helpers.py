@@ -8,6 +8,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 TESTDATA = ROOT / "tests" / "testdata"
 
@@ -30,3 +32,11 @@ def run_liqsignal(
         cwd=cwd,
         check=check,
     )
+
+
+def flip_one_bit(clean: bytes, rng: np.random.Generator) -> tuple[int, bytes]:
+    """``clean`` with one random bit of one random byte flipped, and that byte's offset."""
+    data = bytearray(clean)
+    i = int(rng.integers(0, len(data)))
+    data[i] ^= 1 << int(rng.integers(0, 8))
+    return i, bytes(data)
