@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import ccxt.async_support as ccxt_async
 import pandas as pd
 
 from liqsignal.data.replay.faults import Faults
@@ -51,3 +53,13 @@ def local_ccxt_config(rx: ReplayExchange, venue: str, timeout_ms: int) -> dict[s
 def ccxt_configs(venues: Venues, timeout_ms: int) -> dict[str, dict[str, Any]]:
     """``local_ccxt_config`` of every venue, by venue."""
     return {venue: local_ccxt_config(rx, venue, timeout_ms) for venue, (rx, _) in venues.items()}
+
+
+@contextlib.asynccontextmanager
+async def ccxt_client(rx: ReplayExchange, venue: str) -> AsyncIterator[Any]:
+    """The real async ccxt client of ``venue`` pointed at the replay ``rx``; closed on exit."""
+    api = getattr(ccxt_async, venue)(rx.ccxt_config(venue))
+    try:
+        yield api
+    finally:
+        await api.close()
