@@ -3,6 +3,7 @@ compiled once per session, and the package's process-wide state reset around eve
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterator
 
@@ -49,6 +50,30 @@ def _fresh_module_state() -> Iterator[None]:
     reset_module_state()
     yield
     reset_module_state()
+
+
+#: Loggers the alert service's command line quiets (liqsignal.alerts.service.setup_logging).
+QUIETED_LOGGERS = ("httpx", "httpcore", "apscheduler", "telegram", "aiohttp.access")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logger_settings() -> Iterator[None]:
+    """Loggers keep the level, handlers and propagation they had before the test: a command run
+    in-process (``main(["alerts", ...])`` quiets httpx, telegram and apscheduler) must not
+    change what a later test's log capture sees."""
+    for name in QUIETED_LOGGERS:  # made now, so that their state is kept even when a test
+        logging.getLogger(name)  # is the first to ask for them
+    loggers = {
+        name: (lg, lg.level, list(lg.handlers), lg.propagate, lg.disabled)
+        for name, lg in logging.root.manager.loggerDict.items()
+        if isinstance(lg, logging.Logger)
+    }
+    yield
+    for lg, level, handlers, propagate, disabled in loggers.values():
+        if lg.level != level:
+            lg.setLevel(level)
+        lg.handlers[:] = handlers
+        lg.propagate, lg.disabled = propagate, disabled
 
 
 @pytest.fixture(scope="session")
