@@ -26,11 +26,12 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "alerts"))
 
+from bench_util import fake_api_sender  # noqa: E402
 from fake_botapi import FakeBotAPI  # noqa: E402
 
 from liqsignal.alerts.outbox import Outbox  # noqa: E402
 from liqsignal.alerts.service import AlertService  # noqa: E402
-from liqsignal.alerts.telegram import RetryPolicy, TelegramSender  # noqa: E402
+from liqsignal.alerts.telegram import RetryPolicy  # noqa: E402
 from liqsignal.config import AlertConfig  # noqa: E402
 from liqsignal.engine import Cluster, MapSnapshot  # noqa: E402
 
@@ -109,14 +110,7 @@ async def measure(n: int, rounds: int, pictures: bool) -> list[float]:
     out: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         box = Outbox(Path(tmp) / "bench.sqlite")
-        sender = TelegramSender(
-            [111],
-            token=TOKEN,
-            base_url=api.base_url,
-            base_file_url=api.base_file_url,
-            outbox=box,
-            retry=RetryPolicy(max_age=None),
-        )
+        sender = fake_api_sender(api, box, RetryPolicy(max_age=None))
         provider = BenchProvider(n)
         svc = AlertService(
             provider,

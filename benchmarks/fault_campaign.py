@@ -39,7 +39,11 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bars_util import random_bars  # noqa: E402
+from bars_util import BAD_VALUES as BAD  # noqa: E402
+from bars_util import FRAME_COLUMNS as COLS  # noqa: E402
+from bars_util import random_frame  # noqa: E402
+from bench_util import fake_api_sender  # noqa: E402
+from helpers import flip_one_bit  # noqa: E402
 
 from liqsignal import nb  # noqa: E402
 from liqsignal.config import MapConfig  # noqa: E402
@@ -71,27 +75,6 @@ class Tally:
 
 
 # -- the engine and its inputs --------------------------------------------------------------
-
-BAD = [np.inf, -np.inf, np.nan, 1e300, 1e-300, 0.0, -1.0, 1e15, "abc", None]
-COLS = ["open", "high", "low", "close", "volume", "open_interest_amount", "funding_rate"]
-
-
-def _frame(rng: np.random.Generator, n: int, price: float) -> pd.DataFrame:
-    _ts, x = random_bars(rng, n, price=price, vol=0.02, gaps=False)
-    steps = np.where(rng.random(n) < 0.2, rng.integers(2, 200, n), 1)
-    return pd.DataFrame(
-        {
-            "date": pd.Timestamp("2025-01-01", tz="UTC")
-            + pd.to_timedelta(np.cumsum(steps), unit="h"),
-            "open": x[:, 0, 0],
-            "high": x[:, 0, 1],
-            "low": x[:, 0, 2],
-            "close": x[:, 0, 3],
-            "volume": x[:, 0, 4],
-            "open_interest_amount": x[:, 0, 5],
-            "funding_rate": x[:, 0, 7],
-        }
-    )
 
 
 def _damage_frame(rng: np.random.Generator, df: pd.DataFrame) -> pd.DataFrame:
@@ -145,7 +128,7 @@ def engine_worker(seed: int, n_frames: int, out_path: str) -> None:
     with open(out_path, "a") as fh:
         for _ in range(n_frames):
             price = float(rng.choice([1e-8, 0.002, 1.0, 2300.0, 50_000.0, 1e9]))
-            df = _damage_frame(rng, _frame(rng, int(rng.integers(1, 60)), price))
+            df = _damage_frame(rng, random_frame(rng, int(rng.integers(1, 60)), price))
             relative = bool(rng.random() < 0.5)
             kw = {"step": None, "step_bps": 10.0} if relative else {"step": price * 1e-3}
             cfg = MapConfig(**kw, heatmap_frames=8, heatmap_rows=16)
@@ -191,9 +174,9 @@ def engine_campaign(t: Tally, n_frames: int) -> None:
     # one bar of high = inf (the reproducer) and single bad wicks, timed
     from liqsignal.features import compute_features
 
-    compute_features(_frame(np.random.default_rng(1), 50, 50_000.0))  # compiled, not timed
+    compute_features(random_frame(np.random.default_rng(1), 50, 50_000.0))  # compiled, not timed
     for factor in (1e4, 1e5, 1e6, 1e8):
-        df = _frame(np.random.default_rng(1), 50, 50_000.0)
+        df = random_frame(np.random.default_rng(1), 50, 50_000.0)
         df.loc[25, "high"] = df.loc[25, "close"] * factor
         t0 = time.perf_counter()
         try:
@@ -301,10 +284,8 @@ def store_campaign(t: Tally, flips: int) -> None:
         clean = path.read_bytes()
         want = store.read("binance", PAIR, "1h", "futures")
         for _ in range(flips):
-            data = bytearray(clean)
-            i = int(rng.integers(0, len(data)))
-            data[i] ^= 1 << int(rng.integers(0, 8))
-            path.write_bytes(bytes(data))
+            _, data = flip_one_bit(clean, rng)
+            path.write_bytes(data)
             try:
                 got = store.read("binance", PAIR, "1h", "futures")
             except LiqsignalError:
@@ -451,7 +432,7 @@ def outbox_campaign(t: Tally, rounds: int) -> None:
 
     from liqsignal.alerts.message import Alert
     from liqsignal.alerts.outbox import Outbox
-    from liqsignal.alerts.telegram import RetryPolicy, TelegramSender
+    from liqsignal.alerts.telegram import RetryPolicy
 
     log = io.StringIO()
     handler = logging.StreamHandler(log)
@@ -462,13 +443,8 @@ def outbox_campaign(t: Tally, rounds: int) -> None:
         api = FakeBotAPI(valid_token=TOKEN)
         await api.start()
         box = Outbox(tmp / f"o{i}.sqlite", busy_timeout_s=0.2)
-        sender = TelegramSender(
-            [111],
-            token=TOKEN,
-            base_url=api.base_url,
-            base_file_url=api.base_file_url,
-            outbox=box,
-            retry=RetryPolicy(attempts=2, backoff_base=0.01, backoff_max=0.02),
+        sender = fake_api_sender(
+            api, box, RetryPolicy(attempts=2, backoff_base=0.01, backoff_max=0.02)
         )
         alert = Alert(key=f"armed|X|long|b{i}|2026-01-01T00:00:00Z", kind="armed", market="X",
                       text="t")  # fmt: skip

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -153,12 +154,27 @@ def run(max_prob: float) -> list[dict[str, Any]]:
     return rows
 
 
-def _fmt(rows: list[dict[str, Any]]) -> str:
-    def f(v: float, pct: bool = False) -> str:
-        if v is None or not math.isfinite(v):
-            return "n/a"
-        return f"{v * 100:.1f}%" if pct else f"{v:.2f}"
+def fmt_value(v: float | None, pct: bool = False) -> str:
+    """A figure of the tables: "n/a" when missing, a share in %, else two decimals."""
+    if v is None or not math.isfinite(v):
+        return "n/a"
+    return f"{v * 100:.1f}%" if pct else f"{v:.2f}"
 
+
+def allowed_refused_cells(a: dict[str, Any], x: dict[str, Any], mae_width: int, sep: str) -> str:
+    """The allowed / refused entries' MAE over 24 and 72 bars, liquidation share at 10x and
+    cascade shares over 24 and 72 bars, as the tables' cells (``a`` allowed, ``x`` refused)."""
+
+    def cell(key: str, width: int, pct: bool = False) -> str:
+        return f"{fmt_value(a[key], pct) + sep + fmt_value(x[key], pct):>{width}}"
+
+    return (
+        cell("mae_24", mae_width) + cell("mae_72", mae_width) + cell("liq_72", 16, True)
+        + cell("cascade_24", 16, True) + cell("cascade_72", 16, True)
+    )  # fmt: skip
+
+
+def _fmt(rows: list[dict[str, Any]]) -> str:
     lines = [
         f"{'dataset':<8}{'guard':<30}{'entries':>8}{'refused':>8}  "
         f"{'MAE24 allowed/refused':>22}{'MAE72 allowed/refused':>22}"
@@ -168,11 +184,7 @@ def _fmt(rows: list[dict[str, Any]]) -> str:
         a, x = r["allowed_stats"], r["refused_stats"]
         lines.append(
             f"{r['dataset']:<8}{r['guard']:<30}{r['entries']:>8}{r['refused']:>8}  "
-            f"{f(a['mae_24']) + ' / ' + f(x['mae_24']):>22}"
-            f"{f(a['mae_72']) + ' / ' + f(x['mae_72']):>22}"
-            f"{f(a['liq_72'], True) + ' / ' + f(x['liq_72'], True):>16}"
-            f"{f(a['cascade_24'], True) + ' / ' + f(x['cascade_24'], True):>16}"
-            f"{f(a['cascade_72'], True) + ' / ' + f(x['cascade_72'], True):>16}"
+            + allowed_refused_cells(a, x, 22, " / ")
         )
     lines.append(
         "MAE in % of the entry price; liq72@10x: share a 10x isolated position would have "
@@ -182,18 +194,16 @@ def _fmt(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def cli(description: str, run: Callable[[float], Any], fmt: Callable[[Any], str]) -> int:
+    """``--max-prob P [--json]``: print ``run(P)`` as JSON or as ``fmt`` writes it."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--max-prob", type=float, default=0.15, help="guards.entry_max_prob")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
-    rows = run(a.max_prob)
-    if a.json:
-        print(json.dumps(rows, indent=1, default=lambda v: None))
-    else:
-        print(_fmt(rows))
+    r = run(a.max_prob)
+    print(json.dumps(r, indent=1, default=lambda v: None) if a.json else fmt(r))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli(__doc__.splitlines()[0], run, _fmt))

@@ -22,7 +22,6 @@ next candle's open) and the share a 10x position would have been liquidated over
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
@@ -39,7 +38,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from forecast_guards import HORIZONS, outcomes  # noqa: E402
+from forecast_guards import HORIZONS, allowed_refused_cells, cli, outcomes  # noqa: E402
 
 from liqsignal import forecast as fc  # noqa: E402
 from liqsignal.config import MapConfig  # noqa: E402
@@ -218,11 +217,6 @@ def run(max_prob: float) -> dict[str, Any]:
 
 
 def _fmt(r: dict[str, Any]) -> str:
-    def f(v: float, pct: bool = False) -> str:
-        if v is None or not math.isfinite(v):
-            return "n/a"
-        return f"{v * 100:.1f}%" if pct else f"{v:.2f}"
-
     lines = [f"freqtrade backtesting, LiqTrendStrategy, BTC/USDT:USDT 1h, {r['timerange']}"]
     lines.append(f"{'run':<20}{'trades':>7}{'wins':>6}{'profit %':>10}{'max DD %':>10}")
     for name, s in r["runs"].items():
@@ -238,24 +232,10 @@ def _fmt(r: dict[str, Any]) -> str:
         a, x = g["allowed"], g["refused"]
         lines.append(
             f"{name:<20}{g['attempts']:>9}{g['n_refused']:>8}  "
-            f"{f(a['mae_24']) + '/' + f(x['mae_24']):>14}"
-            f"{f(a['mae_72']) + '/' + f(x['mae_72']):>14}"
-            f"{f(a['liq_72'], True) + '/' + f(x['liq_72'], True):>16}"
-            f"{f(a['cascade_24'], True) + '/' + f(x['cascade_24'], True):>16}"
-            f"{f(a['cascade_72'], True) + '/' + f(x['cascade_72'], True):>16}"
+            + allowed_refused_cells(a, x, 14, "/")
         )
     return "\n".join(lines)
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--max-prob", type=float, default=0.15, help="guards.entry_max_prob")
-    p.add_argument("--json", action="store_true")
-    a = p.parse_args()
-    r = run(a.max_prob)
-    print(json.dumps(r, indent=1, default=lambda v: None) if a.json else _fmt(r))
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli(__doc__.splitlines()[0], run, _fmt))

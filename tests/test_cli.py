@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
+from helpers import TESTDATA, run_liqsignal
 
 from liqsignal.cli import main
 
@@ -30,13 +29,7 @@ def test_evaluate_json_reports_model_and_baseline(capsys):
 
 
 def test_demo_writes_picture_and_prints_clusters(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "liqsignal", "demo", "--out", str(tmp_path), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
+    proc = run_liqsignal("demo", "--out", str(tmp_path), "--json", check=True)
     res = json.loads(proc.stdout)
     png = tmp_path / "btc_liquidation_map.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -55,22 +48,16 @@ def test_demo_writes_picture_and_prints_clusters(tmp_path):
     assert {"armed", "armed_score"} <= set(res["clusters"][0])
 
 
-def test_map_from_stored_files(tmp_path, capsys):
-    rc = main(
-        [
-            "map",
-            "BTC",
-            "--datadir",
-            "tests/testdata/replay_binance/..",
-            "--exchange",
-            "replay_binance",
-            "--out",
-            str(tmp_path),
-            "--json",
-        ]
-    )
+def _map_json(tmp_path: Path, capsys, *args: str) -> dict:
+    """``liqsignal map BTC ARGS`` on the bundled replay_binance slice, its --json answer."""
+    common = ["--exchange", "replay_binance", "--out", str(tmp_path), "--json"]
+    rc = main(["map", "BTC", *args, *common])
     assert rc == 0
-    res = json.loads(capsys.readouterr().out)
+    return json.loads(capsys.readouterr().out)
+
+
+def test_map_from_stored_files(tmp_path, capsys):
+    res = _map_json(tmp_path, capsys, "--datadir", str(TESTDATA))
     assert res["market"] == "BTC/USDT:USDT"
     assert res["volume_proxy"] == []
     assert (tmp_path / "BTC_USDT_USDT_1h_map.png").is_file()
@@ -84,23 +71,7 @@ def test_errors_are_reported_not_raised(tmp_path, capsys):
 
 
 def test_map_from_data_with_buckets(tmp_path, capsys):
-    rc = main(
-        [
-            "map",
-            "BTC",
-            "--from-data",
-            "tests/testdata/replay_binance/..",
-            "--exchange",
-            "replay_binance",
-            "--out",
-            str(tmp_path),
-            "--json",
-            "--limit",
-            "3",
-        ]
-    )
-    assert rc == 0
-    res = json.loads(capsys.readouterr().out)
+    res = _map_json(tmp_path, capsys, "--from-data", str(TESTDATA), "--limit", "3")
     assert res["buckets"]["residual_share"] >= 0
     assert all(isinstance(c["armed"], bool) for c in res["clusters"])
     assert sum(c["side"] == "long" for c in res["clusters"]) <= 3

@@ -227,10 +227,35 @@ def _params() -> list[object]:
 
 #: commands already run in this session (the same command in several places runs once)
 _DONE: dict[str, str] = {}
+#: blocks already run in this session, by id
+_RAN: dict[str, Block] = {}
+
+
+def _selected_blocks(session: pytest.Session) -> set[str]:
+    """The ids of the blocks this session runs (after -m / -k selection)."""
+    out = set()
+    for item in session.items:
+        callspec = getattr(item, "callspec", None)
+        if getattr(item, "originalname", None) == "test_block" and callspec is not None:
+            out.add(callspec.params["block"].id)
+    return out
 
 
 @pytest.mark.parametrize("block", _params())
-def test_block(block: Block, repo_copy: Path) -> None:
+def test_block(block: Block, repo_copy: Path, request: pytest.FixtureRequest) -> None:
+    """``block`` runs in the state a reader has reached there: every block before it (README,
+    then docs/ by name, top to bottom) that this session runs has run first, whatever the
+    order of the tests (a block reads files an earlier one wrote)."""
+    selected = _selected_blocks(request.session)
+    for earlier in BLOCKS[: BLOCKS.index(block)]:
+        if earlier.id in selected and earlier.id not in _RAN:
+            _run_block(earlier, repo_copy)
+    if block.id not in _RAN:
+        _run_block(block, repo_copy)
+
+
+def _run_block(block: Block, repo_copy: Path) -> None:
+    _RAN[block.id] = block
     env = _env(repo_copy)
     servers: list[subprocess.Popen[str]] = []
     try:

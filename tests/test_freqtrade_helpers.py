@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -273,6 +274,15 @@ def _analyzed(candles, oi) -> pd.DataFrame:
     return add_liq_columns(candles, {"pair": PAIR}, dp, {"timeframe": "1h"})
 
 
+def _replayed(full: pd.DataFrame, dp: FakeDP, n: int) -> Iterator[tuple[pd.Series, datetime]]:
+    """The last ``n`` candles of ``full`` one at a time, as a live bot meets them: ``dp`` serves
+    the frame up to the candle; yields its row and the time the next candle opens."""
+    for i in range(len(full) - n, len(full)):
+        dp.analyzed = full.iloc[: i + 1]
+        row = full.iloc[i]
+        yield row, row["date"].to_pydatetime() + timedelta(hours=1)
+
+
 def _decision_lines(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if "liqsignal guard " in r.getMessage()]
 
@@ -286,10 +296,7 @@ def test_mixin_entry_matches_the_pure_guard_and_logs_once_per_candle(candles, oi
     s = Strat(dp, {"liqsignal": {"guards": {"entry_distance_pct": 2.0}}})
     refused = allowed = 0
     with caplog.at_level(logging.INFO, logger="liqsignal.freqtrade"):
-        for i in range(len(full) - 300, len(full)):
-            dp.analyzed = full.iloc[: i + 1]
-            row = full.iloc[i]
-            now = row["date"].to_pydatetime() + timedelta(hours=1)
+        for row, now in _replayed(full, dp, 300):
             for side in ("long", "short"):
                 got = s.liq_confirm_trade_entry(PAIR, row["close"], side, now)
                 s.liq_confirm_trade_entry(PAIR, row["close"], side, now)  # same candle again
@@ -314,10 +321,7 @@ def test_mixin_leverage_and_stop(candles, oi, caplog):
     s = Strat(dp)
     caps = tightened = 0
     with caplog.at_level(logging.INFO, logger="liqsignal.freqtrade"):
-        for i in range(len(full) - 500, len(full)):
-            dp.analyzed = full.iloc[: i + 1]
-            row = full.iloc[i]
-            now = row["date"].to_pydatetime() + timedelta(hours=1)
+        for row, now in _replayed(full, dp, 500):
             for side in ("long", "short"):
                 lev = s.liq_leverage(PAIR, now, row["close"], 50, 125, side)
                 assert 1.0 <= lev <= 50

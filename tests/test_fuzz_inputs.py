@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from bars_util import random_bars
+from bars_util import BAD_VALUES, random_bars, random_frame
+from bars_util import FRAME_COLUMNS as COLUMNS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,26 +27,6 @@ from liqsignal.features import compute_features, compute_features_multi
 
 ROOT = Path(__file__).resolve().parents[1]
 USD_COLUMNS = [c for c in nb.OUT_NAMES if c.endswith("_usd")]
-BAD_VALUES = [np.inf, -np.inf, np.nan, 1e300, 1e-300, 0.0, -1.0, 1e15, "abc", None]
-COLUMNS = ["open", "high", "low", "close", "volume", "open_interest_amount", "funding_rate"]
-
-
-def make_frame(rng: np.random.Generator, n: int, price: float, gap_share: float) -> pd.DataFrame:
-    _ts, x = random_bars(rng, n, price=price, vol=0.02, gaps=False)
-    steps = np.where(rng.random(n) < gap_share, rng.integers(2, 200, n), 1)
-    dates = pd.Timestamp("2025-01-01", tz="UTC") + pd.to_timedelta(np.cumsum(steps), unit="h")
-    return pd.DataFrame(
-        {
-            "date": dates,
-            "open": x[:, 0, 0],
-            "high": x[:, 0, 1],
-            "low": x[:, 0, 2],
-            "close": x[:, 0, 3],
-            "volume": x[:, 0, 4],
-            "open_interest_amount": x[:, 0, 5],
-            "funding_rate": x[:, 0, 7],
-        }
-    )
 
 
 def check_outcome(df: pd.DataFrame, cfg: MapConfig) -> str:
@@ -83,7 +64,7 @@ def bad_frames(draw):
     rng = np.random.default_rng(seed)
     n = draw(st.integers(1, 60))
     price = draw(st.sampled_from([1e-8, 0.002, 1.0, 2300.0, 50_000.0, 1e9]))
-    df = make_frame(rng, n, price, draw(st.sampled_from([0.0, 0.2])))
+    df = random_frame(rng, n, price, draw(st.sampled_from([0.0, 0.2])))
     for _ in range(draw(st.integers(0, 3))):
         kind = draw(st.sampled_from(["value", "wick", "nan_run", "object", "drop_oi"]))
         row = draw(st.integers(0, n - 1))
@@ -143,7 +124,7 @@ def test_random_bad_frames_give_features_or_input_error(case, relative, n_bins):
     ],
 )
 def test_each_bad_value_names_column_row_and_reason(col, value, reason):
-    df = make_frame(np.random.default_rng(1), 20, 50_000.0, 0.0)
+    df = random_frame(np.random.default_rng(1), 20, 50_000.0, 0.0)
     if isinstance(value, str):
         df[col] = df[col].astype(object)
     if col == "low":
@@ -175,14 +156,14 @@ def test_the_issue_reproducer_is_an_input_error_not_a_segfault():
 
 
 def test_numeric_strings_in_an_object_column_are_read_as_numbers():
-    df = make_frame(np.random.default_rng(2), 30, 2300.0, 0.0)
+    df = random_frame(np.random.default_rng(2), 30, 2300.0, 0.0)
     obj = df.copy()
     obj["volume"] = obj["volume"].map(repr).astype(object)
     pd.testing.assert_frame_equal(compute_features(obj), compute_features(df))
 
 
 def test_dates_outside_pandas_range_are_an_input_error():
-    df = make_frame(np.random.default_rng(3), 5, 100.0, 0.0)
+    df = random_frame(np.random.default_rng(3), 5, 100.0, 0.0)
     dates = df["date"].dt.tz_localize(None).to_numpy().astype("datetime64[s]")
     dates[3] = np.datetime64("2400-01-01T00:00:00", "s")
     df["date"] = pd.Series(dates)
@@ -192,7 +173,7 @@ def test_dates_outside_pandas_range_are_an_input_error():
 
 def test_naive_and_aware_dates_mix_as_utc_in_multi():
     rng = np.random.default_rng(4)
-    a = make_frame(rng, 40, 50_000.0, 0.0)
+    a = random_frame(rng, 40, 50_000.0, 0.0)
     b = a.copy()
     b["close"] = b["close"] * 1.0005
     b[["high", "open"]] = np.maximum(b[["high", "open"]].to_numpy(), b[["close"]].to_numpy())
@@ -205,7 +186,7 @@ def test_naive_and_aware_dates_mix_as_utc_in_multi():
 
 def test_venues_in_different_units_are_refused_naming_both():
     rng = np.random.default_rng(5)
-    per_token = make_frame(rng, 40, 0.004, 0.0)
+    per_token = random_frame(rng, 40, 0.004, 0.0)
     per_thousand = per_token.copy()
     per_thousand[["open", "high", "low", "close"]] *= 1000.0
     per_thousand["volume"] /= 1000.0
@@ -215,7 +196,7 @@ def test_venues_in_different_units_are_refused_naming_both():
 
 def test_a_step_far_too_small_for_the_price_is_refused_not_allocated():
     """Without auto_grid, 50 USD bins at a price of 1e10 would be 220 million bins (3.5 GB)."""
-    df = make_frame(np.random.default_rng(6), 5, 1e10, 0.0)
+    df = random_frame(np.random.default_rng(6), 5, 1e10, 0.0)
     with pytest.raises(InputError, match=r"needs [\d,]+ bins"):
         compute_features(df, MapConfig(step=50.0, auto_grid=False))
     # with auto_grid (the default) the market gets a relative grid of bounded size instead
@@ -312,7 +293,8 @@ BOUNDSCHECK_SCRIPT = textwrap.dedent(
     import sys
     import numpy as np
     sys.path.insert(0, {tests!r})
-    from bars_util import random_bars
+    from bars_util import BAD_VALUES, random_bars, random_frame
+from bars_util import FRAME_COLUMNS as COLUMNS
     from liqsignal.config import MapConfig
     from liqsignal.engine import LiquidationMap
     from numba.core import config

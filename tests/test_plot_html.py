@@ -157,9 +157,14 @@ def test_map_page_in_headless_chromium(chromium, tmp_path, capsys):
             ".getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; })()"
         )
         x0, y0, w, h = box
+
+        def mouse(kind: str, fx: float, fy: float, **kw: object) -> None:
+            """A mouse event at the share (fx, fy) of the heatmap's width and height."""
+            tab.call("Input.dispatchMouseEvent", type=kind, x=x0 + w * fx, y=y0 + h * fy, **kw)
+
         found = ""
         for fx, fy in ((0.5, 0.5), (0.3, 0.4), (0.7, 0.6), (0.8, 0.5), (0.2, 0.6), (0.6, 0.3)):
-            tab.call("Input.dispatchMouseEvent", type="mouseMoved", x=x0 + w * fx, y=y0 + h * fy)
+            mouse("mouseMoved", fx, fy)
             time.sleep(0.4)
             found = tab.js(
                 "Array.from(document.querySelectorAll('#liqmap .hoverlayer .hovertext'))"
@@ -170,31 +175,10 @@ def test_map_page_in_headless_chromium(chromium, tmp_path, capsys):
         assert "UTC" in found and "price" in found and "long" in found and "short" in found, found
         # a drag on the heatmap zooms in time and price
         before = tab.js("document.getElementById('liqmap').layout.xaxis.range.slice()")
-        tab.call(
-            "Input.dispatchMouseEvent",
-            type="mousePressed",
-            x=x0 + w * 0.3,
-            y=y0 + h * 0.3,
-            button="left",
-            clickCount=1,
-        )
+        mouse("mousePressed", 0.3, 0.3, button="left", clickCount=1)
         for k in range(1, 6):
-            tab.call(
-                "Input.dispatchMouseEvent",
-                type="mouseMoved",
-                x=x0 + w * (0.3 + 0.06 * k),
-                y=y0 + h * (0.3 + 0.05 * k),
-                button="left",
-                buttons=1,
-            )
-        tab.call(
-            "Input.dispatchMouseEvent",
-            type="mouseReleased",
-            x=x0 + w * 0.6,
-            y=y0 + h * 0.55,
-            button="left",
-            clickCount=1,
-        )
+            mouse("mouseMoved", 0.3 + 0.06 * k, 0.3 + 0.05 * k, button="left", buttons=1)
+        mouse("mouseReleased", 0.6, 0.55, button="left", clickCount=1)
         time.sleep(0.8)
         after = tab.js("document.getElementById('liqmap').layout.xaxis.range.slice()")
         assert after != before, (before, after)

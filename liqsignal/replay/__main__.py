@@ -134,14 +134,15 @@ def run_replay(a: argparse.Namespace) -> int:
         rx.stop()
         print(f"error: cannot write the overlay: {e}", file=sys.stderr)
         return 2
+    stop = threading.Event()
+    # before the overlay is printed: a caller may send SIGTERM as soon as it has read it
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(json.dumps({"ccxt_config": overlay}, indent=2), flush=True)
     print(
         f"replay exchange at {rx.url}, replay time {rx.now().isoformat()}; Ctrl-C stops",
         file=sys.stderr,
         flush=True,
     )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         while not stop.wait(0.5):
             pass

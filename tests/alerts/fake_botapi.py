@@ -9,8 +9,8 @@ per method (optionally per chat) and used up one call each, in order::
     api.fail("sendMessage", Fault.status(500), times=2)         # 500 twice
     api.fail("sendPhoto", Fault.timeout(0.8))                   # answer only after 0.8 s
     api.fail("sendMessage", Fault.drop())                       # close the connection, no reply
-    api.fail("sendMessage", Fault.forbidden(), chat_id=222)     # 403 bot was blocked by the user
-    api.fail("sendMessage", Fault.chat_not_found(), chat_id=9)  # 400 chat not found
+    api.fail("sendMessage", Fault.status(403), chat_id=222)     # 403 bot was blocked by the user
+    api.fail("sendMessage", Fault.status(400, "Bad Request: chat not found"), chat_id=9)
 
 Run it in the test's event loop: ``api = FakeBotAPI(); await api.start(); ...; await
 api.stop()``; point ``telegram.Bot(token, base_url=api.base_url, base_file_url=api.base_file_url)``
@@ -62,6 +62,17 @@ class Call:
         return self.params.get("caption")
 
 
+#: The description the Bot API gives with a status, unless a fault names another.
+DESCRIPTIONS = {
+    400: "Bad Request: can't parse entities",
+    401: "Unauthorized",
+    403: "Forbidden: bot was blocked by the user",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
+
+
 @dataclass(frozen=True)
 class Fault:
     """What to answer instead of success."""
@@ -79,8 +90,8 @@ class Fault:
 
     @classmethod
     def status(cls, code: int, description: str | None = None, raw_body: str | None = None):
-        names = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
-        return cls("error", code, description or names.get(code, "Error"), raw_body=raw_body)
+        description = description or DESCRIPTIONS.get(code, "Error")
+        return cls("error", code, description, raw_body=raw_body)
 
     @classmethod
     def timeout(cls, delay: float) -> Fault:
@@ -89,22 +100,6 @@ class Fault:
     @classmethod
     def drop(cls) -> Fault:
         return cls("drop")
-
-    @classmethod
-    def forbidden(cls, description: str = "Forbidden: bot was blocked by the user") -> Fault:
-        return cls("error", 403, description)
-
-    @classmethod
-    def chat_not_found(cls) -> Fault:
-        return cls("error", 400, "Bad Request: chat not found")
-
-    @classmethod
-    def bad_request(cls, description: str = "Bad Request: can't parse entities") -> Fault:
-        return cls("error", 400, description)
-
-    @classmethod
-    def unauthorized(cls) -> Fault:
-        return cls("error", 401, "Unauthorized")
 
 
 class FakeBotAPI:

@@ -12,7 +12,7 @@ from freqtrade.enums import RunMode
 from liqsignal.alerts.botmsg import BotMessageSender, bot_sender_for, html_to_text
 from liqsignal.alerts.service import AlertService
 
-from .test_service import FakeProvider, M, _cluster, _config
+from .fake_provider import FakeProvider, M, alert_config, cluster
 
 
 def _dp(mode: RunMode = RunMode.DRY_RUN) -> DataProvider:
@@ -40,9 +40,11 @@ def test_sender_only_when_the_bots_telegram_is_on(caplog):
 async def test_armed_and_consumed_reach_dp_send_msg_once():
     dp = _dp()
     provider = FakeProvider()
-    svc = AlertService(provider, _config(pictures=False), markets=[M], sender=BotMessageSender(dp))
+    svc = AlertService(
+        provider, alert_config(pictures=False), markets=[M], sender=BotMessageSender(dp)
+    )
     try:
-        provider.add_bar(armed=_cluster())
+        provider.add_bar(armed=cluster())
         res = await svc.tick()
         assert [e.kind for e in res.events] == ["armed"]
         queued = list(dp._msg_queue)
@@ -63,9 +65,11 @@ async def test_armed_and_consumed_reach_dp_send_msg_once():
 async def test_backtests_send_nothing():
     dp = _dp(RunMode.BACKTEST)
     provider = FakeProvider()
-    svc = AlertService(provider, _config(pictures=False), markets=[M], sender=BotMessageSender(dp))
+    svc = AlertService(
+        provider, alert_config(pictures=False), markets=[M], sender=BotMessageSender(dp)
+    )
     try:
-        provider.add_bar(armed=_cluster())
+        provider.add_bar(armed=cluster())
         await svc.tick()
         assert list(dp._msg_queue) == []  # Freqtrade's DataProvider sends only dry/live
     finally:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from helpers import run_liqsignal
 
 from liqsignal.alerts.events import BarView, EventDetector, EventRules, Pocket
 from liqsignal.alerts.message import Alert
@@ -22,32 +23,30 @@ from liqsignal.alerts.service import AlertService
 from liqsignal.exceptions import CorruptFileError
 
 from .conftest import CHAT_A
-from .test_service import FakeProvider, M, _cluster, _config
+from .fake_provider import FakeProvider, M, alert_config, cluster
+
+
+def _service(provider, path: Path, make_sender) -> tuple[AlertService, Outbox]:
+    """An alert service for chat A, without pictures, over the outbox at ``path``."""
+    box = Outbox(path)
+    sender = make_sender(chat_ids=[CHAT_A], outbox=box)
+    svc = AlertService(
+        provider, alert_config(chat_ids=(CHAT_A,), pictures=False), markets=[M], sender=sender
+    )
+    return svc, box
 
 
 async def test_restart_between_armed_and_consumed_still_reports_the_hit(make_sender, tmp_path, api):
     provider = FakeProvider()
     path = tmp_path / "outbox.sqlite"
-    box1 = Outbox(path)
-    svc1 = AlertService(
-        provider,
-        _config(chat_ids=(CHAT_A,), pictures=False),
-        markets=[M],
-        sender=make_sender(chat_ids=[CHAT_A], outbox=box1),
-    )
-    provider.add_bar(armed=_cluster())
+    svc1, box1 = _service(provider, path, make_sender)
+    provider.add_bar(armed=cluster())
     await svc1.tick()
     assert [e.kind for e in svc1.last_tick.events] == ["armed"]
     await svc1.aclose()
     box1.close()
 
-    box2 = Outbox(path)  # the restart
-    svc2 = AlertService(
-        provider,
-        _config(chat_ids=(CHAT_A,), pictures=False),
-        markets=[M],
-        sender=make_sender(chat_ids=[CHAT_A], outbox=box2),
-    )
+    svc2, box2 = _service(provider, path, make_sender)  # the restart
     await svc2.start()
     # price trades down through the armed pocket (86,450-86,600); no flush
     provider.add_bar(low=86_400.0, high=87_000.0, close=86_500.0, pred_long=3e6, flush=0)
@@ -60,13 +59,7 @@ async def test_restart_between_armed_and_consumed_still_reports_the_hit(make_sen
     # the same hit is never reported again, even after another restart
     await svc2.aclose()
     box2.close()
-    box3 = Outbox(path)
-    svc3 = AlertService(
-        provider,
-        _config(chat_ids=(CHAT_A,), pictures=False),
-        markets=[M],
-        sender=make_sender(chat_ids=[CHAT_A], outbox=box3),
-    )
+    svc3, box3 = _service(provider, path, make_sender)
     await svc3.start()
     provider.add_bar(low=86_300.0, high=86_900.0, close=86_400.0, pred_long=1e6, flush=0)
     res3 = await svc3.tick()
@@ -299,10 +292,10 @@ async def test_shutdown_during_a_flood_wait_is_prompt_and_logs_no_error(
     slow = RetryPolicy(attempts=3, backoff_base=0.01, max_retry_after_total=120.0)
     sender = make_sender(chat_ids=[CHAT_A], outbox=box, retry=slow, sleep=asyncio.sleep)
     svc = AlertService(
-        provider, _config(chat_ids=(CHAT_A,), pictures=False), markets=[M], sender=sender
+        provider, alert_config(chat_ids=(CHAT_A,), pictures=False), markets=[M], sender=sender
     )
     api.fail("sendMessage", Fault.retry_after(60), times=5)
-    provider.add_bar(armed=_cluster())
+    provider.add_bar(armed=cluster())
     stop = asyncio.Event()
     task = asyncio.create_task(svc.run(stop, install_signals=False))
     for _ in range(200):  # until Telegram has asked to wait 60 s
@@ -349,7 +342,7 @@ def test_clusters_text_signs_distances_as_the_alerts_do():
             above = Cluster("short", 88_700.0, 88_600.0, 88_800.0, 3e6, 1.9, 1, 3e6, {})
             return MapSnapshot(snap.time, snap.price, snap.levels, [below, above])
 
-    svc = AlertService(P(), _config(chat_ids=(CHAT_A,)), markets=[M], sender=object())
+    svc = AlertService(P(), alert_config(chat_ids=(CHAT_A,)), markets=[M], sender=object())
     text = svc.clusters_text(M)
     assert "\u22124.2%" in text and "+4.2" not in text  # a typographic minus, as in alerts
     assert "+1.9" in text
@@ -364,7 +357,7 @@ async def test_a_market_whose_map_is_empty_is_warned_about_once(make_sender, out
     provider = Empty()
     svc = AlertService(
         provider,
-        _config(chat_ids=(CHAT_A,), pictures=False),
+        alert_config(chat_ids=(CHAT_A,), pictures=False),
         markets=[M],
         sender=make_sender(chat_ids=[CHAT_A], outbox=outbox),
     )
@@ -444,8 +437,6 @@ def test_once_exits_1_when_telegram_cannot_be_reached(tmp_path):
     import json
     import os
     import socket
-    import subprocess
-    import sys
 
     from .conftest import TOKEN
 
@@ -470,13 +461,7 @@ def test_once_exits_1_when_telegram_cannot_be_reached(tmp_path):
     path = tmp_path / "cfg.json"
     path.write_text(json.dumps(cfg))
     env = dict(os.environ, LIQSIGNAL_TELEGRAM_TOKEN=TOKEN)
-    r = subprocess.run(
-        [sys.executable, "-m", "liqsignal", "alerts", "--config", str(path), "--once"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    r = run_liqsignal("alerts", "--config", str(path), "--once", timeout=120, env=env)
     assert r.returncode == 1, (r.stdout, r.stderr[-2000:])
     assert "Telegram could not be reached" in r.stderr
     assert "Traceback" not in r.stderr

@@ -12,7 +12,7 @@ from liqsignal.alerts.service import AlertService
 from liqsignal.data.streams import StreamEvent
 
 from .conftest import CHAT_A, CHAT_B
-from .test_service import T0, FakeProvider, M, _cluster, _config
+from .fake_provider import T0, FakeProvider, M, alert_config, cluster
 
 H = pd.Timedelta(hours=1)
 
@@ -47,7 +47,7 @@ def provider():
 @pytest.fixture
 async def service(make_sender, outbox, provider):
     sender = make_sender(chat_ids=[CHAT_A, CHAT_B], outbox=outbox)
-    svc = AlertService(provider, _config(), markets=[M], sender=sender)
+    svc = AlertService(provider, alert_config(), markets=[M], sender=sender)
     yield svc
     await svc.aclose()
 
@@ -55,7 +55,7 @@ async def service(make_sender, outbox, provider):
 async def test_event_through_the_armed_pocket_is_consumed_at_once_and_once(
     service, provider, api, outbox
 ):
-    provider.add_bar(armed=_cluster())  # bar 1: long pocket 86,450-86,600 armed
+    provider.add_bar(armed=cluster())  # bar 1: long pocket 86,450-86,600 armed
     await service.tick()
     assert len(api.calls_to("sendPhoto")) == 2
     above = await service.handle_liquidation(_event(86_700.0, minutes=10))
@@ -75,9 +75,9 @@ async def test_event_through_the_armed_pocket_is_consumed_at_once_and_once(
 
 
 async def test_event_re_arms_on_the_map_after_it(service, provider, api):
-    provider.add_bar(armed=_cluster())
+    provider.add_bar(armed=cluster())
     await service.tick()
-    provider.after["long"] = _cluster(low=85_100.0, high=85_250.0, usd=7e6, dist=-2.0)
+    provider.after["long"] = cluster(low=85_100.0, high=85_250.0, usd=7e6, dist=-2.0)
     res = await service.handle_liquidation(_event(86_500.0))
     assert [e.kind for e in res.events] == ["consumed", "armed"]
     armed = res.events[1]
@@ -86,12 +86,12 @@ async def test_event_re_arms_on_the_map_after_it(service, provider, api):
     texts = [c.text for c in api.calls_to("sendMessage")]
     assert sum("long liquidations armed" in t for t in texts) == 2
     # and the next bar arming the same pocket is within its cooldown: nothing more
-    provider.add_bar(armed=_cluster(low=85_100.0, high=85_250.0, usd=7e6, dist=-2.0))
+    provider.add_bar(armed=cluster(low=85_100.0, high=85_250.0, usd=7e6, dist=-2.0))
     assert (await service.tick()).events == []
 
 
 async def test_unknown_market_and_bad_events_change_nothing(service, provider, api):
-    provider.add_bar(armed=_cluster())
+    provider.add_bar(armed=cluster())
     await service.tick()
     other = StreamEvent("binance", "ETH/USDT:USDT", "ETH/USDT:USDT", "long", 1.0, 1.0, 1.0, 1)
     assert (await service.handle_liquidation(other)).events == []
@@ -122,9 +122,9 @@ async def test_live_liquidations_run_the_real_ccxt_stream_into_the_service(
             return {"binance": super().status(market)["binance"]}
 
     provider = OneVenue()
-    provider.add_bar("BTC", armed=_cluster())
+    provider.add_bar("BTC", armed=cluster())
     with LiquidationStreamServer("binance", ["BTC"]) as srv:
-        cfg = _config(
+        cfg = alert_config(
             live_liquidations=True,
             ccxt_config={"binance": srv.ccxt_config()},
             datadir=str(tmp_path),

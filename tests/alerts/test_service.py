@@ -9,145 +9,20 @@ import os
 import signal
 import threading
 import time
-from types import SimpleNamespace
 
-import pandas as pd
 import pytest
 
 from liqsignal.alerts.outbox import Outbox
 from liqsignal.alerts.service import AlertService
 from liqsignal.alerts.telegram import TelegramSender
-from liqsignal.config import AlertConfig, alert_settings
-from liqsignal.engine import Cluster, MapSnapshot
+from liqsignal.config import alert_settings
 from liqsignal.exceptions import ConfigError
 
 from .conftest import CHAT_A, CHAT_B, FAST, TOKEN
 from .fake_botapi import Fault
+from .fake_provider import FakeProvider, M, alert_config, cluster
 
-M = "BTC/USDT:USDT"
-T0 = pd.Timestamp("2026-01-29 10:00", tz="UTC")
-H = pd.Timedelta(hours=1)
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def _cluster(side="long", low=86_450.0, high=86_600.0, usd=5.01e6, dist=-0.52, depth=3):
-    return Cluster(
-        side,
-        (low + high) / 2,
-        low,
-        high,
-        usd,
-        dist,
-        depth,
-        usd * 2.5,
-        {"binance": 0.6, "bybit": 0.4},
-    )
-
-
-class FakeProvider:
-    """The MapProvider interface, driven bar by bar by the test."""
-
-    def __init__(self, markets=(M,)):
-        self.markets = list(markets)
-        self.rows: dict[str, list[dict]] = {m: [] for m in self.markets}
-        self.stale: dict[str, set[str]] = {m: set() for m in self.markets}
-        self.refreshes = 0
-        self.fail_refresh: Exception | None = None
-        self.refresh_delay = 0.0
-        self.in_refresh = 0
-        self.max_in_refresh = 0
-        for m in self.markets:
-            self.add_bar(m)
-
-    def add_bar(
-        self,
-        market=M,
-        *,
-        armed=None,
-        low=86_900.0,
-        high=87_100.0,
-        close=87_000.0,
-        pred_long=0.0,
-        flush=0,
-    ):
-        rows = self.rows[market]
-        t = T0 + len(rows) * H
-        c = armed or _cluster()
-        rows.append(
-            {
-                "date": t,
-                "close": close,
-                "high": high,
-                "low": low,
-                "open_interest_value": 9.1e9 * (1 + 0.01 * len(rows)),
-                "funding_rate": 5.9e-5,
-                "liq_long_armed": 1.0 if armed else 0.0,
-                "liq_long_armed_score": 1.17 if armed else 0.0,
-                "liq_long_cluster_price": c.price,
-                "liq_long_cluster_low": c.low,
-                "liq_long_cluster_high": c.high,
-                "liq_long_cluster_usd": c.usd,
-                "liq_long_cluster_dist_pct": c.distance_pct,
-                "liq_long_cascade_depth": float(c.depth),
-                "liq_long_cascade_usd": c.cascade_usd,
-                "liq_short_armed": 0.0,
-                "liq_pred_long_usd": pred_long,
-                "liq_pred_short_usd": 0.0,
-                "liq_flush": float(flush),
-            }
-        )
-        self._armed = {market: c}
-
-    async def refresh(self):
-        self.in_refresh += 1
-        self.max_in_refresh = max(self.max_in_refresh, self.in_refresh)
-        try:
-            self.refreshes += 1
-            if self.refresh_delay:
-                await asyncio.sleep(self.refresh_delay)
-            if self.fail_refresh:
-                raise self.fail_refresh
-            return SimpleNamespace(became_stale=[], recovered=[])
-        finally:
-            self.in_refresh -= 1
-
-    def features(self, market):
-        return pd.DataFrame(self.rows[market]).set_index("date")
-
-    def snapshot(self, market, scan_range_pct=None):
-        row = self.rows[market][-1]
-        prices = [86_000.0 + 50 * i for i in range(40)]
-        levels = pd.DataFrame(
-            {
-                "long_usd": [1e6 if p < 87_000 else 0.0 for p in prices],
-                "short_usd": [0.0 if p < 87_000 else 8e5 for p in prices],
-            },
-            index=pd.Index(prices, name="price"),
-        )
-        return MapSnapshot(row["date"], row["close"], levels, [self._armed.get(market, _cluster())])
-
-    def status(self, market):
-        return {
-            ex: SimpleNamespace(
-                exchange=ex,
-                symbol=market,
-                stale=ex in self.stale[market],
-                last_bar=self.rows[market][-1]["date"],
-                error="bybit: timeout" if ex in self.stale[market] else None,
-                since=self.rows[market][-1]["date"] if ex in self.stale[market] else None,
-            )
-            for ex in ("binance", "bybit")
-        }
-
-    def price(self, market):
-        return self.rows[market][-1]["close"]
-
-
-def _config(**kw) -> AlertConfig:
-    kw.setdefault("chat_ids", (CHAT_A, CHAT_B))
-    kw.setdefault("picture_bars", 24)
-    kw.setdefault("cooldown_minutes", 600)
-    return AlertConfig(**kw)
 
 
 @pytest.fixture
@@ -158,7 +33,7 @@ def provider():
 @pytest.fixture
 async def service(make_sender, outbox, provider):
     sender = make_sender(chat_ids=[CHAT_A, CHAT_B], outbox=outbox)
-    svc = AlertService(provider, _config(), markets=[M], sender=sender)
+    svc = AlertService(provider, alert_config(), markets=[M], sender=sender)
     yield svc
     await svc.aclose()
 
@@ -166,7 +41,7 @@ async def service(make_sender, outbox, provider):
 async def test_armed_alert_is_one_photo_per_chat_with_the_whole_story(
     service, provider, api, outbox
 ):
-    provider.add_bar(armed=_cluster())
+    provider.add_bar(armed=cluster())
     res = await service.tick()
     assert res.refreshed and [e.kind for e in res.events] == ["armed"]
     photos = api.calls_to("sendPhoto")
@@ -188,17 +63,17 @@ async def test_armed_alert_is_one_photo_per_chat_with_the_whole_story(
     assert outbox.counts() == {"pending": 0, "sent": 1, "failed": 0}
     # a refresh without a new bar, and the same pocket next bar: nothing more is sent
     await service.tick()
-    provider.add_bar(armed=_cluster(usd=5.5e6))
+    provider.add_bar(armed=cluster(usd=5.5e6))
     await service.tick()
     assert len(api.calls_to("sendPhoto")) == 2
 
 
 async def test_hovering_pocket_does_not_spam_but_growth_escalates(service, provider, api):
     for armed in (True, False, True, False, True):
-        provider.add_bar(armed=_cluster() if armed else None)
+        provider.add_bar(armed=cluster() if armed else None)
         await service.tick()
     assert len(api.calls_to("sendPhoto")) == 2  # one alert, two chats
-    provider.add_bar(armed=_cluster(usd=9e6))
+    provider.add_bar(armed=cluster(usd=9e6))
     res = await service.tick()
     assert [e.kind for e in res.events] == ["escalated"]
     caps = [c.caption for c in api.calls_to("sendPhoto")[2:]]
@@ -206,7 +81,7 @@ async def test_hovering_pocket_does_not_spam_but_growth_escalates(service, provi
 
 
 async def test_consumed_after_price_trades_through(service, provider, api):
-    provider.add_bar(armed=_cluster())
+    provider.add_bar(armed=cluster())
     await service.tick()
     provider.add_bar(low=84_335.0, close=84_898.0, high=87_000.0, pred_long=33.8e6, flush=1)
     res = await service.tick()
@@ -235,7 +110,7 @@ async def test_stale_exchange_gives_one_notice_and_one_recovery(service, provide
 
 async def test_armed_while_an_exchange_is_stale_says_so(service, provider, api):
     provider.stale[M].add("bybit")
-    provider.add_bar(armed=_cluster())
+    provider.add_bar(armed=cluster())
     await service.tick()
     cap = api.calls_to("sendPhoto")[0].caption
     assert "data stale on bybit" in cap
@@ -250,9 +125,9 @@ async def test_faults_are_retried_and_delivered_once(
     make_sender, outbox, provider, api, sleeps, fault
 ):
     sender = make_sender(chat_ids=[CHAT_A], outbox=outbox)
-    svc = AlertService(provider, _config(chat_ids=(CHAT_A,)), markets=[M], sender=sender)
+    svc = AlertService(provider, alert_config(chat_ids=(CHAT_A,)), markets=[M], sender=sender)
     api.fail("sendPhoto", fault)
-    provider.add_bar(armed=_cluster())
+    provider.add_bar(armed=cluster())
     res = await svc.tick()
     await svc.aclose()
     assert res.sent == 1 and res.pending == 0
@@ -266,10 +141,10 @@ async def test_faults_are_retried_and_delivered_once(
 
 
 async def test_blocked_chat_reported_once_other_chat_still_served(service, provider, api, caplog):
-    api.fail("sendPhoto", Fault.forbidden(), chat_id=CHAT_B)
-    provider.add_bar(armed=_cluster())
+    api.fail("sendPhoto", Fault.status(403), chat_id=CHAT_B)
+    provider.add_bar(armed=cluster())
     await service.tick()
-    provider.add_bar(armed=_cluster(low=80_000, high=80_150, usd=6e6))
+    provider.add_bar(armed=cluster(low=80_000, high=80_150, usd=6e6))
     await service.tick()
     ok = [c.chat_id for c in api.calls_to("sendPhoto")]
     assert ok == [str(CHAT_A), str(CHAT_A)]
@@ -279,7 +154,7 @@ async def test_blocked_chat_reported_once_other_chat_still_served(service, provi
 
 async def test_refresh_failure_is_logged_and_evaluation_goes_on(service, provider, api, caplog):
     provider.fail_refresh = RuntimeError("exchange down")
-    provider.add_bar(armed=_cluster())
+    provider.add_bar(armed=cluster())
     res = await service.tick()
     assert res.refresh_error == "RuntimeError: exchange down"
     assert len(api.calls_to("sendPhoto")) == 2
@@ -292,11 +167,11 @@ async def test_restart_resends_unsent_and_never_repeats(make_sender, tmp_path, p
     api.fail("sendPhoto", Fault.status(500), times=3)  # every attempt of the first run fails
     svc1 = AlertService(
         provider,
-        _config(chat_ids=(CHAT_A,)),
+        alert_config(chat_ids=(CHAT_A,)),
         markets=[M],
         sender=make_sender(chat_ids=[CHAT_A], outbox=box1),
     )
-    provider.add_bar(armed=_cluster())
+    provider.add_bar(armed=cluster())
     res = await svc1.tick()
     assert res.pending == 1 and api.calls_to("sendPhoto") == []
     await svc1.aclose()
@@ -305,14 +180,14 @@ async def test_restart_resends_unsent_and_never_repeats(make_sender, tmp_path, p
     box2 = Outbox(path)  # the restart: new process state, same file
     svc2 = AlertService(
         provider,
-        _config(chat_ids=(CHAT_A,)),
+        alert_config(chat_ids=(CHAT_A,)),
         markets=[M],
         sender=make_sender(chat_ids=[CHAT_A], outbox=box2),
     )
     await svc2.start()  # resends what was left
     assert len(api.calls_to("sendPhoto")) == 1
     await svc2.tick()  # same bar again
-    provider.add_bar(armed=_cluster())  # the same pocket still armed: cooldown restored
+    provider.add_bar(armed=cluster())  # the same pocket still armed: cooldown restored
     await svc2.tick()
     assert len(api.calls_to("sendPhoto")) == 1
     assert box2.counts() == {"pending": 0, "sent": 1, "failed": 0}
@@ -321,7 +196,7 @@ async def test_restart_resends_unsent_and_never_repeats(make_sender, tmp_path, p
     box3 = Outbox(path)  # a third start: nothing pending, nothing sent
     svc3 = AlertService(
         provider,
-        _config(chat_ids=(CHAT_A,)),
+        alert_config(chat_ids=(CHAT_A,)),
         markets=[M],
         sender=make_sender(chat_ids=[CHAT_A], outbox=box3),
     )
@@ -356,7 +231,7 @@ async def test_polling_refused_when_freqtrade_bot_uses_the_token(
     ft = {"telegram": {"enabled": True, "token": TOKEN, "chat_id": str(CHAT_A)}}
     svc = AlertService(
         provider,
-        _config(polling=True),
+        alert_config(polling=True),
         markets=[M],
         freqtrade_config=ft,
         sender=make_sender(chat_ids=[CHAT_A], outbox=outbox),
@@ -364,7 +239,7 @@ async def test_polling_refused_when_freqtrade_bot_uses_the_token(
     await svc.start()
     assert "Freqtrade's own Telegram bot" in svc.sender.polling_refused
     assert "Freqtrade's own Telegram bot" in svc.status_text()
-    provider.add_bar(armed=_cluster())
+    provider.add_bar(armed=cluster())
     await svc.tick()  # sending still works
     assert len(api.calls_to("sendPhoto")) == 1
     assert api.attempts_of("getUpdates") == []
@@ -372,7 +247,7 @@ async def test_polling_refused_when_freqtrade_bot_uses_the_token(
 
 
 async def test_scheduler_runs_ticks_without_overlap_and_stops_on_sigterm(service, provider):
-    service.config = _config(interval_s=0.05, misfire_grace_s=0.0)
+    service.config = alert_config(interval_s=0.05, misfire_grace_s=0.0)
     provider.refresh_delay = 0.15  # longer than the interval: runs must not overlap
     loop = asyncio.get_running_loop()
     loop.call_later(0.8, os.kill, os.getpid(), signal.SIGTERM)
@@ -396,10 +271,10 @@ async def test_background_thread_never_blocks_and_stops(api, tmp_path, provider)
         outbox=box,
         retry=FAST,
     )
-    provider.add_bar(armed=_cluster())
+    provider.add_bar(armed=cluster())
     provider.refresh_delay = 0.3  # a slow refresh in the thread does not stall this loop
     svc = AlertService(
-        provider, _config(chat_ids=(CHAT_A,), interval_s=0.2), markets=[M], sender=sender
+        provider, alert_config(chat_ids=(CHAT_A,), interval_s=0.2), markets=[M], sender=sender
     )
     t0 = time.monotonic()
     svc.start_in_background()
@@ -473,7 +348,7 @@ def test_config_needs_markets_and_a_readable_file(tmp_path):
 
 def test_no_token_is_a_config_error_naming_the_variable(monkeypatch, provider):
     monkeypatch.delenv("LIQSIGNAL_NO_SUCH_TOKEN", raising=False)
-    svc = AlertService(provider, _config(token_env="LIQSIGNAL_NO_SUCH_TOKEN"), markets=[M])
+    svc = AlertService(provider, alert_config(token_env="LIQSIGNAL_NO_SUCH_TOKEN"), markets=[M])
     with pytest.raises(ConfigError, match="LIQSIGNAL_NO_SUCH_TOKEN"):
         svc._build_sender()
     assert svc.outbox is None  # nothing was created for a config that cannot send

@@ -145,7 +145,7 @@ async def test_alert_given_up_after_max_alert_attempts(api, make_sender, outbox)
 
 
 async def test_forbidden_chat_is_reported_once_and_skipped(api, make_sender, outbox, caplog):
-    api.fail("sendMessage", Fault.forbidden(), chat_id=CHAT_B)
+    api.fail("sendMessage", Fault.status(403), chat_id=CHAT_B)
     sender = make_sender(chat_ids=[CHAT_A, CHAT_B], outbox=outbox)
     first = await sender.notify(alert(11))
     second = await sender.notify(alert(12))
@@ -159,7 +159,7 @@ async def test_forbidden_chat_is_reported_once_and_skipped(api, make_sender, out
 
 
 async def test_chat_not_found_everywhere_fails_the_alert(api, make_sender, outbox):
-    api.fail("sendMessage", Fault.chat_not_found())
+    api.fail("sendMessage", Fault.status(400, "Bad Request: chat not found"))
     sender = make_sender(outbox=outbox)
     result = await sender.notify(alert(13))
     assert result.newly_blocked_chats == {"111": "BadRequest: Chat not found"}
@@ -169,7 +169,7 @@ async def test_chat_not_found_everywhere_fails_the_alert(api, make_sender, outbo
 
 
 async def test_bad_request_drops_only_that_alert(api, make_sender, outbox):
-    api.fail("sendMessage", Fault.bad_request())
+    api.fail("sendMessage", Fault.status(400))
     sender = make_sender(outbox=outbox)
     outbox.enqueue(alert(14))
     outbox.enqueue(alert(15))

@@ -26,9 +26,12 @@ RESOURCES = ROOT / "liqsignal" / "resources"
 SYM = "BTC/USDT:USDT"
 
 
-def real_events(symbol: str = SYM, coin: str = "BTC") -> pd.DataFrame:
+def real_events(symbol: str = SYM, coin: str = "BTC", n: int | None = None) -> pd.DataFrame:
+    """The first ``n`` (default: all) real liquidations of ``coin``, labelled ``symbol``."""
     raw = pd.read_parquet(RESOURCES / "liquidations_hyperliquid.parquet")
     raw = raw[raw["coin"] == coin].reset_index(drop=True)
+    if n is not None:
+        raw = raw.iloc[:n]
     return pd.DataFrame(
         {
             "timestamp": raw["timestamp"],

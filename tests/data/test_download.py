@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import pandas as pd
 import pytest
 from freqtrade.data.history.datahandlers.featherdatahandler import FeatherDataHandler
 from freqtrade.enums import CandleType
-from venues_util import TESTDATA, VENUES, Venues, start_venues, stop_venues
+from venues_util import TESTDATA, VENUES, Venues, ccxt_configs
 
 import liqsignal.replay.bybit
 import liqsignal.replay.okx  # noqa: F401  (registers the venue)
@@ -33,27 +32,8 @@ REF = {
 }
 
 
-@pytest.fixture(scope="module")
-def venues(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Venues]:
-    out = start_venues(tmp_path_factory.mktemp("download_venues"))
-    yield out
-    stop_venues(out)
-
-
-@pytest.fixture(autouse=True)
-def _clean(venues: dict[str, tuple[ReplayExchange, Faults]]) -> None:
-    for rx, faults in venues.values():
-        faults.clear()
-        rx.clear_log()
-
-
-def _config(venues: dict[str, tuple[ReplayExchange, Faults]]) -> dict[str, dict[str, Any]]:
-    out = {}
-    for venue, (rx, _) in venues.items():
-        cfg = rx.ccxt_config(venue)
-        cfg.update({"rateLimit": 1, "timeout": 3000})
-        out[venue] = cfg
-    return out
+def _config(venues: Venues) -> dict[str, dict[str, Any]]:
+    return ccxt_configs(venues, timeout_ms=3000)
 
 
 def _download(venues: dict[str, tuple[ReplayExchange, Faults]], datadir: Path, **kw: Any) -> Any:

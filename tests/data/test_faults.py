@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
 import pytest
-from venues_util import TESTDATA, VENUES, Venues, start_venues, stop_venues
+from venues_util import TESTDATA, VENUES, local_ccxt_config
 
 import liqsignal.replay.bybit
 import liqsignal.replay.okx  # noqa: F401  (registers the venue)
@@ -32,23 +31,8 @@ FAST = RetryPolicy(attempts=3, base_delay=0.02, factor=2.0, max_delay=0.1, max_r
 REFERENCE = pd.read_feather(TESTDATA / "futures" / "BTC_USDT_USDT-1h-futures.feather")
 
 
-@pytest.fixture(scope="module")
-def venues(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Venues]:
-    out = start_venues(tmp_path_factory.mktemp("fault_venues"))
-    yield out
-    stop_venues(out)
-
-
-@pytest.fixture(autouse=True)
-def _clean(venues: dict[str, tuple[ReplayExchange, Faults]]) -> None:
-    for rx, faults in venues.values():
-        faults.clear()
-        rx.clear_log()
-
-
 def _client(rx: ReplayExchange, venue: str, timeout_ms: int = 5000) -> ExchangeClient:
-    cfg: dict[str, Any] = rx.ccxt_config(venue)
-    cfg.update({"rateLimit": 1, "timeout": timeout_ms})
+    cfg = local_ccxt_config(rx, venue, timeout_ms)
     return ExchangeClient(venue, cfg, retry=FAST, history_limits=False)
 
 

@@ -14,6 +14,7 @@ from freqtrade.data.history.datahandlers.featherdatahandler import FeatherDataHa
 from freqtrade.enums import TradingMode
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from liq_util import RESOURCES, real_events
 
 from liqsignal.data.liquidations import (
     BAR_COLUMNS,
@@ -25,28 +26,14 @@ from liqsignal.data.liquidations import (
 from liqsignal.data.store import FeatherStore
 from liqsignal.exceptions import CorruptFileError, InputError
 
-RESOURCES = Path(__file__).resolve().parents[2] / "liqsignal" / "resources"
 SYM = "BTC/USDC:USDC"
 H = 3_600_000
 
 
 def _real_events(n: int | None = None, coin: str = "BTC") -> pd.DataFrame:
-    """Real Hyperliquid liquidations (bundled, see resources/README.md). The file's side column
-    is 'S' on every row (meaning unknown), so sides here alternate by row to exercise both."""
-    raw = pd.read_parquet(RESOURCES / "liquidations_hyperliquid.parquet")
-    raw = raw[raw["coin"] == coin].reset_index(drop=True)
-    if n is not None:
-        raw = raw.iloc[:n]
-    return pd.DataFrame(
-        {
-            "timestamp": raw["timestamp"],
-            "symbol": SYM,
-            "side": np.where(np.arange(len(raw)) % 2 == 0, "long", "short"),
-            "price": raw["price"],
-            "amount": raw["size_usd"] / raw["price"],
-            "usd": raw["size_usd"],
-        }
-    )
+    """Real Hyperliquid liquidations (bundled, see resources/README.md) as USDC perpetual
+    events, sides alternating by row (liq_util.real_events)."""
+    return real_events(SYM, coin, n)
 
 
 @pytest.fixture

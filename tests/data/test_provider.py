@@ -8,13 +8,12 @@ differ. A shared manual replay clock advances hour by hour; the provider reads t
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from venues_util import VENUES, Venues, start_venues, stop_venues
+from venues_util import VENUES, ccxt_configs
 
 import liqsignal.replay.bybit
 import liqsignal.replay.okx  # noqa: F401  (registers the venue)
@@ -40,10 +39,8 @@ HISTORY = 150
 
 
 @pytest.fixture(scope="module")
-def venues(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Venues]:
-    out = start_venues(tmp_path_factory.mktemp("provider_venues"), OI_SCALE)
-    yield out
-    stop_venues(out)
+def venue_oi_scale() -> dict[str, float]:
+    return OI_SCALE
 
 
 @pytest.fixture
@@ -61,15 +58,10 @@ def _provider(
     datadir: Path,
     **kw: object,
 ) -> MapProvider:
-    cfg = {}
-    for venue, (rx, _) in venues.items():
-        c = rx.ccxt_config(venue)
-        c.update({"rateLimit": 1, "timeout": 5000})
-        cfg[venue] = c
     return MapProvider(
         [MarketSpec("BTC", VENUES)],
         datadir=datadir,
-        ccxt_config=cfg,
+        ccxt_config=ccxt_configs(venues, timeout_ms=5000),
         history_bars=HISTORY,
         clock=clock,
         retry=FAST,

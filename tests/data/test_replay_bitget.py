@@ -10,10 +10,10 @@ import asyncio
 from collections.abc import Iterator
 
 import ccxt
-import ccxt.async_support as ccxt_async
 import pandas as pd
 import pytest
 from liq_util import TESTDATA
+from venues_util import ccxt_client
 
 from liqsignal.data.exchanges import ExchangeClient, RetryPolicy
 from liqsignal.exceptions import PermanentDataError
@@ -31,15 +31,12 @@ def bitget() -> Iterator[ReplayExchange]:
 
 def test_ccxt_bitget_markets_candles_funding(bitget: ReplayExchange) -> None:
     async def run() -> tuple[dict, list, list]:
-        api = ccxt_async.bitget(bitget.ccxt_config("bitget"))
-        try:
+        async with ccxt_client(bitget, "bitget") as api:
             markets = await api.load_markets()
             rows = await api.fetch_ohlcv(SYM, "1h", None, 5, {"until": 1767240000000})
             fr = await api.fetch_funding_rate_history(SYM, None, 3)
             with pytest.raises(ccxt.BadRequest):
                 await api.fetch_funding_rate_history(SYM, None, 101)  # pageSize at most 100
-        finally:
-            await api.close()
         return markets, rows, fr
 
     markets, rows, fr = asyncio.run(run())

@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import ccxt
-import ccxt.async_support as ccxt_async
 import numpy as np
 import pandas as pd
 import pytest
 from liq_util import SYM, TESTDATA, coinglass_bars, make_gate_datadir, real_events
+from venues_util import ccxt_client
 
 from liqsignal.data.exchanges import ExchangeClient, RetryPolicy
 from liqsignal.data.liquidations import events_from_ccxt
@@ -39,8 +39,7 @@ def _client(rx: ReplayExchange) -> ExchangeClient:
 
 def test_ccxt_gate_markets_candles_funding(gate: ReplayExchange) -> None:
     async def run() -> None:
-        api = ccxt_async.gate(gate.ccxt_config("gate"))
-        try:
+        async with ccxt_client(gate, "gate") as api:
             markets = await api.load_markets()
             assert list(markets) == [SYM]
             m = markets[SYM]
@@ -48,8 +47,6 @@ def test_ccxt_gate_markets_candles_funding(gate: ReplayExchange) -> None:
             since = 1767225600000  # 2026-01-01
             rows = await api.fetch_ohlcv(SYM, "1h", since, 3)
             mark = await api.fetch_ohlcv(SYM, "1h", since, 3, {"price": "mark"})
-        finally:
-            await api.close()
         src = pd.read_feather(TESTDATA / "futures" / "BTC_USDT_USDT-1h-futures.feather")
         assert [r[0] for r in rows] == [since + i * 3_600_000 for i in range(3)]
         assert [r[4] for r in rows] == list(src["close"][:3])
@@ -182,8 +179,7 @@ def test_full_page_halves_window(tmp_path: Path) -> None:
 
 def test_gate_errors_as_gate_answers(gate: ReplayExchange) -> None:
     async def run() -> None:
-        api = ccxt_async.gate(gate.ccxt_config("gate"))
-        try:
+        async with ccxt_client(gate, "gate") as api:
             await api.load_markets()
             with pytest.raises(ccxt.BadRequest, match="3600"):
                 await api.fetch_liquidations(
@@ -197,8 +193,6 @@ def test_gate_errors_as_gate_answers(gate: ReplayExchange) -> None:
             ok = await api.fetch_liquidations(
                 SYM, None, None, {"from": 1748186400, "to": 1748190000}
             )
-        finally:
-            await api.close()
         ev = events_from_ccxt("gate", ok)
         assert len(ev) > 0 and set(ev["side"]) <= {"long", "short"}
 

@@ -12,10 +12,10 @@ import shutil
 from collections.abc import Iterator
 
 import ccxt
-import ccxt.async_support as ccxt_async
 import pandas as pd
 import pytest
 from liq_util import TESTDATA
+from venues_util import ccxt_client
 
 from liqsignal.data.exchanges import ExchangeClient, RetryPolicy
 from liqsignal.replay.server import ReplayExchange
@@ -39,15 +39,12 @@ def hl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplayExchange]:
 
 def test_ccxt_hyperliquid_markets_candles_funding(hl: ReplayExchange) -> None:
     async def run() -> tuple[dict, list, list]:
-        api = ccxt_async.hyperliquid(hl.ccxt_config("hyperliquid"))
-        try:
+        async with ccxt_client(hl, "hyperliquid") as api:
             markets = await api.load_markets()
             rows = await api.fetch_ohlcv(SYM, "1h", 1767225600000, 3)
             fr = await api.fetch_funding_rate_history(SYM, 1767225600000, 2)
             with pytest.raises(ccxt.BaseError):
                 await api.fetch_ohlcv(SYM, "7m", 1767225600000, 3)
-        finally:
-            await api.close()
         return markets, rows, fr
 
     markets, rows, fr = asyncio.run(run())

@@ -228,6 +228,8 @@ def test_freqtrade_timeframes_and_pairs_still_map_to_their_files(tmp_path: Path)
 
 
 def test_byte_flips_are_seen_never_read_back_as_other_rows(tmp_path: Path) -> None:
+    from helpers import flip_one_bit  # here: writer subprocesses import this module bare
+
     store = FeatherStore(tmp_path)
     store.merge("binance", PAIR, "1h", "futures", _rows(0, 300))
     path = store.path("binance", PAIR, "1h", "futures")
@@ -236,10 +238,8 @@ def test_byte_flips_are_seen_never_read_back_as_other_rows(tmp_path: Path) -> No
     rng = np.random.default_rng(0)
     seen = same = 0
     for _ in range(40):
-        data = bytearray(clean)
-        i = int(rng.integers(0, len(data)))
-        data[i] ^= 1 << int(rng.integers(0, 8))
-        path.write_bytes(bytes(data))
+        i, data = flip_one_bit(clean, rng)
+        path.write_bytes(data)
         try:
             got = store.read("binance", PAIR, "1h", "futures")
         except CorruptFileError:

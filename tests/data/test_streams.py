@@ -8,9 +8,10 @@ label is one value for every row)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -43,6 +44,18 @@ SYMBOL = {"BTC": "BTC/USDT:USDT", "ETH": "ETH/USDT:USDT"}
 @pytest.fixture(scope="module")
 def real_events() -> list[LiqEvent]:
     return load_events(None, ["BTC", "ETH"])
+
+
+@pytest.fixture(params=VENUES)
+def venue(request: pytest.FixtureRequest) -> str:
+    """Each venue in turn, for the tests that run against one."""
+    return request.param
+
+
+@pytest.fixture
+def srv(servers: dict[str, LiquidationStreamServer], venue: str) -> LiquidationStreamServer:
+    """The replay server of ``venue``."""
+    return servers[venue]
 
 
 @pytest.fixture
@@ -78,52 +91,63 @@ async def subscribed(srv: LiquidationStreamServer, timeout: float = 5.0) -> bool
     return await until(srv.ready, timeout)
 
 
+@contextlib.asynccontextmanager
+async def running(
+    servers: dict[str, LiquidationStreamServer],
+    venues: Sequence[str],
+    *,
+    datadir: Path | None = None,
+    markets: Sequence[str] = ("BTC", "ETH"),
+    ccxt_config: dict[str, dict] | None = None,
+    ready: Sequence[str] | None = None,
+) -> AsyncIterator[LiquidationStreams]:
+    """``LiquidationStreams`` over ``venues`` of ``servers`` (with FAST timings) running, each
+    venue of ``ready`` (default: all of ``venues``) subscribed on entry; stopped on exit."""
+    streams = LiquidationStreams(
+        list(venues),
+        list(markets),
+        datadir=datadir,
+        ccxt_config=overlay(servers) if ccxt_config is None else ccxt_config,
+        config=FAST,
+    )
+    task = asyncio.ensure_future(streams.run())
+    try:
+        for venue in venues if ready is None else ready:
+            assert await subscribed(servers[venue])
+        yield streams
+    finally:
+        streams.stop()
+        await task
+
+
 async def publish(srv: LiquidationStreamServer, events: list[LiqEvent]) -> None:
     await asyncio.to_thread(srv.publish, events)
 
 
-def key(e: LiqEvent) -> tuple:
+def key(e: LiqEvent | StreamEvent) -> tuple:
     return (e.market, e.ts_ms, e.side, round(e.price, 8), round(e.amount, 8))
 
 
 def got_keys(evs: list[StreamEvent]) -> list[tuple]:
-    return [(e.market, e.ts_ms, e.side, round(e.price, 8), round(e.amount, 8)) for e in evs]
+    return [key(e) for e in evs]
 
 
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("venue", VENUES)
 async def test_normal_flow_sides_amounts_and_store(
-    venue: str, servers: dict, real_events: list[LiqEvent], tmp_path: Path
+    venue: str, srv: LiquidationStreamServer, real_events: list[LiqEvent], tmp_path: Path
 ) -> None:
-    srv = servers[venue]
-    raw: list[dict] = []
-    streams = LiquidationStreams(
-        [venue], ["BTC", "ETH"], datadir=tmp_path, ccxt_config=overlay(servers), config=FAST
-    )
-    api = streams.venues[venue].api
-    task = asyncio.ensure_future(streams.run())
-    assert await subscribed(srv)
-    base = fresh(real_events, 2)
-    script = [
-        replace(base[0], market="BTC", side="long"),
-        replace(base[1], market="ETH", side="short", ts_ms=base[1].ts_ms + 1),
-    ]
-    await publish(srv, script)
-    assert await until(lambda: len(streams.received) == 2)
-    raw = list(api.liquidations)
-    streams.stop()
-    await task
-    v = streams.venues[venue]
-    print(
-        "DBG",
-        v.state,
-        v.last_frame_ms,
-        v._covered_from,
-        streams.writer.last_error,
-        streams.writer.spans,
-    )
+    async with running({venue: srv}, [venue], datadir=tmp_path) as streams:
+        api = streams.venues[venue].api
+        base = fresh(real_events, 2)
+        script = [
+            replace(base[0], market="BTC", side="long"),
+            replace(base[1], market="ETH", side="short", ts_ms=base[1].ts_ms + 1),
+        ]
+        await publish(srv, script)
+        assert await until(lambda: len(streams.received) == 2)
+        raw = list(api.liquidations)
 
     got = {e.market: e for e in streams.received}
     # ccxt's unified side keeps the venue's meaning; liqsignal says which side was liquidated
@@ -149,51 +173,37 @@ async def test_normal_flow_sides_amounts_and_store(
         assert (spans["kind"] == "covered").any() and not (spans["kind"] == "gap").any()
 
 
-@pytest.mark.parametrize("venue", VENUES)
-async def test_burst_nothing_lost(venue: str, servers: dict, real_events: list[LiqEvent]) -> None:
+async def test_burst_nothing_lost(
+    venue: str, srv: LiquidationStreamServer, real_events: list[LiqEvent]
+) -> None:
     """200 events written at once: ccxt wakes the watcher once for many frames; every event
     must still come out (read from ccxt's cache), in order, once."""
-    srv = servers[venue]
-    streams = LiquidationStreams(
-        [venue], ["BTC", "ETH"], datadir=None, ccxt_config=overlay(servers), config=FAST
-    )
-    task = asyncio.ensure_future(streams.run())
-    assert await subscribed(srv)
-    script = fresh(real_events, 200)
-    await publish(srv, script)
-    assert await until(lambda: len(streams.received) >= 200, 10)
-    streams.stop()
-    await task
+    async with running({venue: srv}, [venue]) as streams:
+        script = fresh(real_events, 200)
+        await publish(srv, script)
+        assert await until(lambda: len(streams.received) >= 200, 10)
     assert got_keys(streams.received) == [key(e) for e in script]
     assert streams.venues[venue].duplicates == 0
 
 
-@pytest.mark.parametrize("venue", VENUES)
 async def test_disconnect_reconnect_gap_nothing_lost_or_doubled(
-    venue: str, servers: dict, real_events: list[LiqEvent], tmp_path: Path
+    venue: str, srv: LiquidationStreamServer, real_events: list[LiqEvent], tmp_path: Path
 ) -> None:
-    srv = servers[venue]
-    streams = LiquidationStreams(
-        [venue], ["BTC", "ETH"], datadir=tmp_path, ccxt_config=overlay(servers), config=FAST
-    )
-    task = asyncio.ensure_future(streams.run())
-    assert await subscribed(srv)
-    script = fresh(real_events, 30)
-    first, second = script[:20], script[20:]
-    srv.disconnect(after=10)  # the connection drops mid-stream, after 10 of the 20
-    await publish(srv, first)
-    sent_before = sum(srv.sent.values())
-    assert sent_before == 10 and sum(srv.dropped.values()) == 0
-    assert await until(lambda: len(streams.received) == 10)
-    v = streams.venues[venue]
-    assert await until(lambda: v.state == "connected" and v.gaps, 5)
-    assert await subscribed(srv)
-    # the venue resends what the client may have missed, as some do: the repeats are dropped
-    await publish(srv, first + second)
-    assert await until(lambda: len(streams.received) == 30, 5)
-    await asyncio.sleep(0.3)
-    streams.stop()
-    await task
+    async with running({venue: srv}, [venue], datadir=tmp_path) as streams:
+        script = fresh(real_events, 30)
+        first, second = script[:20], script[20:]
+        srv.disconnect(after=10)  # the connection drops mid-stream, after 10 of the 20
+        await publish(srv, first)
+        sent_before = sum(srv.sent.values())
+        assert sent_before == 10 and sum(srv.dropped.values()) == 0
+        assert await until(lambda: len(streams.received) == 10)
+        v = streams.venues[venue]
+        assert await until(lambda: v.state == "connected" and v.gaps, 5)
+        assert await subscribed(srv)
+        # the venue resends what the client may have missed, as some do: the repeats are dropped
+        await publish(srv, first + second)
+        assert await until(lambda: len(streams.received) == 30, 5)
+        await asyncio.sleep(0.3)
     assert got_keys(streams.received) == [key(e) for e in script]  # nothing lost, none twice
     assert v.duplicates == 10 and v.reconnects == 1 and len(v.gaps) == 1
     gap = v.gaps[0]
@@ -213,33 +223,25 @@ async def test_disconnect_reconnect_gap_nothing_lost_or_doubled(
         assert (covered["start"] >= gaps["end"].iloc[0]).any()
 
 
-@pytest.mark.parametrize("venue", VENUES)
 async def test_stall_detected_by_read_timeout(
-    venue: str, servers: dict, real_events: list[LiqEvent]
+    venue: str, srv: LiquidationStreamServer, real_events: list[LiqEvent]
 ) -> None:
-    srv = servers[venue]
-    streams = LiquidationStreams(
-        [venue], ["BTC", "ETH"], datadir=None, ccxt_config=overlay(servers), config=FAST
-    )
-    task = asyncio.ensure_future(streams.run())
-    assert await subscribed(srv)
-    script = fresh(real_events, 12)
-    await publish(srv, script[:4])
-    assert await until(lambda: len(streams.received) == 4)
-    t0 = time.monotonic()
-    await asyncio.to_thread(srv.stall)  # open, silent, no pongs
-    await publish(srv, script[4:8])  # lost on the stalled connection
-    assert sum(srv.dropped.values()) == 4
-    v = streams.venues[venue]
-    assert await until(lambda: v.stalls == 1, 4)
-    detected = time.monotonic() - t0
-    assert FAST.read_timeout * 0.8 < detected < FAST.read_timeout + 2.0
-    assert await until(lambda: v.state == "connected" and len(v.gaps) == 1, 5)
-    assert await subscribed(srv)
-    await publish(srv, script[8:])
-    assert await until(lambda: len(streams.received) == 8)
-    streams.stop()
-    await task
+    async with running({venue: srv}, [venue]) as streams:
+        script = fresh(real_events, 12)
+        await publish(srv, script[:4])
+        assert await until(lambda: len(streams.received) == 4)
+        t0 = time.monotonic()
+        await asyncio.to_thread(srv.stall)  # open, silent, no pongs
+        await publish(srv, script[4:8])  # lost on the stalled connection
+        assert sum(srv.dropped.values()) == 4
+        v = streams.venues[venue]
+        assert await until(lambda: v.stalls == 1, 4)
+        detected = time.monotonic() - t0
+        assert FAST.read_timeout * 0.8 < detected < FAST.read_timeout + 2.0
+        assert await until(lambda: v.state == "connected" and len(v.gaps) == 1, 5)
+        assert await subscribed(srv)
+        await publish(srv, script[8:])
+        assert await until(lambda: len(streams.received) == 8)
     assert got_keys(streams.received) == [key(e) for e in script[:4] + script[8:]]
     gap = v.gaps[0]
     # the lost events fall inside the recorded gap: their bars will read "unknown"
@@ -247,56 +249,43 @@ async def test_stall_detected_by_read_timeout(
     assert gap.seconds >= FAST.read_timeout * 0.8
 
 
-@pytest.mark.parametrize("venue", VENUES)
 async def test_malformed_frames(
-    venue: str, servers: dict, real_events: list[LiqEvent], caplog: pytest.LogCaptureFixture
+    venue: str,
+    srv: LiquidationStreamServer,
+    real_events: list[LiqEvent],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A frame of the right envelope with unusable fields is dropped and counted; a frame that
     is not JSON makes ccxt's reader stop (its callback raises), which the read timeout turns
     into a reconnect with a gap. Good events before and after arrive."""
-    srv = servers[venue]
-    streams = LiquidationStreams(
-        [venue], ["BTC", "ETH"], datadir=None, ccxt_config=overlay(servers), config=FAST
-    )
-    task = asyncio.ensure_future(streams.run())
-    assert await subscribed(srv)
-    script = fresh(real_events, 6)
-    v = streams.venues[venue]
-    with caplog.at_level(logging.WARNING, logger="liqsignal"):
-        await publish(srv, script[:2])
-        await asyncio.to_thread(srv.malformed, "shape")
-        await publish(srv, script[2:4])
-        assert await until(lambda: len(streams.received) == 4)
-        assert await until(lambda: v.malformed >= 1)
-        assert any("dropped" in r.getMessage() for r in caplog.records)
-        await asyncio.to_thread(srv.malformed, "truncated")
-        assert await until(lambda: v.state == "connected" and len(v.gaps) == 1, 6)
-        assert await subscribed(srv)
-        await publish(srv, script[4:])
-        assert await until(lambda: len(streams.received) == 6)
-    streams.stop()
-    await task
+    async with running({venue: srv}, [venue]) as streams:
+        script = fresh(real_events, 6)
+        v = streams.venues[venue]
+        with caplog.at_level(logging.WARNING, logger="liqsignal"):
+            await publish(srv, script[:2])
+            await asyncio.to_thread(srv.malformed, "shape")
+            await publish(srv, script[2:4])
+            assert await until(lambda: len(streams.received) == 4)
+            assert await until(lambda: v.malformed >= 1)
+            assert any("dropped" in r.getMessage() for r in caplog.records)
+            await asyncio.to_thread(srv.malformed, "truncated")
+            assert await until(lambda: v.state == "connected" and len(v.gaps) == 1, 6)
+            assert await subscribed(srv)
+            await publish(srv, script[4:])
+            assert await until(lambda: len(streams.received) == 6)
     assert got_keys(streams.received) == [key(e) for e in script]
 
 
-@pytest.mark.parametrize("venue", VENUES)
 async def test_duplicates_and_out_of_order(
-    venue: str, servers: dict, real_events: list[LiqEvent], tmp_path: Path
+    venue: str, srv: LiquidationStreamServer, real_events: list[LiqEvent], tmp_path: Path
 ) -> None:
-    srv = servers[venue]
-    streams = LiquidationStreams(
-        [venue], ["BTC", "ETH"], datadir=tmp_path, ccxt_config=overlay(servers), config=FAST
-    )
-    task = asyncio.ensure_future(streams.run())
-    assert await subscribed(srv)
-    script = fresh(real_events, 40)
-    sent = with_duplicates(out_of_order(script, window=5, seed=3), every=4)
-    assert len(sent) == 50
-    await publish(srv, sent)
-    assert await until(lambda: len(streams.received) == 40)
-    await asyncio.sleep(0.4)
-    streams.stop()
-    await task
+    async with running({venue: srv}, [venue], datadir=tmp_path) as streams:
+        script = fresh(real_events, 40)
+        sent = with_duplicates(out_of_order(script, window=5, seed=3), every=4)
+        assert len(sent) == 50
+        await publish(srv, sent)
+        assert await until(lambda: len(streams.received) == 40)
+        await asyncio.sleep(0.4)
     seen = got_keys(streams.received)
     assert len(seen) == 40 and sorted(seen) == sorted(key(e) for e in script)
     assert seen != [key(e) for e in script]  # they did come out of order
@@ -314,17 +303,13 @@ async def test_one_venue_down_others_go_on(
     down = servers["bybit"]
     cfg = overlay(servers)
     down.stop()  # nothing listens on its port: connections are refused
-    streams = LiquidationStreams(
-        list(VENUES), ["BTC", "ETH"], datadir=tmp_path, ccxt_config=cfg, config=FAST
-    )
-    task = asyncio.ensure_future(streams.run())
-    assert await subscribed(servers["binance"]) and await subscribed(servers["okx"])
-    script = fresh(real_events, 20)
-    await asyncio.gather(publish(servers["binance"], script), publish(servers["okx"], script))
-    assert await until(lambda: len(streams.received) == 40)
-    await asyncio.sleep(0.5)
-    streams.stop()
-    await task
+    async with running(
+        servers, VENUES, datadir=tmp_path, ccxt_config=cfg, ready=["binance", "okx"]
+    ) as streams:
+        script = fresh(real_events, 20)
+        await asyncio.gather(publish(servers["binance"], script), publish(servers["okx"], script))
+        assert await until(lambda: len(streams.received) == 40)
+        await asyncio.sleep(0.5)
     by = {v: [e for e in streams.received if e.exchange == v] for v in VENUES}
     assert got_keys(by["binance"]) == [key(e) for e in script]
     assert got_keys(by["okx"]) == [key(e) for e in script]
@@ -342,18 +327,18 @@ async def test_no_key_or_token_in_any_log_line(
     cfg = {v: {**c, **secrets} for v, c in overlay(servers).items()}
     servers["okx"].stop()  # failures are logged too: they must not carry the keys
     with caplog.at_level(logging.DEBUG):
-        streams = LiquidationStreams(
-            list(VENUES), ["BTC", "ETH", "NOPE"], datadir=None, ccxt_config=cfg, config=FAST
-        )
-        task = asyncio.ensure_future(streams.run())
-        assert await subscribed(servers["binance"]) and await subscribed(servers["bybit"])
-        await publish(servers["binance"], fresh(real_events, 3))
-        await asyncio.to_thread(servers["bybit"].malformed, "shape")
-        await asyncio.to_thread(servers["binance"].disconnect)
-        assert await until(lambda: len(streams.received) == 3)
-        assert await until(lambda: streams.venues["binance"].gaps != [], 5)
-        streams.stop()
-        await task
+        async with running(
+            servers,
+            VENUES,
+            markets=["BTC", "ETH", "NOPE"],
+            ccxt_config=cfg,
+            ready=["binance", "bybit"],
+        ) as streams:
+            await publish(servers["binance"], fresh(real_events, 3))
+            await asyncio.to_thread(servers["bybit"].malformed, "shape")
+            await asyncio.to_thread(servers["binance"].disconnect)
+            assert await until(lambda: len(streams.received) == 3)
+            assert await until(lambda: streams.venues["binance"].gaps != [], 5)
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "connection lost" in text and "NOPE" in text  # failures were logged...
     for s in secrets.values():
@@ -379,22 +364,12 @@ async def test_binance_throttle_sends_only_the_latest_per_symbol_per_window(
     """The replay can apply Binance's rule (at most the latest liquidation per symbol per
     window): the stream then sees fewer events than happened, a lower bound."""
     with LiquidationStreamServer("binance", ["BTC", "ETH"], throttle_ms=400) as srv:
-        streams = LiquidationStreams(
-            ["binance"],
-            ["BTC", "ETH"],
-            datadir=None,
-            ccxt_config={"binance": srv.ccxt_config()},
-            config=FAST,
-        )
-        task = asyncio.ensure_future(streams.run())
-        assert await subscribed(srv)
-        btc = [replace(e, market="BTC") for e in fresh(real_events, 5)]
-        eth = replace(fresh(real_events, 1, start=5)[0], market="ETH")
-        await publish(srv, [*btc, eth])  # within one window: BTC 1st now, 5th at its end
-        assert await until(lambda: len(streams.received) == 3, 3)
-        await asyncio.sleep(0.6)
-        streams.stop()
-        await task
+        async with running({"binance": srv}, ["binance"]) as streams:
+            btc = [replace(e, market="BTC") for e in fresh(real_events, 5)]
+            eth = replace(fresh(real_events, 1, start=5)[0], market="ETH")
+            await publish(srv, [*btc, eth])  # within one window: BTC 1st now, 5th at its end
+            assert await until(lambda: len(streams.received) == 3, 3)
+            await asyncio.sleep(0.6)
     assert got_keys(streams.received) == [key(btc[0]), key(eth), key(btc[4])]
     assert srv.throttled["BTC"] == 3 and srv.throttled["ETH"] == 0
 
@@ -403,20 +378,14 @@ async def test_stopped_while_reconnecting_records_the_open_gap(
     servers: dict, real_events: list[LiqEvent], tmp_path: Path
 ) -> None:
     srv = servers["okx"]
-    streams = LiquidationStreams(
-        ["okx"], ["BTC", "ETH"], datadir=tmp_path, ccxt_config=overlay(servers), config=FAST
-    )
-    task = asyncio.ensure_future(streams.run())
-    assert await subscribed(srv)
-    await publish(srv, fresh(real_events, 3))
-    assert await until(lambda: len(streams.received) == 3)
-    srv.stop()  # the venue goes away for good
-    v = streams.venues["okx"]
-    assert await until(lambda: v.state == "reconnecting", 3)
-    await asyncio.sleep(0.5)
-    stopped_at = int(time.time() * 1000)
-    streams.stop()
-    await task
+    async with running(servers, ["okx"], datadir=tmp_path) as streams:
+        await publish(srv, fresh(real_events, 3))
+        assert await until(lambda: len(streams.received) == 3)
+        srv.stop()  # the venue goes away for good
+        v = streams.venues["okx"]
+        assert await until(lambda: v.state == "reconnecting", 3)
+        await asyncio.sleep(0.5)
+        stopped_at = int(time.time() * 1000)
     assert len(v.gaps) == 1 and abs(v.gaps[0].end_ms - stopped_at) < 1000
     spans = LiquidationStore(tmp_path).spans("okx", SYMBOL["BTC"])
     assert list(spans["kind"]) == ["covered", "gap"]

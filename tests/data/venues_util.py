@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import Any
 
+import ccxt.async_support as ccxt_async
 import pandas as pd
 
 from liqsignal.replay.server import ReplayExchange
@@ -37,3 +40,26 @@ def start_venues(root: Path, oi_scale: Mapping[str, float] | None = None) -> Ven
 def stop_venues(venues: Venues) -> None:
     for rx, _ in venues.values():
         rx.stop()
+
+
+def local_ccxt_config(rx: ReplayExchange, venue: str, timeout_ms: int) -> dict[str, Any]:
+    """ccxt settings for ``venue`` on a local replay: its URLs, a 1 ms rate limit (nothing to
+    protect on 127.0.0.1) and the request timeout in ms."""
+    cfg: dict[str, Any] = rx.ccxt_config(venue)
+    cfg.update({"rateLimit": 1, "timeout": timeout_ms})
+    return cfg
+
+
+def ccxt_configs(venues: Venues, timeout_ms: int) -> dict[str, dict[str, Any]]:
+    """``local_ccxt_config`` of every venue, by venue."""
+    return {venue: local_ccxt_config(rx, venue, timeout_ms) for venue, (rx, _) in venues.items()}
+
+
+@contextlib.asynccontextmanager
+async def ccxt_client(rx: ReplayExchange, venue: str) -> AsyncIterator[Any]:
+    """The real async ccxt client of ``venue`` pointed at the replay ``rx``; closed on exit."""
+    api = getattr(ccxt_async, venue)(rx.ccxt_config(venue))
+    try:
+        yield api
+    finally:
+        await api.close()

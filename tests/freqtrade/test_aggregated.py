@@ -31,7 +31,6 @@ from liqsignal.freqtrade import (
     liq_context,
     liq_settings,
     refresh_in_background,
-    reset_liq_context,
     set_provider,
 )
 from liqsignal.guard_mixin import _same
@@ -104,13 +103,6 @@ def root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def candles() -> pd.DataFrame:
     return _src("futures")
-
-
-@pytest.fixture(autouse=True)
-def _no_provider():
-    reset_liq_context()
-    yield
-    reset_liq_context()
 
 
 def _at(feats: pd.DataFrame, dates: pd.Series) -> pd.DataFrame:

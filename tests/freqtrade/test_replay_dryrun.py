@@ -5,13 +5,11 @@ from __future__ import annotations
 import re
 import signal
 import sqlite3
-import subprocess
-import time
 from collections import Counter
 
 import pandas as pd
 import pytest
-from ft_replay_helpers import FREQTRADE, STRATEGY_PATH, TESTDATA, ft_env
+from ft_replay_helpers import STRATEGY_PATH, TESTDATA, dry_run_until
 
 from liqsignal.replay import ReplayExchange
 
@@ -44,7 +42,6 @@ def _closed_trades(db: str) -> list[tuple]:
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_dry_run_follows_the_replay_clock(ft_config, tmp_path, stop_signal):
     log = tmp_path / "freqtrade.log"
-    log_file = (tmp_path / "stderr.txt").open("w")  # console copy of the log, wrapped
     # Freqtrade judges candle completeness by the wall clock: serve closed candles only
     with ReplayExchange(
         TESTDATA, speed=SPEED, start="2026-02-01T00:20Z", forming_candle=False
@@ -60,33 +57,21 @@ def test_dry_run_follows_the_replay_clock(ft_config, tmp_path, stop_signal):
             internals={"process_throttle_secs": 1, "heartbeat_interval": 60},
         )
         db = str(tmp_path / "trades.sqlite")
-        proc = subprocess.Popen(
+        proc, stop_seconds = dry_run_until(
             [
-                str(FREQTRADE), "trade", "--dry-run", "-c", str(cfg), "--strategy",
-                "ReplayOiStrategy", "--strategy-path", str(STRATEGY_PATH), "--logfile", str(log),
+                "-c",
+                str(cfg),
+                "--strategy",
+                "ReplayOiStrategy",
+                "--strategy-path",
+                str(STRATEGY_PATH),
             ],
-            stdout=subprocess.DEVNULL, stderr=log_file, text=True, cwd=tmp_path, env=ft_env(),
-        )  # fmt: skip
-        t0 = time.monotonic()
-        try:
-            while time.monotonic() - t0 < 45 and proc.poll() is None:
-                time.sleep(0.5)
-                text = log.read_text() if log.exists() else ""
-                if len(set(ANALYSED.findall(text))) >= 4 and _closed_trades(db):
-                    break
-            assert proc.poll() is None, f"freqtrade stopped by itself: {log.read_text()[-3000:]}"
-        finally:
-            proc.send_signal(stop_signal)
-            t_stop = time.monotonic()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                pytest.fail("freqtrade did not stop within 20 s of the signal")
-            finally:
-                log_file.close()
-        stop_seconds = time.monotonic() - t_stop
+            tmp_path,
+            log,
+            lambda text: len(set(ANALYSED.findall(text))) >= 4 and bool(_closed_trades(db)),
+            seconds=45,
+            stop_signal=stop_signal,
+        )
         replay_end = rx.clock.now_ms()
         paths = Counter(rx.paths())
         unknown = list(rx.unknown)

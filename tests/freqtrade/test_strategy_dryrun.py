@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import sqlite3
-import subprocess
-import time
 
 import pandas as pd
 import pytest
-from ft_replay_helpers import FREQTRADE, ROOT, TESTDATA, ft_env
+from ft_replay_helpers import ROOT, TESTDATA, dry_run_until
 
 from liqsignal.replay import ReplayExchange
 
@@ -107,29 +104,15 @@ def test_dry_run_logs_guard_decisions_on_replayed_candles(tmp_path):
         (tmp_path / "ud").mkdir()
         path = tmp_path / "config.json"
         path.write_text(json.dumps(cfg))
-        stderr = (tmp_path / "stderr.txt").open("w")
-        proc = subprocess.Popen(
-            [str(FREQTRADE), "trade", "--dry-run", "-c", str(path), "--strategy",
-             "LiqTrendEager", "--logfile", str(log)],
-            stdout=subprocess.DEVNULL, stderr=stderr, text=True, cwd=tmp_path, env=ft_env(),
-        )  # fmt: skip
-        t0 = time.monotonic()
-        try:
-            while time.monotonic() - t0 < 70 and proc.poll() is None:
-                time.sleep(0.5)
-                text = log.read_text() if log.exists() else ""
-                done = [t for t in _trades(db) if not t[2]]
-                if len(set(ANALYSED.findall(text))) >= 5 and done:
-                    break
-            assert proc.poll() is None, f"freqtrade stopped by itself: {log.read_text()[-3000:]}"
-        finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            stderr.close()
+        proc, _ = dry_run_until(
+            ["-c", str(path), "--strategy", "LiqTrendEager"],
+            tmp_path,
+            log,
+            lambda text: (
+                len(set(ANALYSED.findall(text))) >= 5 and any(not t[2] for t in _trades(db))
+            ),
+            seconds=70,
+        )
         unknown = list(rx.unknown)
 
     text = log.read_text()
