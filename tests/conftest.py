@@ -17,19 +17,18 @@ from liqsignal.evaluate import load_coinglass
 #: exist are skipped, so the list stays harmless when the state moves elsewhere.
 CLEAR = object()
 MODULE_STATE: dict[str, dict[str, object]] = {
-    "liqsignal.freqtrade": {
-        "_WARNED": CLEAR,
-        "_PROVIDER": None,
-        "_STORE_CACHE": CLEAR,
-        "_ROWS": CLEAR,
-    },
     "liqsignal.forecast": {"_WARNED": CLEAR},
 }
 
 
 def reset_module_state() -> None:
-    """Put the warn-once sets, the registered provider and the store and row caches back to
-    their state at import, for the modules that are imported."""
+    """Put the warn-once sets back to their state at import, for the modules that are imported,
+    and forget every bot's liqsignal context (provider, store cache, guard rows, warnings:
+    ``liqsignal.columns.reset_liq_context``) and the hyperopt column cache."""
+    columns = sys.modules.get("liqsignal.columns")
+    if columns is not None:
+        columns.reset_liq_context()
+        columns.COLUMN_CACHE.clear()
     for module_name, names in MODULE_STATE.items():
         module = sys.modules.get(module_name)
         if module is None:
