@@ -304,6 +304,7 @@ class HistoryClient(ExchangeClient):
             if n >= self.venue.page:
                 logger.warning("%s %s: %d or more liquidations at %d", self.name, symbol, n, cursor)
                 result.incomplete.append((cursor, end))
+                started = True
             else:
                 started = started or n > 0
                 if started:

@@ -128,9 +128,11 @@ def test_other_markets_of_the_same_feed(rx: ReplayExchange) -> None:
 def test_out_of_order_and_duplicated_pages(tmp_path: Path) -> None:
     with ReplayExchange(TESTDATA, venues=("bitfinex",)) as r:
         faults = Faults(r)
-        faults.out_of_order(bfx.ENDPOINT, times=None)
-        faults.duplicate_rows(bfx.ENDPOINT, after=2, times=1)
+        # the first rule that matches a request answers it
+        dup = faults.duplicate_rows(bfx.ENDPOINT, after=2, times=1)
+        shuffled = faults.out_of_order(bfx.ENDPOINT, times=None)
         hist, _ = _fetch(r)
+    assert dup.hits == 1 and shuffled.hits >= 5
     _assert_same(hist.events, _served())
 
 
