@@ -266,9 +266,7 @@ class HistoryClient(ExchangeClient):
                 first = max(cursor, min(times))  # before it the venue may keep nothing
             started = started or bool(times)
             if len(events):
-                fresh = ~events["id"].isin(seen) & ~events["id"].duplicated()
-                seen.update(events["id"])
-                frames.append(events[fresh.to_numpy()])
+                frames.append(_unseen(events, seen))
             if not full:
                 if started:
                     _add_span(result.covered, first, until_ms)
@@ -292,6 +290,7 @@ class HistoryClient(ExchangeClient):
     ) -> LiquidationHistory:
         result = LiquidationHistory(events=events_from_ccxt(self.name, [], symbol))
         frames: list[pd.DataFrame] = []
+        seen: set[str] = set()
         cursor = since_ms
         width = self.venue.window_ms
         while cursor <= until_ms:
@@ -310,12 +309,21 @@ class HistoryClient(ExchangeClient):
                 if started:
                     _add_span(result.covered, cursor, end)
             if len(events):
-                frames.append(events)
+                frames.append(_unseen(events, seen))
             cursor = end + 1
             width = self.venue.window_ms
         if frames:
             result.events = pd.concat(frames, ignore_index=True)
         return result
+
+
+def _unseen(events: pd.DataFrame, seen: set[str]) -> pd.DataFrame:
+    """The events whose venue id was not seen before (the first of each id in ``events``);
+    events without an id are all kept (the store drops equal ones). Adds the ids to ``seen``."""
+    ids = events["id"]
+    keep = (ids == "") | (~ids.isin(seen) & ~ids.duplicated())
+    seen.update(i for i in ids if i)
+    return events[keep.to_numpy()]
 
 
 def _bitfinex_ts(entry: Any, what: str) -> int:
