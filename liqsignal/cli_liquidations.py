@@ -340,12 +340,12 @@ def run_download_with_history(args: argparse.Namespace) -> int:
     from liqsignal.data.liquidation_venues import HISTORY_VENUES, download_history
 
     history = [e for e in dict.fromkeys(args.exchanges) if e in HISTORY_VENUES]
-    if not history:
-        return int(dl.run_download(args))
     full = [e for e in dict.fromkeys(args.exchanges) if e not in HISTORY_VENUES]
     t0 = time.monotonic()
     try:
         config = _ccxt_config(args.ccxt_config)
+        if not history and not set(config) & set(HISTORY_VENUES):
+            return int(dl.run_download(args))  # as without history venues
         unknown = sorted(set(config) - set(EXCHANGES) - set(HISTORY_VENUES))
         if unknown:
             raise ConfigError(
@@ -360,7 +360,7 @@ def run_download_with_history(args: argparse.Namespace) -> int:
         until_ms = dl._to_ms(args.until, "until")
         if since_ms is None:
             raise ConfigError("since: a start date is required, e.g. 2026-01-01 or 30d")
-        if until_ms is not None and until_ms < since_ms:
+        if not full and until_ms is not None and until_ms < since_ms:  # else download() says
             raise ConfigError(f"until ({args.until}) is before since ({args.since}): swap them")
         retry = RetryPolicy(attempts=args.retries)
         summary = dl.DownloadSummary()

@@ -156,6 +156,12 @@ def test_history_venue_beside_a_full_exchange(tmp_path: Path, capsys: Any) -> No
             "-t", "1h", "--candle-types", "futures", "--since", "2026-03-01",
             "--until", "2026-03-02", "--liquidations",
         )  # fmt: skip
+        # the same --ccxt-config (it names bitfinex) for binance alone
+        code2, out2 = _run(
+            config, tmp_path / "data2", capsys, "-m", "BTC", "-e", "binance", "-t", "1h",
+            "--candle-types", "futures", "--since", "2026-03-01", "--until", "2026-03-02",
+        )  # fmt: skip
+    assert code2 == 0 and {j["exchange"] for j in out2["jobs"]} == {"binance"}
     assert code == 0, out
     jobs = _jobs(out)
     assert jobs[("binance", "BTC", "futures")]["status"] == "ok"
