@@ -310,9 +310,11 @@ def wire_download(subparsers: Any) -> None:
     for action in dl._actions:
         if "--exchanges" in action.option_strings and action.choices is not None:
             action.choices = sorted({*action.choices, *HISTORY_VENUES})
+            served = sorted(n for n, v in HISTORY_VENUES.items() if not v.refused)
+            refused = sorted(n for n, v in HISTORY_VENUES.items() if v.refused)
             action.help = (
                 f"{action.help}; liquidation history only (with --liquidations): "
-                f"{', '.join(sorted(HISTORY_VENUES))}"
+                f"{', '.join(served)}; refused, saying why: {', '.join(refused)}"
             )
     dl.set_defaults(func=run_download_with_history)
 
