@@ -242,6 +242,8 @@ class HistoryClient(ExchangeClient):
                     f"{body.get('message') or body.get('msg') or ''}"
                 )
             data = body.get("data")
+            if data is None:  # as ccxt reads it: no rows
+                return []
             if not isinstance(data, list):
                 raise _Malformed(f"{self.what}: 'data' is not a list: {body!r:.80}")
             return data
