@@ -23,12 +23,20 @@ START END`` sets the span.
 by their open time on the ``--timeframe`` grid (default 1h), as CoinGlass exports them.
 
 Columns are matched case-insensitively; a missing or bad column is named in the error (exit 2).
+
+This module also lets ``liqsignal download --exchanges`` name the venues liqsignal reads only
+liquidation history from (:data:`liqsignal.data.liquidation_venues.HISTORY_VENUES`: bitfinex,
+htx; deribit is refused, saying why): ``liqsignal download -m BTC -e bitfinex htx --since 7d
+--liquidations`` writes their liquidation store beside the other exchanges' jobs, in one table.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +45,13 @@ import pandas as pd
 from liqsignal.data.liquidations import LiquidationStore, make_events, normalise_side, to_utc_ms
 from liqsignal.exceptions import ConfigError, CorruptFileError, InputError, LiqsignalError
 
-__all__ = ["add_parsers", "import_liquidations", "run_import"]
+__all__ = [
+    "add_parsers",
+    "import_liquidations",
+    "run_download_with_history",
+    "run_import",
+    "wire_download",
+]
 
 TIME = ("timestamp", "date", "time", "datetime", "datetime_utc")
 AMOUNT = ("amount", "size", "qty", "quantity", "base_amount")
@@ -281,3 +295,118 @@ def add_parsers(subparsers: Any) -> None:
         help="the span the file covers completely (default: first to last event)",
     )
     p.set_defaults(func=run_import)
+    wire_download(subparsers)
+
+
+# -- liqsignal download: the liquidation-history venues -----------------------------------------
+def wire_download(subparsers: Any) -> None:
+    """Let the ``download`` subcommand (when registered) name the history venues in
+    ``--exchanges`` and run them with :func:`run_download_with_history`."""
+    from liqsignal.data.liquidation_venues import HISTORY_VENUES
+
+    dl = getattr(subparsers, "choices", {}).get("download")
+    if dl is None:
+        return
+    for action in dl._actions:
+        if "--exchanges" in action.option_strings and action.choices is not None:
+            action.choices = sorted({*action.choices, *HISTORY_VENUES})
+            served = sorted(n for n, v in HISTORY_VENUES.items() if not v.refused)
+            refused = sorted(n for n, v in HISTORY_VENUES.items() if v.refused)
+            action.help = (
+                f"{action.help}; liquidation history only (with --liquidations): "
+                f"{', '.join(served)}; refused, saying why: {', '.join(refused)}"
+            )
+    dl.set_defaults(func=run_download_with_history)
+
+
+def _ccxt_config(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        config = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--ccxt-config {path}: {e}") from e
+    if not isinstance(config, dict):
+        raise ConfigError(f"--ccxt-config {path}: expected a JSON object")
+    return config
+
+
+def run_download_with_history(args: argparse.Namespace) -> int:
+    """``liqsignal download`` with history venues among ``--exchanges``: the other exchanges
+    through :func:`liqsignal.data.download.download`, the history venues through
+    :func:`liqsignal.data.liquidation_venues.download_history`, one summary. 0 when every job
+    succeeded, 1 when some failed, 2 on bad arguments."""
+    from liqsignal.data import download as dl
+    from liqsignal.data.exchanges import EXCHANGES, RetryPolicy
+    from liqsignal.data.liquidation_history import LIQUIDATION_TYPES
+    from liqsignal.data.liquidation_venues import HISTORY_VENUES, download_history
+
+    history = [e for e in dict.fromkeys(args.exchanges) if e in HISTORY_VENUES]
+    full = [e for e in dict.fromkeys(args.exchanges) if e not in HISTORY_VENUES]
+    t0 = time.monotonic()
+    try:
+        config = _ccxt_config(args.ccxt_config)
+        if not history and not set(config) & set(HISTORY_VENUES):
+            return int(dl.run_download(args))  # as without history venues
+        unknown = sorted(set(config) - set(EXCHANGES) - set(HISTORY_VENUES))
+        if unknown:
+            raise ConfigError(
+                f"--ccxt-config: keys {unknown} are not exchanges; known: "
+                f"{', '.join([*EXCHANGES, *HISTORY_VENUES])}"
+            )
+        types = list(args.candle_types) + (
+            list(LIQUIDATION_TYPES) if getattr(args, "liquidations", False) else []
+        )
+        types = list(dict.fromkeys(types))
+        since_ms = dl._to_ms(args.since, "since")
+        until_ms = dl._to_ms(args.until, "until")
+        if since_ms is None:
+            raise ConfigError("since: a start date is required, e.g. 2026-01-01 or 30d")
+        if not full and until_ms is not None and until_ms < since_ms:  # else download() says
+            raise ConfigError(f"until ({args.until}) is before since ({args.since}): swap them")
+        retry = RetryPolicy(attempts=args.retries)
+        summary = dl.DownloadSummary()
+        if full:
+            summary = dl.download(
+                args.markets,
+                full,
+                args.timeframes,
+                args.since,
+                args.datadir,
+                until=args.until,
+                candle_types=types,
+                exchange_config={k: v for k, v in config.items() if k in EXCHANGES},
+                retry=retry,
+                max_concurrency=args.max_concurrency,
+                max_jobs=args.max_jobs,
+                history_limits=not args.no_history_limits,
+                progress=not (args.no_progress or getattr(args, "json", False)),
+                liquidation_timeframe=getattr(args, "liquidation_timeframe", None),
+            )
+        hist = asyncio.run(
+            download_history(
+                args.markets,
+                history,
+                since_ms,
+                until_ms,
+                str(args.datadir),
+                types,
+                {k: v for k, v in config.items() if k in HISTORY_VENUES},
+                retry,
+            )
+        )
+    except ConfigError as e:
+        print(f"liqsignal download: error: {e}", file=sys.stderr)
+        return 2
+    except LiqsignalError as e:
+        print(f"liqsignal download: error: {e}", file=sys.stderr)
+        return 1
+    summary.results.extend(hist.results)
+    summary.requests.update(hist.requests)
+    summary.retries.update(hist.retries)
+    summary.elapsed_s = time.monotonic() - t0
+    if getattr(args, "json", False):
+        print(json.dumps(summary.to_dict(), indent=2))
+    else:
+        print(summary.table())
+    return 0 if summary.ok else 1

@@ -165,7 +165,8 @@ async def _events_job(
     res.rows_total = len(store.read_events(client.name, symbol))
     if incomplete:
         res.message = (
-            f"{incomplete} second(s) with more liquidations than one page, recorded as gaps, "
+            f"{incomplete} window(s) with more liquidations than one page at the venue's "
+            "smallest window (Gate: a second), recorded as gaps, "
             f"first at {pd.Timestamp(res.gaps[0][0], unit='ms', tz='UTC')}"
         )
     elif res.rows_fetched == 0:

@@ -49,6 +49,8 @@ VENUES: dict[str, str] = {
     "gate": "liqsignal.replay.gate",
     "hyperliquid": "liqsignal.replay.hyperliquid",
     "bitget": "liqsignal.replay.bitget",
+    "bitfinex": "liqsignal.replay.bitfinex",  # liquidation history only
+    "htx": "liqsignal.replay.htx",  # liquidation history only
 }
 
 _TF_UNITS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
