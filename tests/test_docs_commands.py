@@ -49,6 +49,10 @@ NOT_RUN: dict[str, str] = {
     "README, 40 s or more) on a calibrated file; tests/test_cli.py runs evaluate --config on one",
     r"^liqsignal demo --out out\b": "what `bash scripts/demo.sh` (README, run) runs: `demo` "
     "with its default --out out",
+    r"^liqsignal download -m .* -e (bitfinex htx|binance bitfinex) .*--since 7d --liquidations": (
+        "the venues themselves, over the internet; the offline block after it runs the same "
+        "command against the Bitfinex and HTX replay venues"
+    ),
 }
 
 #: servers that run until stopped, even when a doc shows them without ``&``
