@@ -7,7 +7,8 @@ real numbers in Bitget's shapes, not Bitget's own figures.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
+from typing import Any
 
 import ccxt
 import pandas as pd
@@ -30,15 +31,13 @@ def bitget() -> Iterator[ReplayExchange]:
 
 
 def test_ccxt_bitget_markets_candles_funding(bitget: ReplayExchange) -> None:
+    candles = ("1h", None, 5, {"until": 1767240000000})
+
+    def too_many(api: Any) -> Awaitable[Any]:  # pageSize at most 100
+        return api.fetch_funding_rate_history(SYM, None, 101)
+
     markets, rows, fr = markets_candles_funding(
-        bitget,
-        "bitget",
-        SYM,
-        ohlcv=("1h", None, 5, {"until": 1767240000000}),
-        funding=(None, 3),
-        # pageSize at most 100
-        refused=lambda api: api.fetch_funding_rate_history(SYM, None, 101),
-        error=ccxt.BadRequest,
+        bitget, SYM, candles, (None, 3), too_many, ccxt.BadRequest
     )
     assert list(markets) == [SYM] and markets[SYM]["swap"] and markets[SYM]["linear"]
     src = pd.read_feather(FUT / "BTC_USDT_USDT-1h-futures.feather").set_index("date")

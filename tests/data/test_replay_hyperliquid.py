@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
+from typing import Any
 
 import ccxt
 import pandas as pd
@@ -38,14 +39,13 @@ def hl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplayExchange]:
 
 
 def test_ccxt_hyperliquid_markets_candles_funding(hl: ReplayExchange) -> None:
+    since = 1767225600000
+
+    def bad_timeframe(api: Any) -> Awaitable[Any]:
+        return api.fetch_ohlcv(SYM, "7m", since, 3)
+
     markets, rows, fr = markets_candles_funding(
-        hl,
-        "hyperliquid",
-        SYM,
-        ohlcv=("1h", 1767225600000, 3),
-        funding=(1767225600000, 2),
-        refused=lambda api: api.fetch_ohlcv(SYM, "7m", 1767225600000, 3),
-        error=ccxt.BaseError,
+        hl, SYM, ("1h", since, 3), (since, 2), bad_timeframe, ccxt.BaseError
     )
     assert list(markets) == [SYM] and markets[SYM]["swap"] and markets[SYM]["settle"] == "USDC"
     src = pd.read_feather(FUT / "BTC_USDT_USDT-1h-futures.feather")

@@ -69,16 +69,16 @@ async def ccxt_client(rx: ReplayExchange, venue: str) -> AsyncIterator[Any]:
 
 def markets_candles_funding(
     rx: ReplayExchange,
-    venue: str,
     symbol: str,
     ohlcv: tuple[Any, ...],
     funding: tuple[Any, ...],
     refused: Callable[[Any], Awaitable[Any]],
     error: type[Exception],
 ) -> tuple[dict, list, list]:
-    """Through ``venue``'s real ccxt client on ``rx``: its markets, ``fetch_ohlcv(symbol,
-    *ohlcv)`` and ``fetch_funding_rate_history(symbol, *funding)``; the call ``refused`` makes
-    on the client must raise ``error``."""
+    """Through the real ccxt client of the one venue ``rx`` serves: its markets,
+    ``fetch_ohlcv(symbol, *ohlcv)`` and ``fetch_funding_rate_history(symbol, *funding)``; the
+    call ``refused`` makes on the client must raise ``error``."""
+    (venue,) = rx.venues
 
     async def run() -> tuple[dict, list, list]:
         async with ccxt_client(rx, venue) as api:
