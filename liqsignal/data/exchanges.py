@@ -209,10 +209,10 @@ class RetryPolicy:
     max_retry_after: float = 120.0
 
     def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ConfigError(f"retry attempts: expected >= 1, got {self.attempts}")
-        if self.base_delay < 0 or self.max_delay < 0 or self.factor < 1:
-            raise ConfigError("retry delays: expected base_delay >= 0, max_delay >= 0, factor >= 1")
+        for name, least in (("attempts", 1), ("base_delay", 0), ("max_delay", 0), ("factor", 1)):
+            value = getattr(self, name)
+            if value < least:
+                raise ConfigError(f"retry {name}: expected >= {least}, got {value}")
 
 
 @dataclass
