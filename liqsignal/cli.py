@@ -727,7 +727,7 @@ def cmd_map(args: argparse.Namespace) -> int:
         buckets, info = (
             (None, None) if args.no_buckets else leverage_bucket_levels(frames, cfg, proxy=proxy)
         )
-        png, page = _draw_map(
+        drawn = _draw_map(
             lmap,
             args,
             Path(args.out) / f"{fname}_{args.timeframe}_map.png",
@@ -744,7 +744,7 @@ def cmd_map(args: argparse.Namespace) -> int:
         args,
         snap,
         rows,
-        (png, page),
+        drawn,
         empty,
         market=pair,
         exchanges=list(frames),
