@@ -742,12 +742,12 @@ def cmd_map(args: argparse.Namespace) -> int:
     proxy_note = f"volume-proxy mode (no open interest stored) for: {', '.join(proxy)}"
     return _report_map(
         args,
+        pair,
+        list(frames),
         snap,
         rows,
         drawn,
         empty,
-        market=pair,
-        exchanges=list(frames),
         extra={"volume_proxy": proxy, "buckets": info},
         notes=[proxy_note] if proxy else [],
         table_title=f"{pair} {args.timeframe} at {snap.time}",
@@ -784,13 +784,13 @@ def _draw_map(
 
 def _report_map(
     args: argparse.Namespace,
+    market: str,
+    exchanges: list[str],
     snap: Any,
     rows: list[dict[str, Any]],
     drawn: tuple[Path, Path | None],
     empty: str | None,
     *,
-    market: str,
-    exchanges: list[str],
     extra: dict[str, Any],
     notes: list[str],
     table_title: str,
@@ -944,12 +944,12 @@ def _cmd_map_live(args: argparse.Namespace) -> int:
     )
     return _report_map(
         args,
+        base,
+        list(args.exchange),
         snap,
         rows,
         drawn,
         empty,
-        market=base,
-        exchanges=list(args.exchange),
         extra={
             "stale": stale,
             "requests": report.requests,
