@@ -33,13 +33,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from bench_util import DATA_1H, DATA_5M, FREQTRADE, ROOT, TIMERANGE_1H, TIMERANGE_5M
 
-ROOT = Path(__file__).resolve().parents[1]
-FREQTRADE = Path(sys.executable).with_name("freqtrade")
-DATA_1H = ROOT / "user_data" / "data" / "binance"
-DATA_5M = ROOT / "user_data" / "data" / "binance_2023_2024"
-TIMERANGE_1H = "20251220-20260304"
-TIMERANGE_5M = "20230501-20240501"
 PAIR = "BTC/USDT:USDT"
 PROPOSED = 10.0  # the sample strategy's target leverage
 LEVERAGES = (10.0, 25.0)  # leverage guard measured at these proposals

@@ -25,14 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-FREQTRADE = Path(sys.executable).with_name("freqtrade")
-DATA_1H = ROOT / "user_data" / "data" / "binance"
-DATA_5M = ROOT / "user_data" / "data" / "binance_2023_2024"
-TIMERANGE_1H = "20251220-20260304"
-TIMERANGE_5M = "20230501-20240501"
+from bench_util import DATA_1H, DATA_5M, FREQTRADE, ROOT, TIMERANGE_1H, TIMERANGE_5M
 
-from liqsignal.data.replay import ReplayExchange  # noqa: E402
+from liqsignal.replay import ReplayExchange
 
 
 def hyperopt(

@@ -286,26 +286,38 @@ def final_task(
     return {k: _jsonable(v) for k, v in chosen.items()}, _section(cfg), count[0]
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """How a calibration fits: ``folds`` walk-forward folds after ``warmup`` bars, each fit
+    ``rounds`` of coordinate search over ``grid`` (None: ``SEARCH_GRID``)."""
+
+    folds: int = 2
+    warmup: int = 200
+    rounds: int = 2
+    grid: dict[str, tuple[Any, ...]] | None = None
+
+    def runs(self) -> int:
+        """Runs of the map the whole calibration takes (every fit, then the two scores of
+        each fold's test block)."""
+        per_fit = 1 + self.rounds * sum(len(v) for v in (self.grid or SEARCH_GRID).values())
+        return per_fit * (self.folds + 1) + 2 * self.folds
+
+
 def calibration_tasks(
-    df: pd.DataFrame,
-    config: MapConfig | None = None,
-    *,
-    folds: int = 2,
-    warmup: int = 200,
-    rounds: int = 2,
-    grid: dict[str, tuple[Any, ...]] | None = None,
-    market: str = "",
+    df: pd.DataFrame, config: MapConfig | None = None, *, market: str = "", **plan: Any
 ) -> list[Task]:
     """The sweep tasks of one market's calibration: one per fold, then the final fit; keys
     ``(market, fold)`` with fold ``"final"`` for the last. Tasks of several markets can be
-    concatenated into one ``liqsignal.sweep.run_tasks`` call."""
-    _check(df, folds, warmup)
+    concatenated into one ``liqsignal.sweep.run_tasks`` call. ``plan``: ``folds``,
+    ``warmup``, ``rounds``, ``grid`` as for :func:`calibrate`."""
+    p = _Plan(**plan)
+    _check(df, p.folds, p.warmup)
     base = config or MapConfig()
     tasks = [
-        Task((market, i + 1), fold_task, (df, base, i, folds, warmup, rounds, grid))
-        for i in range(folds)
+        Task((market, i + 1), fold_task, (df, base, i, p.folds, p.warmup, p.rounds, p.grid))
+        for i in range(p.folds)
     ]
-    tasks.append(Task((market, "final"), final_task, (df, base, warmup, rounds, grid)))
+    tasks.append(Task((market, "final"), final_task, (df, base, p.warmup, p.rounds, p.grid)))
     return tasks
 
 
@@ -313,17 +325,16 @@ def calibrate(
     df: pd.DataFrame,
     config: MapConfig | None = None,
     *,
-    folds: int = 2,
-    warmup: int = 200,
-    rounds: int = 2,
-    grid: dict[str, tuple[Any, ...]] | None = None,
     progress: Callable[[int, int], None] | None = None,
     jobs: int = 1,
     scheduler: str | None = None,
+    **plan: Any,
 ) -> CalibrationResult:
     """Walk-forward: split the rows after the warm-up into ``folds + 1`` equal blocks; fold i
     fits on blocks 0..i (expanding) and measures on block i+1 alone, never overlapping. The
     final parameters are fitted on all rows after the warm-up (for the written config).
+    ``plan``: ``folds`` (2), ``warmup`` bars (200), search ``rounds`` (2) per fit and the
+    ``grid`` searched (None: ``SEARCH_GRID``).
 
     The folds and the final fit are independent sweep tasks (``calibration_tasks``): ``jobs``
     local processes or a Dask ``scheduler`` run them in parallel (``liqsignal.sweep``) with the
@@ -332,10 +343,8 @@ def calibrate(
 
     from liqsignal.sweep import run_tasks
 
-    tasks = calibration_tasks(df, config, folds=folds, warmup=warmup, rounds=rounds, grid=grid)
-    g = grid or SEARCH_GRID
-    per_fit = 1 + rounds * sum(len(v) for v in g.values())
-    total = per_fit * (folds + 1) + 2 * folds
+    tasks = calibration_tasks(df, config, **plan)
+    total = _Plan(**plan).runs()
     t0 = time.perf_counter()
     if jobs == 1 and scheduler is None:
         # in this process: progress per run of the map, as the fits go

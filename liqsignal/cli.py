@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -693,7 +694,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_map(args: argparse.Namespace) -> int:
     """Clusters table and picture from stored Freqtrade-layout files (or, later, live)."""
     from liqsignal.data.provider import map_stored_market, read_stored_market
-    from liqsignal.plot import leverage_bucket_levels, plot_map
+    from liqsignal.plot import leverage_bucket_levels
 
     if args.live:
         return _cmd_map_live(args)
@@ -726,56 +727,97 @@ def cmd_map(args: argparse.Namespace) -> int:
         buckets, info = (
             (None, None) if args.no_buckets else leverage_bucket_levels(frames, cfg, proxy=proxy)
         )
-        first = next(iter(frames.values()))
-        png = plot_map(
+        drawn = _draw_map(
             lmap,
+            args,
             Path(args.out) / f"{fname}_{args.timeframe}_map.png",
-            title=f"{pair} {args.timeframe} ({', '.join(frames)})",
-            window_pct=args.range,
+            f"{pair} {args.timeframe} ({', '.join(frames)})",
+            rows,
+            candles=next(iter(frames.values())),
             buckets=buckets,
             bucket_info=info,
-            armed={r["side"]: r["armed"] for r in rows if r["armed"]},
-            candles=first,
             data_start=min(f["date"].iloc[0] for f in frames.values()),
         )
-        page = None
-        if args.html:
-            from liqsignal.plot_html import write_map_html
-
-            page = write_map_html(
-                lmap,
-                args.html,
-                title=f"{pair} {args.timeframe} ({', '.join(frames)})",
-                window_pct=args.range,
-                candles=first,
-                armed={r["side"]: r["armed"] for r in rows if r["armed"]},
-            )
         progress.update(task, 2)
+    proxy_note = f"volume-proxy mode (no open interest stored) for: {', '.join(proxy)}"
+    return _report_map(
+        args,
+        pair,
+        list(frames),
+        snap,
+        rows,
+        drawn,
+        empty,
+        extra={"volume_proxy": proxy, "buckets": info},
+        notes=[proxy_note] if proxy else [],
+        table_title=f"{pair} {args.timeframe} at {snap.time}",
+    )
+
+
+def _draw_map(
+    lmap: Any,
+    args: argparse.Namespace,
+    path: Path,
+    title: str,
+    rows: list[dict[str, Any]],
+    *,
+    candles: Any = None,
+    **plot_kwargs: Any,
+) -> tuple[Path, Path | None]:
+    """The map's picture at ``path`` and, with --html, its interactive page (None without);
+    ``plot_kwargs`` go to the picture only."""
+    from liqsignal.plot import plot_map
+
+    armed = {r["side"]: r["armed"] for r in rows if r["armed"]}
+    png = plot_map(
+        lmap, path, title=title, window_pct=args.range, armed=armed, candles=candles, **plot_kwargs
+    )
+    page = None
+    if args.html:
+        from liqsignal.plot_html import write_map_html
+
+        page = write_map_html(
+            lmap, args.html, title=title, window_pct=args.range, candles=candles, armed=armed
+        )
+    return png, page
+
+
+def _report_map(
+    args: argparse.Namespace,
+    market: str,
+    exchanges: list[str],
+    snap: Any,
+    rows: list[dict[str, Any]],
+    drawn: tuple[Path, Path | None],
+    empty: str | None,
+    *,
+    extra: dict[str, Any],
+    notes: list[str],
+    table_title: str,
+) -> int:
+    """What `liqsignal map` prints: the JSON document (``extra`` after the clusters) or the
+    ``notes``, the clusters table and where the picture and page are."""
+    png, page = drawn
     if empty:
         print(f"liqsignal map: warning: {empty}", file=sys.stderr)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "market": pair,
-                    "exchanges": list(frames),
-                    "timeframe": args.timeframe,
-                    "last_bar": str(snap.time),
-                    "price": snap.price,
-                    "clusters": rows,
-                    "volume_proxy": proxy,
-                    "buckets": info,
-                    "picture": str(png),
-                    "page": str(page) if page else None,
-                    "warning": empty,
-                },
-                indent=2,
-            )
-        )
+        doc = {
+            "market": market,
+            "exchanges": exchanges,
+            "timeframe": args.timeframe,
+            "last_bar": str(snap.time),
+            "price": snap.price,
+            "clusters": rows,
+            **extra,
+            "picture": str(png),
+            "page": str(page) if page else None,
+            "warning": empty,
+        }
+        print(json.dumps(doc, indent=2))
     else:
-        if proxy:
-            print(f"volume-proxy mode (no open interest stored) for: {', '.join(proxy)}")
-        _print_table(rows, snap.price, f"{pair} {args.timeframe} at {snap.time}")
+        for line in notes:
+            print(line)
+        _print_table(rows, snap.price, table_title)
         print(f"picture: {png}")
         if page:
             print(f"interactive page: {page}")
@@ -840,7 +882,6 @@ def _cmd_map_live(args: argparse.Namespace) -> int:
 
     from liqsignal.data.exchanges import RetryPolicy
     from liqsignal.data.provider import MapProvider, MarketSpec
-    from liqsignal.plot import plot_map
 
     base = normalize_market(args.market).split("/")[0]
     ccxt_config: dict[str, Any] = {}
@@ -893,55 +934,30 @@ def _cmd_map_live(args: argparse.Namespace) -> int:
     rows = _cluster_table(snap, feats, args.limit)
     empty = _empty_map_warning(feats)
     note = f"live, stale: {', '.join(stale)}" if stale else "live"
-    png = plot_map(
+    drawn = _draw_map(
         lmap,
+        args,
         Path(args.out) / f"{base}_{args.timeframe}_live_map.png",
-        title=f"{base} {args.timeframe} live ({', '.join(args.exchange)})",
-        window_pct=args.range,
-        armed={r["side"]: r["armed"] for r in rows if r["armed"]},
+        f"{base} {args.timeframe} live ({', '.join(args.exchange)})",
+        rows,
         note=note,
     )
-    page = None
-    if args.html:
-        from liqsignal.plot_html import write_map_html
-
-        page = write_map_html(
-            lmap,
-            args.html,
-            title=f"{base} {args.timeframe} live ({', '.join(args.exchange)})",
-            window_pct=args.range,
-            armed={r["side"]: r["armed"] for r in rows if r["armed"]},
-        )
-    if empty:
-        print(f"liqsignal map: warning: {empty}", file=sys.stderr)
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "market": base,
-                    "exchanges": list(args.exchange),
-                    "timeframe": args.timeframe,
-                    "last_bar": str(snap.time),
-                    "price": snap.price,
-                    "clusters": rows,
-                    "stale": stale,
-                    "requests": report.requests,
-                    "new_bars": {f"{m}/{e}": n for (m, e), n in report.new_bars.items()},
-                    "picture": str(png),
-                    "page": str(page) if page else None,
-                    "warning": empty,
-                },
-                indent=2,
-            )
-        )
-    else:
-        for ex, why in stale.items():
-            print(f"stale, left out of the map: {ex} ({why})")
-        _print_table(rows, snap.price, f"{base} {args.timeframe} live at {snap.time}")
-        print(f"picture: {png}")
-        if page:
-            print(f"interactive page: {page}")
-    return 0
+    return _report_map(
+        args,
+        base,
+        list(args.exchange),
+        snap,
+        rows,
+        drawn,
+        empty,
+        extra={
+            "stale": stale,
+            "requests": report.requests,
+            "new_bars": {f"{m}/{e}": n for (m, e), n in report.new_bars.items()},
+        },
+        notes=[f"stale, left out of the map: {ex} ({why})" for ex, why in stale.items()],
+        table_title=f"{base} {args.timeframe} live at {snap.time}",
+    )
 
 
 class _Parser(argparse.ArgumentParser):
@@ -960,6 +976,30 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+def _add_command(
+    sub: Any,
+    name: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], int],
+    **parser_kwargs: Any,
+) -> argparse.ArgumentParser:
+    """The sub-command ``name`` (``parser_kwargs`` as for ``add_parser``): its options from
+    ``add_arguments``, run by ``run``."""
+    parser: argparse.ArgumentParser = sub.add_parser(name, **parser_kwargs)
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _add_history_arguments(parser: argparse.ArgumentParser, *, volume_help: str) -> None:
+    """The aggregated history `evaluate` and `calibrate` read: the CoinGlass export, the volume
+    joined to it, and the bars skipped at the start."""
+    parser.add_argument("--data", help="CoinGlass 1h CSV (default: bundled BTC export)")
+    parser.add_argument("--volume", help=volume_help)
+    parser.add_argument("--no-volume", action="store_true", help="do not join volume")
+    parser.add_argument("--warmup", type=_nonneg_int, default=200, help="bars skipped at the start")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="liqsignal", description="Liquidation maps for crypto futures")
     p.add_argument("--version", action="version", version=f"liqsignal {_version()}")
@@ -975,10 +1015,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     e = sub.add_parser("evaluate", help="predicted vs realized liquidations, with baselines")
-    e.add_argument("--data", help="CoinGlass 1h CSV (default: bundled BTC export)")
-    e.add_argument("--volume", help="CSV timestamp,volume to join (default: bundled, for bundled)")
-    e.add_argument("--no-volume", action="store_true", help="do not join volume")
-    e.add_argument("--warmup", type=_nonneg_int, default=200, help="bars skipped at the start")
+    _add_history_arguments(
+        e, volume_help="CSV timestamp,volume to join (default: bundled, for bundled)"
+    )
     e.add_argument("--config", help="JSON config with a liqsignal.engine section")
     e.add_argument("--json", action="store_true", help="print JSON")
     e.add_argument("--top-k", type=int, default=3, help="touches: clusters per side")
@@ -996,10 +1035,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_evaluate)
 
     c = sub.add_parser("calibrate", help="walk-forward fit of the free parameters")
-    c.add_argument("--data", help="CoinGlass 1h CSV (default: bundled BTC export)")
-    c.add_argument("--volume", help="CSV timestamp,volume to join")
-    c.add_argument("--no-volume", action="store_true", help="do not join volume")
-    c.add_argument("--warmup", type=_nonneg_int, default=200, help="bars skipped at the start")
+    _add_history_arguments(c, volume_help="CSV timestamp,volume to join")
     c.add_argument("--folds", type=_positive_int, default=2, help="walk-forward test windows")
     c.add_argument("--config", help="starting JSON config with a liqsignal.engine section")
     c.add_argument("--out", default="out/calibrated.json", help="where to write the section")
@@ -1058,37 +1094,35 @@ def build_parser() -> argparse.ArgumentParser:
     try:
         from liqsignal.data.download import add_download_arguments, run_download
 
-        dl = sub.add_parser("download", help="fetch candles, OI and funding into the store")
-        add_download_arguments(dl)
-        dl.set_defaults(func=run_download)
+        help_ = "fetch candles, OI and funding into the store"
+        _add_command(sub, "download", add_download_arguments, run_download, help=help_)
     except ImportError:  # pragma: no cover - optional data extras missing
         pass
 
     try:
         from liqsignal.cli_alerts import add_alerts_arguments, run_alerts
 
-        al = sub.add_parser("alerts", help="refresh maps on a schedule and send Telegram alerts")
-        add_alerts_arguments(al)
-        al.set_defaults(func=run_alerts)
+        help_ = "refresh maps on a schedule and send Telegram alerts"
+        _add_command(sub, "alerts", add_alerts_arguments, run_alerts, help=help_)
     except ImportError:  # pragma: no cover - python-telegram-bot / apscheduler missing
         pass
 
     from liqsignal.replay.__main__ import add_replay_arguments, run_replay
 
-    r = sub.add_parser(
+    _add_command(
+        sub,
         "replay",
+        add_replay_arguments,
+        run_replay,
         help="serve stored data as a local exchange (see docs/replay.md)",
         description="Serve a Freqtrade datadir as a local exchange on 127.0.0.1 until Ctrl-C; "
         "prints the exchange.ccxt_config overlay as JSON.",
     )
-    add_replay_arguments(r)
-    r.set_defaults(func=run_replay)
 
     from liqsignal.guard_report import add_guard_report_arguments, run_guard_report
 
-    gr = sub.add_parser("guard-report", help="what the guards did in a Freqtrade backtest")
-    add_guard_report_arguments(gr)
-    gr.set_defaults(func=run_guard_report)
+    help_ = "what the guards did in a Freqtrade backtest"
+    _add_command(sub, "guard-report", add_guard_report_arguments, run_guard_report, help=help_)
     add_forecast_parsers(sub)
     add_liquidation_parsers(sub)
     add_watch_parsers(sub)

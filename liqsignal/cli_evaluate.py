@@ -68,28 +68,17 @@ def add_yardstick_arguments(e: argparse.ArgumentParser) -> None:
     )
     e.add_argument("--folds", type=int, default=3, help="walk-forward test folds per dataset")
     e.add_argument("--boot", type=int, default=200, help="block-bootstrap draws (0: none)")
-    e.add_argument(
-        "--gate",
-        action="store_true",
-        help="exit 1 unless the model beats move x OI on every dataset and side and its partial "
-        "given all controls is positive on every fold",
-    )
-    e.add_argument(
-        "--gate-only", action="store_true", help="only the yardstick and gate (skip other checks)"
-    )
-    e.add_argument(
-        "--no-structure", action="store_true", help="skip touches, armed flags and the claims"
-    )
-    e.add_argument(
-        "--no-fine",
-        action="store_true",
-        help="build each map from its own bars, not from the finer candles a dataset carries",
-    )
-    e.add_argument(
-        "--no-forecast",
-        action="store_true",
-        help="skip the cascade forecast's walk-forward scores (docs/forecast.md)",
-    )
+    switches = {
+        "--gate": "exit 1 unless the model beats move x OI on every dataset and side and its "
+        "partial given all controls is positive on every fold",
+        "--gate-only": "only the yardstick and gate (skip other checks)",
+        "--no-structure": "skip touches, armed flags and the claims",
+        "--no-fine": "build each map from its own bars, not from the finer candles a dataset "
+        "carries",
+        "--no-forecast": "skip the cascade forecast's walk-forward scores (docs/forecast.md)",
+    }
+    for flag, help_ in switches.items():
+        e.add_argument(flag, action="store_true", help=help_)
     e.add_argument(
         "--forecast-plot", help="write the forecast's reliability diagram and AUC table (PNG)"
     )

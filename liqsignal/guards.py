@@ -115,7 +115,11 @@ class StopDecision:
         return ratio if math.isfinite(ratio) else None
 
 
-def _f(row: Mapping[str, Any] | None, key: str) -> float:
+#: one candle's guard columns (a dataframe row or a dict), or None when there is no row
+Row = Mapping[str, Any] | None
+
+
+def _f(row: Row, key: str) -> float:
     """``row[key]`` as a float; NaN when absent, not a number or infinite (never raises)."""
     if row is None:
         return math.nan
@@ -148,8 +152,25 @@ def _check_side(side: str) -> str:
     return side
 
 
+def _switched_off(side: str, config: GuardConfig, guard_enabled: bool) -> bool:
+    """Whether the guards, or this one (``guard_enabled``), are off; a bad ``side`` raises
+    even then."""
+    _check_side(side)
+    return not (config.enabled and guard_enabled)
+
+
+def _rate_and_problem(state: str, rate: Any) -> tuple[float, str | None]:
+    """``rate`` as ``_pos`` reads it, and what keeps a decision from the data ("stale",
+    "missing", or "no rate" when the rate is not a positive number); None when it can be
+    judged."""
+    rate = _pos(rate)
+    if state != "ok":
+        return rate, state
+    return rate, "no rate" if math.isnan(rate) else None
+
+
 def data_state(
-    row: Mapping[str, Any] | None,
+    row: Row,
     candle_date: datetime | None,
     now: datetime | None,
     timeframe_seconds: float,
@@ -187,20 +208,13 @@ def data_state(
 
 
 def entry_decision(
-    row: Mapping[str, Any] | None,
-    side: str,
-    rate: float,
-    config: GuardConfig,
-    *,
-    state: str = "ok",
+    row: Row, side: str, rate: float, config: GuardConfig, *, state: str = "ok"
 ) -> EntryDecision:
     """Allow or refuse an entry; ``state`` is ``data_state``'s answer for ``row``."""
-    _check_side(side)
-    if not (config.enabled and config.entry_enabled):
+    if _switched_off(side, config, config.entry_enabled):
         return EntryDecision(True, "guard off")
-    rate = _pos(rate)
-    if state != "ok" or math.isnan(rate):
-        what = state if state != "ok" else "no rate"
+    rate, what = _rate_and_problem(state, rate)
+    if what is not None:
         if config.fail_open:
             return EntryDecision(True, f"{what} data, fail-open")
         return EntryDecision(False, f"{what} data, fail-closed")
@@ -296,7 +310,7 @@ def max_safe_leverage(
 
 
 def leverage_decision(
-    row: Mapping[str, Any] | None,
+    row: Row,
     side: str,
     rate: float,
     proposed: float,
@@ -321,9 +335,8 @@ def leverage_decision(
         return LeverageDecision(cap, "guard off")
     cap = min(cap, 1000.0)
     floor = min(config.min_leverage, cap) if cap >= 1.0 else 1.0
-    rate = _pos(rate)
-    if state != "ok" or math.isnan(rate):
-        what = state if state != "ok" else "no rate"
+    rate, what = _rate_and_problem(state, rate)
+    if what is not None:
         if config.fail_open:
             return LeverageDecision(cap, f"{what} data, fail-open")
         return LeverageDecision(floor, f"{what} data, fail-closed")
@@ -376,20 +389,13 @@ def leverage_decision(
 
 
 def stop_decision(
-    row: Mapping[str, Any] | None,
-    side: str,
-    current_rate: float,
-    config: GuardConfig,
-    *,
-    state: str = "ok",
+    row: Row, side: str, current_rate: float, config: GuardConfig, *, state: str = "ok"
 ) -> StopDecision:
     """Tighten or exit when a pocket on the position's side is armed; else keep."""
-    _check_side(side)
-    if not (config.enabled and config.stop_enabled):
+    if _switched_off(side, config, config.stop_enabled):
         return StopDecision("keep", "guard off")
-    current_rate = _pos(current_rate)
-    if state != "ok" or math.isnan(current_rate):
-        what = state if state != "ok" else "no rate"
+    current_rate, what = _rate_and_problem(state, current_rate)
+    if what is not None:
         return StopDecision("keep", f"{what} data: strategy's own stop kept")
     armed = _f(row, f"liq_{side}_armed")
     score = _f(row, f"liq_{side}_armed_score")

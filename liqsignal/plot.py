@@ -348,38 +348,31 @@ def plot_map(
     full = lmap.levels(nonzero=False)
     exact = bool(buckets) and bucket_info is not None and bucket_info["residual_share"] < 1e-9
     parts = dict(buckets) if exact and buckets else {"": full}
-    reds = plt.get_cmap("Reds")(np.linspace(0.5, 0.9, len(parts)))
-    greens = plt.get_cmap("Greens")(np.linspace(0.5, 0.9, len(parts)))
-    left_l = np.zeros(centres.size)
-    left_s = np.zeros(centres.size)
+    shades = np.linspace(0.5, 0.9, len(parts))
+    # per side: where its levels show, its colours by part, what its levels mean
+    sides = {
+        "long": (below, plt.get_cmap("Reds")(shades), "longs liquidated if price falls"),
+        "short": (above, plt.get_cmap("Greens")(shades), "shorts liquidated if price rises"),
+    }
+    left = {side: np.zeros(centres.size) for side in sides}
     for k, (name, lv) in enumerate(parts.items()):
-        long_b = np.where(below, _rebin(lv, edges, "long_usd"), 0.0)
-        short_b = np.where(above, _rebin(lv, edges, "short_usd"), 0.0)
         suffix = f" {name}" if name else ""
-        ax2.stairs(
-            left_l + long_b,
-            edges,
-            baseline=left_l,
-            orientation="horizontal",
-            fill=True,
-            color=reds[k],
-            label=f"long levels{suffix} (longs liquidated if price falls)",
-        )
-        ax2.stairs(
-            left_s + short_b,
-            edges,
-            baseline=left_s,
-            orientation="horizontal",
-            fill=True,
-            color=greens[k],
-            label=f"short levels{suffix} (shorts liquidated if price rises)",
-        )
-        left_l += long_b
-        left_s += short_b
+        for side, (shown, colours, meaning) in sides.items():
+            b = np.where(shown, _rebin(lv, edges, f"{side}_usd"), 0.0)
+            ax2.stairs(
+                left[side] + b,
+                edges,
+                baseline=left[side],
+                orientation="horizontal",
+                fill=True,
+                color=colours[k],
+                label=f"{side} levels{suffix} ({meaning})",
+            )
+            left[side] += b
     right_handles, _ = ax2.get_legend_handles_labels()
     handles += right_handles
     total_now = float(full["long_usd"].sum() + full["short_usd"].sum()) if len(full) else 0.0
-    xmax = float(max(left_l.max(initial=0.0), left_s.max(initial=0.0)))
+    xmax = float(max(left["long"].max(initial=0.0), left["short"].max(initial=0.0)))
     ax2.set_xlim(0, xmax * 1.55 if xmax > 0 else 1.0)
     near = {s: snap.clusters_on(s)[0] for s in ("long", "short") if snap.clusters_on(s)}
     for c in snap.clusters:

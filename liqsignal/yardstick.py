@@ -318,12 +318,7 @@ def _quintile(v: np.ndarray, ok: np.ndarray) -> np.ndarray:
 
 
 def _touches(
-    df: pd.DataFrame,
-    features: pd.DataFrame,
-    warmup: int,
-    horizon: int,
-    n_shift: int,
-    seed: int,
+    df: pd.DataFrame, features: pd.DataFrame, warmup: int, horizon: int, n_shift: int, seed: int
 ) -> dict[str, Any]:
     """The nearest cluster on each side at non-overlapping origins (every H bars): reached
     within H bars? Against (a) levels at the same distance from bars in the same volatility
@@ -405,12 +400,7 @@ def _flag_scores(flags: np.ndarray, onsets: np.ndarray, horizon: int) -> tuple[f
 
 
 def _armed(
-    df: pd.DataFrame,
-    features: pd.DataFrame,
-    warmup: int,
-    horizon: int,
-    n_shift: int,
-    seed: int,
+    df: pd.DataFrame, features: pd.DataFrame, warmup: int, horizon: int, n_shift: int, seed: int
 ) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     out: dict[str, Any] = {"horizon_bars": horizon, "onset": "trailing 98th percentile, past only"}

@@ -13,15 +13,8 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from liqsignal import guards
 from liqsignal.freqtrade import LiqGuardMixin
-from liqsignal.guards import (
-    GUARD_COLUMNS,
-    GuardConfig,
-    data_state,
-    entry_decision,
-    leverage_decision,
-    stop_decision,
-)
 
 PAIR = "BTC/USDT:USDT"
 NOW = datetime(2026, 2, 1, 12, 0, tzinfo=UTC)
@@ -92,7 +85,7 @@ def rows(draw):
 
 
 configs = st.builds(
-    GuardConfig,
+    guards.GuardConfig,
     on_stale=st.sampled_from(["open", "closed"]),
     stop_mode=st.sampled_from(["tighten", "exit"]),
     entry_max_prob=st.sampled_from([None, 0.2]),
@@ -123,16 +116,16 @@ def _usable(x: Any) -> bool:
 def test_pure_guards_never_raise_and_follow_on_stale(
     row, date, now, tf, side, rate, proposed, max_lev, cfg
 ):
-    state = data_state(row, date, now, tf, cfg)
+    state = guards.data_state(row, date, now, tf, cfg)
     assert state in ("ok", "missing", "stale")
     if row is None or date is None or date is pd.NaT or not isinstance(date, datetime):
         assert state == "missing"
     fresh_args = isinstance(date, datetime) and date is not pd.NaT and now is NOW and tf == 3600
     if fresh_args and date.replace(tzinfo=UTC) < NOW - timedelta(days=1) and state != "missing":
         assert state == "stale"
-    e = entry_decision(row, side, rate, cfg, state=state)
-    lv = leverage_decision(row, side, rate, proposed, max_lev, cfg, state=state)
-    sd = stop_decision(row, side, rate, cfg, state=state)
+    e = guards.entry_decision(row, side, rate, cfg, state=state)
+    lv = guards.leverage_decision(row, side, rate, proposed, max_lev, cfg, state=state)
+    sd = guards.stop_decision(row, side, rate, cfg, state=state)
     assert isinstance(e.allowed, bool)
     assert isinstance(lv.leverage, float) and math.isfinite(lv.leverage)
     assert 1.0 <= lv.leverage <= 1000.0
@@ -240,8 +233,8 @@ def test_mixin_callbacks_never_raise_into_the_bot(
 
 
 def test_a_nat_candle_is_missing_not_fresh_and_closed_refuses():
-    cfg = GuardConfig(on_stale="closed")
-    assert data_state(good_row(), pd.NaT, NOW, 3600, cfg) == "missing"
+    cfg = guards.GuardConfig(on_stale="closed")
+    assert guards.data_state(good_row(), pd.NaT, NOW, 3600, cfg) == "missing"
     s = Strat(FakeDP(_frame(good_row(), pd.NaT)), {"liqsignal": {"guards": {"on_stale": "closed"}}})
     assert s.liq_confirm_trade_entry(PAIR, PRICE, "long", NOW + timedelta(days=30)) is False
     assert s.liq_leverage(PAIR, NOW, PRICE, 10, 125, "long") == 1.0
@@ -255,5 +248,5 @@ def test_leverage_with_no_proposed_leverage_answers_instead_of_raising():
 
 
 def test_guard_columns_in_good_row():
-    assert set(GUARD_COLUMNS) <= set(good_row())
+    assert set(guards.GUARD_COLUMNS) <= set(good_row())
     assert np.isfinite(list(good_row().values())).all()

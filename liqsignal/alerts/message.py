@@ -369,6 +369,19 @@ def signed_distance(side: str, distance_pct: float) -> float:
     return -d if side == "long" else d
 
 
+#: the Pocket fields format_cluster_alert takes under the same name
+_POCKET_FIELDS = (
+    "usd",
+    "distance_pct",
+    "cascade_usd",
+    "score",
+    "probability",
+    "horizon_bars",
+    "threshold",
+    "precision",
+)
+
+
 def alert_for(event: Event, *, now: datetime | None = None, stale: Sequence[str] = ()) -> Alert:
     """The Telegram text (no picture) for one event, keyed for the outbox."""
     ctx = event.context or {}
@@ -380,22 +393,15 @@ def alert_for(event: Event, *, now: datetime | None = None, stale: Sequence[str]
             side=event.side,
             price_low=p.low,
             price_high=p.high,
-            usd=p.usd,
-            distance_pct=p.distance_pct,
             price=event.price,
             exchange_shares=dict(p.shares) or None,
             cascade_depth=p.depth,
-            cascade_usd=p.cascade_usd,
             oi_usd=ctx.get("oi_usd"),
             oi_change_pct=ctx.get("oi_change_pct"),
             funding_rate=ctx.get("funding_rate"),
             kind=event.kind,
-            score=p.score,
-            probability=p.probability,
-            horizon_bars=p.horizon_bars,
-            threshold=p.threshold,
-            precision=p.precision,
             note=_stale_note(stale) or f"bar {event.time:%Y-%m-%d %H:%M} UTC",
+            **{name: getattr(p, name) for name in _POCKET_FIELDS},
         )
     elif event.kind == "consumed":
         assert event.side is not None

@@ -18,7 +18,7 @@ import email.utils
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -68,13 +68,14 @@ class ExchangeSpec:
     ccxt_id: str
     settles: tuple[str, ...]  # settle currencies of linear perpetuals, preferred first
     ohlcv_page: int  # candles per request
-    oi_timeframes: tuple[str, ...]  # timeframes the OI-history endpoint accepts
-    oi_page: int
-    oi_days: int | None  # how far back OI history reaches (None: no documented limit)
     funding_page: int
     #: hours per funding row assumed to size [since, until] windows of newest-first endpoints
     #: (None: the endpoint answers the earliest rows from since on, no window needed)
     funding_window_h: int | None
+    #: timeframes the OI-history endpoint accepts (none: the venue serves no OI history)
+    oi_timeframes: tuple[str, ...] = ()
+    oi_page: int = 0
+    oi_days: int | None = None  # how far back OI history reaches (None: no documented limit)
     options: Mapping[str, Any] = field(default_factory=dict)  # ccxt options merged in
     taker_buy: bool = False  # raw klines carry taker buy volume (columns 9-10)
     #: the candle/OI endpoints answer the earliest ``limit`` rows from ``since`` on, so pages need
@@ -117,7 +118,6 @@ EXCHANGES: dict[str, ExchangeSpec] = {
         ohlcv_page=1000,
         oi_timeframes=("5m", "15m", "30m", "1h", "4h", "1d"),
         oi_page=200,
-        oi_days=None,
         funding_page=200,
         funding_window_h=8,  # newest-first in [startTime, endTime]: windows, halved if full
         options={"fetchMarkets": {"types": ["linear"]}, "defaultType": "swap"},
@@ -128,7 +128,6 @@ EXCHANGES: dict[str, ExchangeSpec] = {
         ohlcv_page=300,
         oi_timeframes=("5m", "1h", "1d"),
         oi_page=100,
-        oi_days=None,
         funding_page=100,
         funding_window_h=8,  # newest-first: before/after windows, halved when a page is full
         options={"fetchMarkets": {"types": ["swap"]}, "defaultType": "swap"},
@@ -139,9 +138,6 @@ EXCHANGES: dict[str, ExchangeSpec] = {
         "bitget",
         ("USDT", "USDC"),
         ohlcv_page=200,
-        oi_timeframes=(),
-        oi_page=0,
-        oi_days=None,
         funding_page=100,
         funding_window_h=None,
         options={"defaultType": "swap"},
@@ -153,7 +149,6 @@ EXCHANGES: dict[str, ExchangeSpec] = {
         ohlcv_page=1000,
         oi_timeframes=("5m", "15m", "30m", "1h", "4h", "1d"),
         oi_page=100,
-        oi_days=None,
         funding_page=1000,
         funding_window_h=8,  # [from, to] windows, halved when a page is full: safe either way
         options={
@@ -170,9 +165,6 @@ EXCHANGES: dict[str, ExchangeSpec] = {
         "hyperliquid",
         ("USDC",),
         ohlcv_page=500,
-        oi_timeframes=(),
-        oi_page=0,
-        oi_days=None,
         funding_page=500,
         funding_window_h=None,
         options={"defaultType": "swap"},
@@ -217,10 +209,10 @@ class RetryPolicy:
     max_retry_after: float = 120.0
 
     def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ConfigError(f"retry attempts: expected >= 1, got {self.attempts}")
-        if self.base_delay < 0 or self.max_delay < 0 or self.factor < 1:
-            raise ConfigError("retry delays: expected base_delay >= 0, max_delay >= 0, factor >= 1")
+        for name, least in (("attempts", 1), ("base_delay", 0), ("max_delay", 0), ("factor", 1)):
+            value = getattr(self, name)
+            if value < least:
+                raise ConfigError(f"retry {name}: expected >= {least}, got {value}")
 
 
 @dataclass
@@ -645,6 +637,23 @@ class ExchangeClient:
         return self._rows_to_frame(rows, "taker_buy")
 
     # -- open interest --------------------------------------------------------------------------
+    async def _stats_window(
+        self, market: str, timeframe: str, since: int | None, until: int | None, accepts: str
+    ) -> tuple[int, str, int, int]:
+        """``(bar ms, symbol, since ms, until ms)`` of a request to the open-interest statistics
+        endpoint (OI history, and the liquidation bars it also serves), paged as that endpoint
+        pages; ``timeframe`` must be one it serves (``accepts`` names what, for the error)."""
+        if timeframe not in self.spec.oi_timeframes:
+            raise ConfigError(
+                f"timeframe: {self.name} {accepts} "
+                f"{', '.join(self.spec.oi_timeframes)}, got {timeframe!r}"
+            )
+        tf_ms = timeframe_to_ms(timeframe)
+        symbol, since_ms, until_ms = await self._since_until(
+            market, since, until, tf_ms * self.spec.oi_page
+        )
+        return tf_ms, symbol, since_ms, until_ms
+
     async def fetch_open_interest_history(
         self, market: str, timeframe: str, since: int | None = None, until: int | None = None
     ) -> pd.DataFrame:
@@ -654,14 +663,8 @@ class ExchangeClient:
         """
         if not self.has("fetchOpenInterestHistory") or not self.spec.oi_timeframes:
             raise PermanentDataError(f"{self.name} {market}: no open interest history endpoint")
-        if timeframe not in self.spec.oi_timeframes:
-            raise ConfigError(
-                f"timeframe: {self.name} open interest history accepts "
-                f"{', '.join(self.spec.oi_timeframes)}, got {timeframe!r}"
-            )
-        tf_ms = timeframe_to_ms(timeframe)
-        symbol, since_ms, until_ms = await self._since_until(
-            market, since, until, tf_ms * self.spec.oi_page
+        tf_ms, symbol, since_ms, until_ms = await self._stats_window(
+            market, timeframe, since, until, "open interest history accepts"
         )
         if self.history_limits and self.spec.oi_days is not None:
             floor = self.api.milliseconds() - self.spec.oi_days * 86_400_000 + 3_600_000
@@ -669,31 +672,50 @@ class ExchangeClient:
         if since_ms > until_ms:
             return self._rows_to_frame([], "open_interest")
         since_ms = math.ceil(since_ms / tf_ms) * tf_ms
+
+        def parse(raw: Any, what: str) -> list[tuple[int, list[float]]]:
+            return self._oi_units(symbol, _parse_oi(raw, what, self.spec.oi_amount_in_contracts))
+
+        rows = await self._stats_pages(
+            "open interest", symbol, timeframe, tf_ms, (since_ms, until_ms), parse, newest=True
+        )
+        return self._rows_to_frame(rows, "open_interest")
+
+    async def _stats_pages(
+        self,
+        kind: str,
+        symbol: str,
+        timeframe: str,
+        tf_ms: int,
+        window: tuple[int, int],
+        parse: Callable[[Any, str], list[tuple[int, list[float]]]],
+        *,
+        newest: bool,
+    ) -> list[tuple[int, list[float]]]:
+        """The open-interest statistics endpoint's rows of ``kind`` over ``window`` (since,
+        until; ms), page by page, each page parsed by ``parse(raw, what)``; ``newest``: the
+        endpoint answers the newest rows of a window (``_paginate``'s ``limit``)."""
         limit = self.spec.oi_page
+        what = f"{self.name} {symbol} {kind}"
 
         async def page(cursor: int, window_end: int) -> list[tuple[int, list[float]]]:
             raw = await self.api.fetch_open_interest_history(
                 symbol, timeframe, cursor, limit, {"until": window_end}
             )
-            self._check_parsed(f"{self.name} {symbol} open interest")
-            return self._oi_units(
-                symbol,
-                _parse_oi(
-                    raw, f"{self.name} {symbol} open interest", self.spec.oi_amount_in_contracts
-                ),
-            )
+            self._check_parsed(what)
+            return parse(raw, what)
 
-        rows = await self._paginate(
-            f"open interest {timeframe}",
+        since_ms, until_ms = window
+        return await self._paginate(
+            f"{kind} {timeframe}",
             symbol,
             page,
             since_ms,
             until_ms,
             limit * tf_ms,
             tf_ms,
-            limit,
+            limit if newest else None,
         )
-        return self._rows_to_frame(rows, "open_interest")
 
     async def fetch_open_interest(self, market: str) -> pd.DataFrame:
         """Current open interest: one row ``date, open_interest_amount, open_interest_value``."""
@@ -767,51 +789,21 @@ class ExchangeClient:
         (``events`` NaN: not counted by the venue). ``timeframe`` as for OI history."""
         if not self.spec.liq_bars:
             raise PermanentDataError(f"{self.name} {market}: no per-bar liquidation history")
-        if timeframe not in self.spec.oi_timeframes:
-            raise ConfigError(
-                f"timeframe: {self.name} liquidation bars accept "
-                f"{', '.join(self.spec.oi_timeframes)}, got {timeframe!r}"
-            )
-        tf_ms = timeframe_to_ms(timeframe)
-        symbol, since_ms, until_ms = await self._since_until(
-            market, since, until, tf_ms * self.spec.oi_page
+        tf_ms, symbol, since_ms, until_ms = await self._stats_window(
+            market, timeframe, since, until, "liquidation bars accept"
         )
         since_ms = math.ceil(since_ms / tf_ms) * tf_ms
         if since_ms > until_ms:
             return _liq_bars_frame([])
-        limit = self.spec.oi_page
-        what = f"{self.name} {symbol} liquidation bars"
-
-        async def page(cursor: int, window_end: int) -> list[tuple[int, list[float]]]:
-            raw = await self.api.fetch_open_interest_history(
-                symbol, timeframe, cursor, limit, {"until": window_end}
-            )
-            self._check_parsed(what)
-            if not isinstance(raw, list):
-                raise _Malformed(f"{what}: expected a list, got {type(raw).__name__}")
-            out = []
-            for item in raw:
-                info = item.get("info") if isinstance(item, dict) else None
-                if not isinstance(info, dict):
-                    raise _Malformed(f"{what}: entry without info: {item!r:.80}")
-                out.append(
-                    (
-                        _ts(item.get("timestamp"), what),
-                        [_num(info.get("long_liq_usd")), _num(info.get("short_liq_usd"))],
-                    )
-                )
-            return out
-
         # contract_stats answers the earliest ``limit`` rows from ``from`` on: no halving
-        rows = await self._paginate(
-            f"liquidation bars {timeframe}",
+        rows = await self._stats_pages(
+            "liquidation bars",
             symbol,
-            page,
-            since_ms,
-            until_ms,
-            limit * tf_ms,
+            timeframe,
             tf_ms,
-            None,
+            (since_ms, until_ms),
+            _parse_liq_bars,
+            newest=False,
         )
         return _liq_bars_frame(rows)
 
@@ -961,13 +953,20 @@ def _parse_rows(raw: Any, width: int, what: str) -> list[tuple[int, list[float]]
     return out
 
 
-def _parse_oi(raw: Any, what: str, base_first: bool = False) -> list[tuple[int, list[float]]]:
+def _entries(raw: Any, what: str) -> Iterator[dict[str, Any]]:
+    """The entries of ccxt's list of dicts ``raw``, in order; _Malformed at the first thing
+    that is not."""
     if not isinstance(raw, list):
         raise _Malformed(f"{what}: expected a list, got {type(raw).__name__}")
-    out = []
     for item in raw:
         if not isinstance(item, dict):
             raise _Malformed(f"{what}: bad entry {item!r:.80}")
+        yield item
+
+
+def _parse_oi(raw: Any, what: str, base_first: bool = False) -> list[tuple[int, list[float]]]:
+    out = []
+    for item in _entries(raw, what):
         keys = ("baseVolume", "openInterestAmount")
         amount = item.get(keys[0] if base_first else keys[1])
         if amount is None:
@@ -980,13 +979,27 @@ def _parse_oi(raw: Any, what: str, base_first: bool = False) -> list[tuple[int, 
 
 
 def _parse_funding(raw: Any, what: str) -> list[tuple[int, list[float]]]:
+    return [
+        (_ts(item.get("timestamp"), what), [_num(item.get("fundingRate"))])
+        for item in _entries(raw, what)
+    ]
+
+
+def _parse_liq_bars(raw: Any, what: str) -> list[tuple[int, list[float]]]:
+    """Gate contract_stats rows (through ccxt's OI history) as (ts, [long USD, short USD])."""
     if not isinstance(raw, list):
         raise _Malformed(f"{what}: expected a list, got {type(raw).__name__}")
     out = []
     for item in raw:
-        if not isinstance(item, dict):
-            raise _Malformed(f"{what}: bad entry {item!r:.80}")
-        out.append((_ts(item.get("timestamp"), what), [_num(item.get("fundingRate"))]))
+        info = item.get("info") if isinstance(item, dict) else None
+        if not isinstance(info, dict):
+            raise _Malformed(f"{what}: entry without info: {item!r:.80}")
+        out.append(
+            (
+                _ts(item.get("timestamp"), what),
+                [_num(info.get("long_liq_usd")), _num(info.get("short_liq_usd"))],
+            )
+        )
     return out
 
 

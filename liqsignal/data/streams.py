@@ -61,7 +61,7 @@ import ccxt.pro as ccxtpro
 import pandas as pd
 
 from liqsignal.data.exchanges import EXCHANGES, _deep_merge
-from liqsignal.data.liquidations import LiquidationStore, make_events, normalise_side
+from liqsignal.data.liquidations import LiquidationStore, _finite, make_events, normalise_side
 from liqsignal.exceptions import ConfigError, LiqsignalError, traceback_of
 
 __all__ = [
@@ -73,8 +73,6 @@ __all__ = [
     "VenueStream",
 ]
 
-logger = logging.getLogger(__name__)
-
 #: venues with a public liquidation stream in ccxt.pro, and how it is watched
 STREAM_VENUES: dict[str, str] = {
     "binance": "watch_liquidations_for_symbols",  # <symbol>@forceOrder (or !forceOrder@arr)
@@ -82,6 +80,8 @@ STREAM_VENUES: dict[str, str] = {
     "okx": "watch_liquidations_for_symbols",  # liquidation-orders, instType SWAP
 }
 _SECRET_KEYS = ("apiKey", "secret", "password", "uid", "privateKey", "walletAddress", "token")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -224,16 +224,6 @@ def _scrub(text: str, secrets: Sequence[str]) -> str:
     for s in secrets:
         text = text.replace(s, "***")
     return text
-
-
-def _finite(v: Any) -> float | None:
-    if v is None or isinstance(v, bool):
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 class VenueStream:

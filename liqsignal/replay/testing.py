@@ -30,7 +30,7 @@ import json
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from liqsignal.exceptions import ConfigError
@@ -139,8 +139,9 @@ class FaultRule:
     status: int = 503
     retry_after: float = 1.0
     seed: int = 0
-    matched: int = 0
-    hits: int = 0
+    #: counted as requests come in: the requests that matched, and how often the fault fired
+    matched: int = field(default=0, init=False)
+    hits: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

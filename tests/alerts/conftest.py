@@ -9,24 +9,23 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from liqsignal.alerts.outbox import Outbox
+from liqsignal.alerts.service import AlertService
 from liqsignal.alerts.telegram import RetryPolicy, TelegramSender
 
 from .fake_botapi import FakeBotAPI
+from .fake_provider import CHAT_A, CHAT_B, FakeProvider, M, alert_config
 
 # looks like a real token: bot id, colon, 35 characters
 TOKEN = "7000001:AAH-liqsignalTestTokenSecret_xyz123"
-CHAT_A = 111
-CHAT_B = 222
 
+_TIMEOUTS = ("read_timeout", "write_timeout", "connect_timeout", "media_write_timeout")
+# quick retries, and every HTTP timeout half a second
 FAST = RetryPolicy(
     attempts=3,
     backoff_base=0.01,
     backoff_max=0.05,
     max_retry_after_total=5.0,
-    read_timeout=0.5,
-    write_timeout=0.5,
-    connect_timeout=0.5,
-    media_write_timeout=0.5,
+    **dict.fromkeys(_TIMEOUTS, 0.5),
 )
 
 
@@ -83,6 +82,23 @@ async def make_sender(
     yield make
     for s in made:
         await s.stop()
+
+
+@pytest.fixture
+def provider() -> FakeProvider:
+    """The map provider behind ``service``; a module overrides it for a richer fake."""
+    return FakeProvider()
+
+
+@pytest.fixture
+async def service(
+    make_sender: Callable[..., TelegramSender], outbox: Outbox, provider: FakeProvider
+) -> AsyncIterator[AlertService]:
+    """An AlertService over ``provider`` for market M, sending to CHAT_A and CHAT_B."""
+    sender = make_sender(chat_ids=[CHAT_A, CHAT_B], outbox=outbox)
+    svc = AlertService(provider, alert_config(), markets=[M], sender=sender)
+    yield svc
+    await svc.aclose()
 
 
 @pytest.fixture(autouse=True)

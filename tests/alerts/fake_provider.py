@@ -11,7 +11,9 @@ import pandas as pd
 from liqsignal.config import AlertConfig
 from liqsignal.engine import Cluster, MapSnapshot
 
-from .conftest import CHAT_A, CHAT_B
+# the two chats the alert config and the test senders send to
+CHAT_A = 111
+CHAT_B = 222
 
 M = "BTC/USDT:USDT"
 T0 = pd.Timestamp("2026-01-29 10:00", tz="UTC")

@@ -11,7 +11,6 @@ import pytest
 from liqsignal.alerts.service import AlertService
 from liqsignal.data.streams import StreamEvent
 
-from .conftest import CHAT_A, CHAT_B
 from .fake_provider import T0, FakeProvider, M, alert_config, cluster
 
 H = pd.Timedelta(hours=1)
@@ -42,14 +41,6 @@ def _event(price: float, side: str = "long", minutes: int = 30) -> StreamEvent:
 @pytest.fixture
 def provider():
     return LiveProvider()
-
-
-@pytest.fixture
-async def service(make_sender, outbox, provider):
-    sender = make_sender(chat_ids=[CHAT_A, CHAT_B], outbox=outbox)
-    svc = AlertService(provider, alert_config(), markets=[M], sender=sender)
-    yield svc
-    await svc.aclose()
 
 
 async def test_event_through_the_armed_pocket_is_consumed_at_once_and_once(

@@ -20,22 +20,9 @@ from liqsignal.exceptions import ConfigError
 
 from .conftest import CHAT_A, CHAT_B, FAST, TOKEN
 from .fake_botapi import Fault
-from .fake_provider import FakeProvider, M, alert_config, cluster
+from .fake_provider import M, alert_config, cluster
 
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture
-def provider():
-    return FakeProvider()
-
-
-@pytest.fixture
-async def service(make_sender, outbox, provider):
-    sender = make_sender(chat_ids=[CHAT_A, CHAT_B], outbox=outbox)
-    svc = AlertService(provider, alert_config(), markets=[M], sender=sender)
-    yield svc
-    await svc.aclose()
 
 
 async def test_armed_alert_is_one_photo_per_chat_with_the_whole_story(

@@ -7,13 +7,14 @@ real numbers in Bitget's shapes, not Bitget's own figures.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
+from typing import Any
 
 import ccxt
 import pandas as pd
 import pytest
 from liq_util import TESTDATA
-from venues_util import ccxt_client
+from venues_util import markets_candles_funding
 
 from liqsignal.data.exchanges import ExchangeClient, RetryPolicy
 from liqsignal.exceptions import PermanentDataError
@@ -30,16 +31,14 @@ def bitget() -> Iterator[ReplayExchange]:
 
 
 def test_ccxt_bitget_markets_candles_funding(bitget: ReplayExchange) -> None:
-    async def run() -> tuple[dict, list, list]:
-        async with ccxt_client(bitget, "bitget") as api:
-            markets = await api.load_markets()
-            rows = await api.fetch_ohlcv(SYM, "1h", None, 5, {"until": 1767240000000})
-            fr = await api.fetch_funding_rate_history(SYM, None, 3)
-            with pytest.raises(ccxt.BadRequest):
-                await api.fetch_funding_rate_history(SYM, None, 101)  # pageSize at most 100
-        return markets, rows, fr
+    candles = ("1h", None, 5, {"until": 1767240000000})
 
-    markets, rows, fr = asyncio.run(run())
+    def too_many(api: Any) -> Awaitable[Any]:  # pageSize at most 100
+        return api.fetch_funding_rate_history(SYM, None, 101)
+
+    markets, rows, fr = markets_candles_funding(
+        bitget, SYM, candles, (None, 3), too_many, ccxt.BadRequest
+    )
     assert list(markets) == [SYM] and markets[SYM]["swap"] and markets[SYM]["linear"]
     src = pd.read_feather(FUT / "BTC_USDT_USDT-1h-futures.feather").set_index("date")
     times = pd.to_datetime([r[0] for r in rows], unit="ms", utc=True)

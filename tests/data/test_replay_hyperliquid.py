@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
+from typing import Any
 
 import ccxt
 import pandas as pd
 import pytest
 from liq_util import TESTDATA
-from venues_util import ccxt_client
+from venues_util import markets_candles_funding
 
 from liqsignal.data.exchanges import ExchangeClient, RetryPolicy
 from liqsignal.replay.server import ReplayExchange
@@ -38,16 +39,14 @@ def hl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplayExchange]:
 
 
 def test_ccxt_hyperliquid_markets_candles_funding(hl: ReplayExchange) -> None:
-    async def run() -> tuple[dict, list, list]:
-        async with ccxt_client(hl, "hyperliquid") as api:
-            markets = await api.load_markets()
-            rows = await api.fetch_ohlcv(SYM, "1h", 1767225600000, 3)
-            fr = await api.fetch_funding_rate_history(SYM, 1767225600000, 2)
-            with pytest.raises(ccxt.BaseError):
-                await api.fetch_ohlcv(SYM, "7m", 1767225600000, 3)
-        return markets, rows, fr
+    since = 1767225600000
 
-    markets, rows, fr = asyncio.run(run())
+    def bad_timeframe(api: Any) -> Awaitable[Any]:
+        return api.fetch_ohlcv(SYM, "7m", since, 3)
+
+    markets, rows, fr = markets_candles_funding(
+        hl, SYM, ("1h", since, 3), (since, 2), bad_timeframe, ccxt.BaseError
+    )
     assert list(markets) == [SYM] and markets[SYM]["swap"] and markets[SYM]["settle"] == "USDC"
     src = pd.read_feather(FUT / "BTC_USDT_USDT-1h-futures.feather")
     assert [r[0] for r in rows] == [1767225600000 + i * 3_600_000 for i in range(3)]

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import ccxt.async_support as ccxt_async
 import pandas as pd
+import pytest
 
 from liqsignal.replay.server import ReplayExchange
 from liqsignal.replay.testing import Faults
@@ -63,3 +65,28 @@ async def ccxt_client(rx: ReplayExchange, venue: str) -> AsyncIterator[Any]:
         yield api
     finally:
         await api.close()
+
+
+def markets_candles_funding(
+    rx: ReplayExchange,
+    symbol: str,
+    ohlcv: tuple[Any, ...],
+    funding: tuple[Any, ...],
+    refused: Callable[[Any], Awaitable[Any]],
+    error: type[Exception],
+) -> tuple[dict, list, list]:
+    """Through the real ccxt client of the one venue ``rx`` serves: its markets,
+    ``fetch_ohlcv(symbol, *ohlcv)`` and ``fetch_funding_rate_history(symbol, *funding)``; the
+    call ``refused`` makes on the client must raise ``error``."""
+    (venue,) = rx.venues
+
+    async def run() -> tuple[dict, list, list]:
+        async with ccxt_client(rx, venue) as api:
+            markets = await api.load_markets()
+            rows = await api.fetch_ohlcv(symbol, *ohlcv)
+            fr = await api.fetch_funding_rate_history(symbol, *funding)
+            with pytest.raises(error):
+                await refused(api)
+        return markets, rows, fr
+
+    return asyncio.run(run())
