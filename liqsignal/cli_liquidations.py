@@ -42,6 +42,7 @@ from typing import Any
 
 import pandas as pd
 
+from liqsignal.data import add_datadir_argument
 from liqsignal.data.liquidations import LiquidationStore, make_events, normalise_side, to_utc_ms
 from liqsignal.exceptions import ConfigError, CorruptFileError, InputError, LiqsignalError
 
@@ -270,12 +271,7 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--exchange", required=True, help="store folder name, e.g. binance, coinglass")
     p.add_argument("--symbol", required=True, help="ccxt symbol, e.g. BTC/USDT:USDT")
     p.add_argument("--timeframe", default="1h", help="bar size of a per-bar file (default 1h)")
-    p.add_argument(
-        "--datadir",
-        type=Path,
-        default=Path("user_data/data"),
-        help="data folder (default: user_data/data)",
-    )
+    add_datadir_argument(p)
     p.add_argument(
         "--sides",
         choices=sorted(SIDE_CONVENTION),

@@ -27,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 
+from liqsignal.data import add_datadir_argument
 from liqsignal.data.exchanges import EXCHANGES, ExchangeClient, RetryPolicy, timeframe_to_ms
 from liqsignal.data.jobs import JobResult
 from liqsignal.data.liquidation_history import LIQUIDATION_TYPES, run_liquidation_job
@@ -486,12 +487,7 @@ def add_download_arguments(parser: argparse.ArgumentParser) -> None:
         "--since", required=True, help="start: date (2026-01-01) or age (30d); resumes after data"
     )
     parser.add_argument("--until", default=None, help="end: date or epoch ms (default: now)")
-    parser.add_argument(
-        "--datadir",
-        type=Path,
-        default=Path("user_data/data"),
-        help="data folder; files go to <datadir>/<exchange>/futures/ (default: user_data/data)",
-    )
+    add_datadir_argument(parser, "files go to <datadir>/<exchange>/futures/")
     parser.add_argument(
         "--candle-types",
         nargs="+",

@@ -255,9 +255,8 @@ class HistoryClient(ExchangeClient):
     async def _forward(
         self, symbol: str, since_ms: int, until_ms: int, started: bool
     ) -> LiquidationHistory:
-        result = LiquidationHistory(events=events_from_ccxt(self.name, [], symbol))
-        frames: list[pd.DataFrame] = []
-        seen: set[str] = set()
+        pages = _Pages(LiquidationHistory(events=events_from_ccxt(self.name, [], symbol)))
+        result = pages.result
         cursor = since_ms
         while cursor <= until_ms:
             raw, events = await self._page(symbol, cursor, until_ms)
@@ -267,8 +266,7 @@ class HistoryClient(ExchangeClient):
             if not started and times:
                 first = max(cursor, min(times))  # before it the venue may keep nothing
             started = started or bool(times)
-            if len(events):
-                frames.append(_unseen(events, seen))
+            pages.add(events)
             if not full:
                 if started:
                     _add_span(result.covered, first, until_ms)
@@ -282,17 +280,14 @@ class HistoryClient(ExchangeClient):
             if started:
                 _add_span(result.covered, first, last - 1)
             cursor = last  # read that millisecond again: the page may have cut it
-        if frames:
-            result.events = pd.concat(frames, ignore_index=True)
-        return result
+        return pages.done()
 
     # -- htx: windows, halved when full ----------------------------------------------------------
     async def _windows(
         self, symbol: str, since_ms: int, until_ms: int, started: bool
     ) -> LiquidationHistory:
-        result = LiquidationHistory(events=events_from_ccxt(self.name, [], symbol))
-        frames: list[pd.DataFrame] = []
-        seen: set[str] = set()
+        pages = _Pages(LiquidationHistory(events=events_from_ccxt(self.name, [], symbol)))
+        result = pages.result
         cursor = since_ms
         width = self.venue.window_ms
         while cursor <= until_ms:
@@ -310,13 +305,28 @@ class HistoryClient(ExchangeClient):
                 started = started or n > 0
                 if started:
                     _add_span(result.covered, cursor, end)
-            if len(events):
-                frames.append(_unseen(events, seen))
+            pages.add(events)
             cursor = end + 1
             width = self.venue.window_ms
-        if frames:
-            result.events = pd.concat(frames, ignore_index=True)
-        return result
+        return pages.done()
+
+
+@dataclass
+class _Pages:
+    """What one paged read collects: each venue id's event once, and the result's spans."""
+
+    result: LiquidationHistory
+    frames: list[pd.DataFrame] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
+
+    def add(self, events: pd.DataFrame) -> None:
+        if len(events):
+            self.frames.append(_unseen(events, self.seen))
+
+    def done(self) -> LiquidationHistory:
+        if self.frames:
+            self.result.events = pd.concat(self.frames, ignore_index=True)
+        return self.result
 
 
 def _unseen(events: pd.DataFrame, seen: set[str]) -> pd.DataFrame:
