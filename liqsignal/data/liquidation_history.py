@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -35,6 +36,18 @@ logger = logging.getLogger(__name__)
 LIQUIDATION_TYPES = ("liquidations", "liquidation_events")
 EVENTS_TF = "-"  # the events job has no timeframe
 CHUNK_PAGES = 20
+
+
+class _Job(NamedTuple):
+    """What a liquidation job works on: the client, the store, its result, the venue's symbol
+    and the span ``[since_ms, end]`` (ms)."""
+
+    client: ExchangeClient
+    store: LiquidationStore
+    res: JobResult
+    symbol: str
+    since_ms: int
+    end: int
 
 
 async def run_liquidation_job(
@@ -53,9 +66,9 @@ async def run_liquidation_job(
         symbol = res.symbol = await client.symbol(market)
         end = until_ms if until_ms is not None else int(time.time() * 1000)
         if candle_type == "liquidations":
-            await _bars_job(client, store, res, symbol, since_ms, end)
+            await _bars_job(_Job(client, store, res, symbol, since_ms, end))
         elif candle_type == "liquidation_events":
-            await _events_job(client, store, res, symbol, since_ms, end)
+            await _events_job(_Job(client, store, res, symbol, since_ms, end))
         else:
             raise ConfigError(f"candle_type: not a liquidation type: {candle_type!r}")
     except (DataError, ConfigError) as e:
@@ -70,14 +83,8 @@ async def run_liquidation_job(
     return res
 
 
-async def _bars_job(
-    client: ExchangeClient,
-    store: LiquidationStore,
-    res: JobResult,
-    symbol: str,
-    since_ms: int,
-    end: int,
-) -> None:
+async def _bars_job(job: _Job) -> None:
+    client, store, res, symbol, since_ms, end = job
     if not client.spec.liq_bars:
         res.status = "skipped"
         res.message = f"{client.name} sums no liquidations per bar (stream them: liqsignal watch)"
@@ -119,14 +126,8 @@ async def _bars_job(
         res.message = "no new rows"
 
 
-async def _events_job(
-    client: ExchangeClient,
-    store: LiquidationStore,
-    res: JobResult,
-    symbol: str,
-    since_ms: int,
-    end: int,
-) -> None:
+async def _events_job(job: _Job) -> None:
+    client, store, res, symbol, since_ms, end = job
     if client.spec.liq_window_ms is None or not client.has("fetchLiquidations"):
         res.status = "skipped"
         res.message = (

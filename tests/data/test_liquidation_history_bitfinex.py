@@ -10,7 +10,6 @@ Data served: the bundled real Hyperliquid liquidations, sides relabelled from th
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ import ccxt.async_support as ccxt_async
 import numpy as np
 import pandas as pd
 import pytest
+from history_util import FAST, assert_same, fetch
 
 import liqsignal.replay.bitfinex as bfx
 from liqsignal.data.exchanges import LiquidationHistory, RetryPolicy
@@ -33,7 +33,6 @@ TESTDATA = Path(__file__).resolve().parents[1] / "testdata" / "replay_binance"
 SYM = "BTC/USDT:USDT"
 SINCE = int(pd.Timestamp("2025-05-25", tz="UTC").value // 1_000_000)
 UNTIL = int(pd.Timestamp("2025-06-06", tz="UTC").value // 1_000_000)
-FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05)
 
 
 @pytest.fixture(scope="module")
@@ -51,25 +50,10 @@ def _served(market: str = "BTC") -> pd.DataFrame:
 def _fetch(
     r: ReplayExchange, market: str = "BTC", page: int | None = None, retry: RetryPolicy = FAST
 ) -> tuple[LiquidationHistory, HistoryClient]:
-    async def run() -> tuple[LiquidationHistory, HistoryClient]:
-        client = HistoryClient("bitfinex", r.ccxt_config("bitfinex"), retry)
-        if page is not None:
-            client.venue = dataclasses.replace(client.venue, page=page)
-        async with client:
-            return await client.fetch_liquidations(market, SINCE, UNTIL), client
-
-    return asyncio.run(run())
+    return fetch(r, "bitfinex", SINCE, UNTIL, market, page, retry)
 
 
-def _assert_same(got: pd.DataFrame, served: pd.DataFrame) -> None:
-    got = got.sort_values(["timestamp", "id"]).reset_index(drop=True)
-    want = served.sort_values(["timestamp", "id"]).reset_index(drop=True)
-    assert got["id"].tolist() == [str(i) for i in want["id"]]  # none lost, none twice
-    assert got["timestamp"].astype("int64").tolist() == want["timestamp"].tolist()
-    assert got["side"].tolist() == want["side"].tolist()
-    np.testing.assert_allclose(got["price"], want["price"], rtol=1e-12)
-    np.testing.assert_allclose(got["amount"], want["amount"], rtol=1e-9)
-    np.testing.assert_allclose(got["usd"], want["amount"] * want["price"], rtol=1e-9)
+_assert_same = assert_same
 
 
 def test_ccxt_bitfinex_markets_and_sides(rx: ReplayExchange) -> None:

@@ -11,7 +11,6 @@ Data served: the bundled real Hyperliquid liquidations, sides relabelled from th
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,9 +18,10 @@ import ccxt.async_support as ccxt_async
 import numpy as np
 import pandas as pd
 import pytest
+from history_util import assert_same, fetch
 
 import liqsignal.replay.htx as htx
-from liqsignal.data.exchanges import LiquidationHistory, RetryPolicy
+from liqsignal.data.exchanges import LiquidationHistory
 from liqsignal.data.liquidation_venues import HISTORY_VENUES, HistoryClient
 from liqsignal.data.liquidations import events_from_ccxt
 from liqsignal.exceptions import PermanentDataError
@@ -33,7 +33,6 @@ TESTDATA = Path(__file__).resolve().parents[1] / "testdata" / "replay_binance"
 SYM = "BTC/USDT:USDT"
 SINCE = int(pd.Timestamp("2025-05-25", tz="UTC").value // 1_000_000)
 UNTIL = int(pd.Timestamp("2025-05-27", tz="UTC").value // 1_000_000) - 1
-FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05)
 HOUR = 3_600_000
 
 
@@ -53,26 +52,11 @@ def _served(market: str = "BTC") -> pd.DataFrame:
 def _fetch(
     r: ReplayExchange, market: str = "BTC", page: int | None = None, until: int = UNTIL
 ) -> tuple[LiquidationHistory, HistoryClient]:
-    async def run() -> tuple[LiquidationHistory, HistoryClient]:
-        client = HistoryClient("htx", r.ccxt_config("htx"), FAST)
-        if page is not None:
-            client.venue = dataclasses.replace(client.venue, page=page)
-        async with client:
-            return await client.fetch_liquidations(market, SINCE, until), client
-
-    return asyncio.run(run())
+    return fetch(r, "htx", SINCE, until, market, page)
 
 
 def _assert_same(got: pd.DataFrame, served: pd.DataFrame) -> None:
-    got = got.sort_values(["timestamp", "id"]).reset_index(drop=True)
-    want = served.sort_values(["timestamp", "id"]).reset_index(drop=True)
-    assert got["id"].tolist() == [str(i) for i in want["id"]]  # none lost, none twice
-    assert got["timestamp"].astype("int64").tolist() == want["timestamp"].tolist()
-    assert got["side"].tolist() == want["side"].tolist()
-    np.testing.assert_allclose(got["price"], want["price"], rtol=1e-12)
-    # the served contracts are rounded to 12 decimals
-    np.testing.assert_allclose(got["amount"], want["amount"], rtol=1e-6)
-    np.testing.assert_allclose(got["usd"], want["amount"] * want["price"], rtol=1e-6)
+    assert_same(got, served, amount_rtol=1e-6)  # the served contracts are rounded to 12 decimals
 
 
 def test_ccxt_htx_markets_amounts_and_sides(rx: ReplayExchange) -> None:
