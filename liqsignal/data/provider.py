@@ -485,6 +485,10 @@ def _merge_rows(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
         return old
     if old.empty:
         return new.reset_index(drop=True)
+    d_new = new["date"].array.as_unit("ms").asi8
+    last = old["date"].array[-1:].as_unit("ms").asi8[0]
+    if d_new[0] > last and (len(d_new) < 2 or bool((d_new[1:] > d_new[:-1]).all())):
+        return pd.concat([old, new], ignore_index=True)  # the usual case: rows after the last
     merged = pd.concat([old, new], ignore_index=True)
     return (
         merged.drop_duplicates(subset="date", keep="last")

@@ -110,6 +110,8 @@ DIGEST_KEY = b"liqsignal.sha256"
 #: Stored dates must lie in [DATE_MIN, DATE_MAX): outside it a date is a damaged file.
 DATE_MIN = pd.Timestamp("1970-01-01", tz="UTC")
 DATE_MAX = pd.Timestamp("2100-01-01", tz="UTC")
+_DATE_MIN_MS = DATE_MIN.value // 1_000_000
+_DATE_MAX_MS = DATE_MAX.value // 1_000_000
 _PRICES = ("open", "high", "low", "close")
 _AMOUNTS = ("volume", "open_interest_amount", "open_interest_value", "taker_buy_volume")
 
@@ -448,11 +450,11 @@ def _implausible(df: pd.DataFrame, candle_type: str) -> str | None:
     """Why rows cannot be right (a damaged file or bad input), or None."""
     if df.empty:
         return None
-    dates = df["date"]
-    bad = (dates < DATE_MIN) | (dates >= DATE_MAX)
+    ms = pd.DatetimeIndex(df["date"]).as_unit("ms").asi8
+    bad = (ms < _DATE_MIN_MS) | (ms >= _DATE_MAX_MS)
     if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
-        return f"column 'date' is {dates.iloc[i]} at row {i}, outside 1970-2100"
+        i = int(np.flatnonzero(bad)[0])
+        return f"column 'date' is {df['date'].iloc[i]} at row {i}, outside 1970-2100"
     for col in _PRICES:
         if col in df.columns:
             v = df[col].to_numpy()
@@ -498,6 +500,9 @@ def normalize_frame(df: pd.DataFrame, candle_type: str, what: str = "data") -> p
         raise InputError(
             f"{what}: missing column(s) {missing}; expected {columns}, got {list(df.columns)}"
         )
+    fast = _fast_normalize(df, columns)
+    if fast is not None:
+        return fast
     out = df.loc[:, columns].copy()
     if out.empty:
         return _empty(candle_type)
@@ -521,7 +526,41 @@ def normalize_frame(df: pd.DataFrame, candle_type: str, what: str = "data") -> p
     return out.reset_index(drop=True)
 
 
+def _fast_normalize(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame | None:
+    """``normalize_frame`` for the usual case (UTC datetimes, float64 values, rows present)
+    without pandas' conversions (about 6x faster on a few rows); None: take the general path."""
+    if not len(df):
+        return None
+    dates = df["date"]
+    dt = dates.dtype
+    if isinstance(dt, pd.DatetimeTZDtype) and str(dt.tz) == "UTC":
+        idx = pd.DatetimeIndex(dates).as_unit("ms")
+        if idx.hasnans:
+            return None
+    elif dt == np.int64:  # epoch ms, as ccxt gives them
+        idx = pd.DatetimeIndex(dates.to_numpy().astype("datetime64[ms]")).tz_localize("UTC")
+    else:
+        return None
+    data: dict[str, object] = {"date": idx}
+    for c in columns[1:]:
+        col = df[c]
+        if col.dtype != np.float64 and col.dtype != np.int64:
+            return None
+        data[c] = np.array(col.to_numpy(), dtype=np.float64, copy=True)
+    return pd.DataFrame(data)
+
+
 def _empty(candle_type: str) -> pd.DataFrame:
+    frame = _EMPTY.get(candle_type)
+    if frame is None:
+        frame = _EMPTY[candle_type] = _make_empty(candle_type)
+    return frame.copy()
+
+
+_EMPTY: dict[str, pd.DataFrame] = {}
+
+
+def _make_empty(candle_type: str) -> pd.DataFrame:
     columns = CANDLE_COLUMNS[candle_type]
     data: dict[str, pd.Series] = {
         "date": pd.Series([], dtype="datetime64[ms, UTC]"),
