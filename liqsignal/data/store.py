@@ -311,8 +311,9 @@ class FeatherStore:
     def commit(self) -> dict[Path, StoreWriteError]:
         """Make the queued rows durable: per folder, under its lock, one append to its journal
         and one fsync; then compact the files that reached their threshold. Returns the files
-        whose rows could NOT be stored (journal write failed), with the error; empty when all
-        went in. A failed compaction leaves the rows in the journal (logged)."""
+        whose rows could NOT be stored (the journal could not be written: nothing of theirs
+        is stored), with the error; empty when all went in. A failed compaction (corrupt
+        stored file, disk full) leaves the rows in the journal (logged): they are stored."""
         with self._mutex:
             batch, self._batch = self._batch, []
         by_folder: dict[Path, list[tuple[str, str, np.ndarray]]] = {}
@@ -326,14 +327,17 @@ class FeatherStore:
                     _remove_journal_orphans(folder)
                     j.sync(repair=True)
                     j.append(records)
-                    self._compact_folder(j, due_only=True)
-                    if j.offset > self.journal_bytes:
-                        j.rewrite(self._stamps(j))
-                        if j.offset > self.journal_bytes // 2:
-                            self._compact_folder(j, due_only=False)
+                    try:  # the rows are stored now; what follows only tidies up
+                        self._compact_folder(j, due_only=True)
+                        if j.offset > self.journal_bytes:
                             j.rewrite(self._stamps(j))
-            except (StoreWriteError, CorruptFileError) as e:
-                err = e if isinstance(e, StoreWriteError) else StoreWriteError(str(e))
+                            if j.offset > self.journal_bytes // 2:
+                                self._compact_folder(j, due_only=False)
+                                j.rewrite(self._stamps(j))
+                    except (OSError, CorruptFileError) as e:
+                        logger.error("%s: stored, but not compacted: %s", j.path, e)
+            except (OSError, CorruptFileError) as e:  # StoreWriteError is an OSError
+                err = e if isinstance(e, StoreWriteError) else StoreWriteError(f"{j.path}: {e}")
                 for name, _, _ in records:
                     failed[folder / name] = err
                 logger.error("%s: %s", folder, e)
@@ -394,7 +398,7 @@ class FeatherStore:
                     n += 1
                 with j.mutex:
                     j.files.pop(name, None)
-            except CorruptFileError as e:
+            except (CorruptFileError, StoreWriteError) as e:  # the rows are safe in the journal
                 logger.error("%s: not compacted, its rows stay in %s: %s", path, j.path, e)
         return n
 

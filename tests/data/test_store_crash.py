@@ -225,3 +225,34 @@ def test_torn_journal_tail_is_ignored_then_cut_off_and_damage_before_the_end_is_
     journal.write_bytes(bytes(data))
     with pytest.raises(CorruptFileError, match=rf"{JOURNAL_NAME}: damaged record at byte 8"):
         FeatherStore(tmp_path).read(ex, pair, "1m", ctype)
+
+
+def test_a_failed_journal_write_is_reported_per_file_and_stores_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import liqsignal.data.store as store_mod
+    from liqsignal.data.store import StoreWriteError
+
+    ex, pair, ctype = FILES[0]
+    store = FeatherStore(tmp_path, compact_rows=1000)
+    store.append(ex, pair, "1m", ctype, batch_rows(0, 0, ctype))
+    assert store.commit() == {}
+    store.append(ex, pair, "1m", ctype, batch_rows(1, 0, ctype))
+    path = store.path(ex, pair, "1m", ctype)
+    journal = path.parent / JOURNAL_NAME
+    size = journal.stat().st_size if journal.exists() else 0
+
+    def full(fd: int, data: object) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(store_mod.os, "write", full)
+    failed = store.commit()
+    monkeypatch.undo()
+    assert list(failed) == [path]
+    err = failed[path]
+    assert isinstance(err, StoreWriteError)
+    assert str(journal) in str(err) and "No space left on device" in str(err)
+    assert (journal.stat().st_size if journal.exists() else 0) == size
+    assert len(FeatherStore(tmp_path).read(ex, pair, "1m", ctype)) == 2  # batch 0 only
