@@ -911,6 +911,7 @@ def _cmd_map_live(args: argparse.Namespace) -> int:
             retry=RetryPolicy(attempts=args.retries),
             # replayed data (--now) is older than the exchanges' own history depth
             history_limits=not args.now,
+            heatmap_frames=None,  # the picture draws the heatmap: the engine config's history
         )
         try:
             report = await provider.refresh()

@@ -40,12 +40,13 @@ import pandas as pd
 from liqsignal import nb
 from liqsignal.config import MapConfig
 from liqsignal.data.exchanges import EXCHANGES, ExchangeClient, RetryPolicy, timeframe_to_ms
-from liqsignal.data.store import FeatherStore, normalize_frame, read_file
+from liqsignal.data.store import FeatherStore, read_file
 from liqsignal.engine import LiquidationMap, MapSnapshot
 from liqsignal.exceptions import ConfigError, DataError, traceback_of
 from liqsignal.features import FEATURE_COLUMNS, stack_inputs
 
 __all__ = [
+    "LIVE_HEATMAP_FRAMES",
     "MARKET_COLUMNS",
     "PROVIDER_COLUMNS",
     "ExchangeStatus",
@@ -77,6 +78,12 @@ MARKET_COLUMNS: tuple[str, ...] = (
 )
 PROVIDER_COLUMNS: tuple[str, ...] = (*FEATURE_COLUMNS, "liq_n_exchanges", *MARKET_COLUMNS)
 _MARKET_INPUTS = (nb.I_OPEN, nb.I_HIGH, nb.I_LOW, nb.I_CLOSE, nb.I_VOL)
+
+#: Heatmap frames a live map keeps by default (``MapProvider(heatmap_frames=...)``; None keeps
+#: the engine config's ``heatmap_frames``): 24 frames x 2 sides x 240 rows x 8 bytes = 92 KiB per
+#: map instead of 7.4 MiB at the engine default of 2000. The heatmap is drawn only by pictures of
+#: the map (``liqsignal map``); the map's levels and ``liq_*`` columns do not depend on it.
+LIVE_HEATMAP_FRAMES = 24
 
 FUNDING_TF = "1h"  # the store keeps funding under Freqtrade's funding_fee_timeframe
 _OI_COLS = ["open_interest_amount", "open_interest_value"]
@@ -486,6 +493,10 @@ def _merge_rows(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
         return old
     if old.empty:
         return new.reset_index(drop=True)
+    d_new = new["date"].array.as_unit("ms").asi8
+    last = old["date"].array[-1:].as_unit("ms").asi8[0]
+    if d_new[0] > last and (len(d_new) < 2 or bool((d_new[1:] > d_new[:-1]).all())):
+        return pd.concat([old, new], ignore_index=True)  # the usual case: rows after the last
     merged = pd.concat([old, new], ignore_index=True)
     return (
         merged.drop_duplicates(subset="date", keep="last")
@@ -504,6 +515,10 @@ class MapProvider:
     empty store is filled, and how many rows :meth:`features` returns. ``max_concurrency``: HTTP
     requests in flight per exchange. ``clock`` gives "now" (UTC); it decides which candles are
     closed. ``retry`` and ``history_limits`` are passed to each :class:`ExchangeClient`.
+    ``heatmap_frames``: heatmap history per live map (default ``LIVE_HEATMAP_FRAMES``; None
+    keeps the engine config's). Fetched rows are stored through the store's journal
+    (:meth:`FeatherStore.append` / :meth:`~FeatherStore.commit`): durable once per refresh with
+    one fsync per folder, folded into the feather files by threshold and at :meth:`aclose`.
     """
 
     def __init__(
@@ -520,6 +535,7 @@ class MapProvider:
         retry: RetryPolicy | None = None,
         history_limits: bool = True,
         feed_timeout_s: float | None = None,
+        heatmap_frames: int | None = LIVE_HEATMAP_FRAMES,
     ) -> None:
         if not markets:
             raise ConfigError("MapProvider: no markets given")
@@ -539,6 +555,12 @@ class MapProvider:
             raise ConfigError(f"stale_after_bars: expected a number >= 0, got {stale_after_bars!r}")
         if not isinstance(history_bars, int) or history_bars < 1:
             raise ConfigError(f"history_bars: expected an integer >= 1, got {history_bars!r}")
+        if heatmap_frames is not None and not (
+            isinstance(heatmap_frames, int) and 1 <= heatmap_frames <= 50_000
+        ):
+            raise ConfigError(
+                f"heatmap_frames: expected an integer in [1, 50000] or None, got {heatmap_frames!r}"
+            )
         ccxt_config = dict(ccxt_config or {})
         unknown = sorted(set(ccxt_config) - set(EXCHANGES))
         if unknown:
@@ -553,6 +575,8 @@ class MapProvider:
                 cfg = config.get(spec.market, MapConfig())
             else:
                 cfg = config or MapConfig()
+            if heatmap_frames is not None:
+                cfg = cfg.replace(heatmap_frames=heatmap_frames)
             feeds = {ex: _Feed(ex, oi_timeframe_for(ex, spec.timeframe)) for ex in spec.exchanges}
             self._markets[spec.market] = _Market(spec, cfg, feeds)
         used = sorted({ex for m in markets for ex in m.exchanges})
@@ -567,7 +591,7 @@ class MapProvider:
             for ex in used
         }
         self._lock = asyncio.Lock()
-        self._store_sem: asyncio.Semaphore | None = None  # made in the running loop
+        self._appended: dict[tuple[str, str], list[Path]] = {}  # files queued this refresh
 
     # -- lifecycle --------------------------------------------------------------------------
     async def __aenter__(self) -> MapProvider:
@@ -577,9 +601,13 @@ class MapProvider:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the exchange clients (their HTTP sessions)."""
-        for client in self._clients.values():
-            await client.close()
+        """Close the exchange clients (their HTTP sessions) and fold the store's journaled
+        rows into the feather files (:meth:`FeatherStore.close`)."""
+        try:
+            for client in self._clients.values():
+                await client.close()
+        finally:
+            await asyncio.to_thread(self.store.close)
 
     @property
     def markets(self) -> list[str]:
@@ -603,7 +631,9 @@ class MapProvider:
             for m in self._markets.values()
             for feed in m.feeds.values()
         ]
+        self._appended = {}
         await asyncio.gather(*jobs)
+        await self._commit(new_bars, errors, store_s)
         became: list[tuple[str, str]] = []
         recovered: list[tuple[str, str]] = []
         rebuilt: list[str] = []
@@ -638,6 +668,34 @@ class MapProvider:
             rebuilt=rebuilt,
             store_s=store_s[0],
         )
+
+    async def _commit(
+        self,
+        new_bars: dict[tuple[str, str], int],
+        errors: dict[tuple[str, str], str],
+        store_s: list[float],
+    ) -> None:
+        """Make this refresh's rows durable (the store's journal, one fsync per folder; files
+        that reached their threshold are compacted). A feed whose rows could not be stored is
+        an error this round and forgets its in-memory rows: the next refresh reloads the store
+        and asks the exchange again for what is missing."""
+        t = time.perf_counter()
+        try:
+            failed = await asyncio.to_thread(self.store.commit)
+        finally:
+            store_s[0] += time.perf_counter() - t
+        if not failed:
+            return
+        for m in self._markets.values():
+            for feed in m.feeds.values():
+                key = (m.spec.market, feed.exchange)
+                bad = [p for p in self._appended.get(key, ()) if p in failed]
+                if bad:
+                    errors[key] = self._error_text(feed, m.spec.market, failed[bad[0]])
+                    new_bars[key] = 0
+                    feed.frames = None
+                    feed.fed_until = None
+                    m.lmap = None  # rebuilt from the store once it has the rows again
 
     async def _fetch_feed_bounded(
         self,
@@ -742,22 +800,18 @@ class MapProvider:
                 else (feed.oi_tf if ctype == "open_interest" else tf)
             )
             assert ftf is not None
-            if self._store_sem is None:  # two writer threads: more only fight over the GIL
-                self._store_sem = asyncio.Semaphore(2)
-            try:
-                async with self._store_sem:
-                    t_store = time.perf_counter()
-                    try:
-                        await asyncio.to_thread(
-                            self.store.merge, feed.exchange, sym, ftf, ctype, df
-                        )
-                    finally:
-                        store_s[0] += time.perf_counter() - t_store
-            except Exception as e:  # corrupt file (left in place), disk full: keep going
+            t_store = time.perf_counter()
+            try:  # queued for the commit after every fetch: one fsync per store folder
+                clean = self.store.append(feed.exchange, sym, ftf, ctype, df)
+                self._appended.setdefault(key, []).append(
+                    self.store.path(feed.exchange, sym, ftf, ctype)
+                )
+            except Exception as e:  # impossible values: keep going with the others
                 first_error = first_error or e
                 _log_if_bug(e, f"{feed.exchange} {sym} {ctype}: unexpected store error")
                 continue
-            clean = normalize_frame(df, ctype)
+            finally:
+                store_s[0] += time.perf_counter() - t_store
             if ctype == "futures":
                 before = len(fr.candles)
                 fr.candles = _merge_rows(fr.candles, clean)

@@ -249,3 +249,39 @@ async def test_bad_arguments_and_reads_before_refresh(tmp_path: Path) -> None:
         assert p.features("ETH").empty and list(p.features("ETH").columns) == list(PROVIDER_COLUMNS)
         assert not p.status("ETH")["okx"].stale
     assert oi_timeframe_for("okx", "15m") == "5m" and oi_timeframe_for("hyperliquid", "1h") is None
+
+
+async def test_rows_the_store_could_not_take_make_the_feed_stale_and_are_fetched_again(
+    venues: dict[str, tuple[ReplayExchange, Faults]],
+    clock: ManualClock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A journal write failing for one exchange's files (disk full): that feed is an error this
+    round (stale, its rows not counted) and forgets its rows; the next refresh asks again and
+    the live map equals the stored-file computation."""
+    from liqsignal.data.store import FeatherStore, StoreWriteError
+
+    real_commit = FeatherStore.commit
+
+    def okx_full(self: FeatherStore) -> dict[Path, StoreWriteError]:
+        okx = [p for p, _, _ in self._batch if p.parts[-3] == "okx"]
+        self._batch = [b for b in self._batch if b[0].parts[-3] != "okx"]
+        failed = real_commit(self)
+        failed.update({p: StoreWriteError(f"{p}: cannot write (No space left)") for p in okx})
+        return failed
+
+    async with _provider(venues, clock, tmp_path) as p:
+        await p.refresh()
+        clock.t += HOUR
+        monkeypatch.setattr(FeatherStore, "commit", okx_full)
+        rep = await p.refresh()
+        monkeypatch.undo()
+        assert set(rep.errors) == {("BTC", "okx")} and "No space left" in rep.errors[("BTC", "okx")]
+        assert rep.new_bars[("BTC", "okx")] == 0 and p.status("BTC")["okx"].stale
+        clock.t += HOUR
+        rep = await p.refresh()
+        assert not rep.errors and ("BTC", "okx") in rep.recovered
+        live = p.features("BTC")
+        stored = aggregated_features_from_store("BTC", VENUES, "1h", tmp_path, MapConfig())
+        _assert_same(live, stored)
