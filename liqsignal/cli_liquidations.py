@@ -391,12 +391,8 @@ def run_download_with_history(args: argparse.Namespace) -> int:
                 retry,
             )
         )
-    except ConfigError as e:
-        print(f"liqsignal download: error: {e}", file=sys.stderr)
-        return 2
     except LiqsignalError as e:
-        print(f"liqsignal download: error: {e}", file=sys.stderr)
-        return 1
+        return dl.download_error(e)
     summary.results.extend(hist.results)
     summary.requests.update(hist.requests)
     summary.retries.update(hist.retries)

@@ -471,6 +471,13 @@ class _Progress:
 
 
 # -- command line -----------------------------------------------------------------------------
+def download_error(e: LiqsignalError) -> int:
+    """``liqsignal download``'s answer to an error before any job ran: one line on stderr, exit
+    2 for a bad setting (ConfigError), 1 otherwise."""
+    print(f"liqsignal download: error: {e}", file=sys.stderr)
+    return 2 if isinstance(e, ConfigError) else 1
+
+
 def add_download_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``liqsignal download``."""
     parser.add_argument("--markets", "-m", nargs="+", required=True, help="e.g. BTC ETH SOL")
@@ -556,12 +563,8 @@ def run_download(args: argparse.Namespace) -> int:
             progress=not (args.no_progress or getattr(args, "json", False)),
             liquidation_timeframe=getattr(args, "liquidation_timeframe", None),
         )
-    except ConfigError as e:
-        print(f"liqsignal download: error: {e}", file=sys.stderr)
-        return 2
     except LiqsignalError as e:
-        print(f"liqsignal download: error: {e}", file=sys.stderr)
-        return 1
+        return download_error(e)
     if getattr(args, "json", False):
         print(json.dumps(summary.to_dict(), indent=2))
     else:
