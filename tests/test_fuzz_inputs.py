@@ -293,8 +293,7 @@ BOUNDSCHECK_SCRIPT = textwrap.dedent(
     import sys
     import numpy as np
     sys.path.insert(0, {tests!r})
-    from bars_util import BAD_VALUES, random_bars, random_frame
-from bars_util import FRAME_COLUMNS as COLUMNS
+    from bars_util import random_bars
     from liqsignal.config import MapConfig
     from liqsignal.engine import LiquidationMap
     from numba.core import config
