@@ -745,6 +745,9 @@ class AlertConfig(_Section):
     consumed_min_usd: Num = Field(default=0.0, ge=0.0, le=1e15)
     max_age_s: Num | None = Field(default=3600.0, gt=0.0, le=30 * 86_400.0)
     disable_notification: Bool = False
+    #: Alerts pending together (a burst) go out as one message of at most this many (1: one
+    #: message per alert); alerts with a picture always go alone.
+    batch_max: Int = Field(default=10, ge=1, le=100)
     #: Values may hold API keys: never in a repr or an error message.
     ccxt_config: dict[str, dict[str, Any]] | None = Field(default=None, repr=False)
     #: Longest wait for one venue's answer per round (None: half of ``interval_s``): a slow

@@ -393,6 +393,58 @@ class Outbox:
                 (time.time(), json.dumps(message_ids, sort_keys=True), alert_id),
             )
 
+    def mark_sent_together(
+        self, alert_ids: Sequence[int], chat_id: int | str, message_id: int
+    ) -> None:
+        """Several alerts reached ``chat_id`` in one message (``message_id``: one digest, part
+        0 of each), in one transaction: recorded as delivered there (:meth:`record_delivery`).
+        Use :meth:`mark_sent_many` once every chat has them."""
+        now = time.time()
+        with self._tx() as c:
+            c.executemany(
+                "INSERT OR REPLACE INTO deliveries (alert_id, chat_id, part, message_id, sent_at) "
+                "VALUES (?, ?, 0, ?, ?)",
+                [(int(a), str(chat_id), int(message_id), now) for a in alert_ids],
+            )
+
+    def mark_sent_many(self, alert_ids: Sequence[int]) -> None:
+        """:meth:`mark_sent` for several alerts in one transaction (message ids from their
+        recorded deliveries)."""
+        now = time.time()
+        with self._tx() as c:
+            rows = [
+                (now, json.dumps(self._deliveries(c, int(a)), sort_keys=True), int(a))
+                for a in alert_ids
+            ]
+            c.executemany(
+                "UPDATE alerts SET status = 'sent', finished_at = ?, message_ids = ?, "
+                "last_error = NULL WHERE id = ?",
+                rows,
+            )
+
+    def note_attempts(self, alert_ids: Sequence[int]) -> None:
+        """:meth:`note_attempt` for several alerts in one transaction."""
+        now = time.time()
+        with self._tx() as c:
+            c.executemany(
+                "UPDATE alerts SET last_attempt_at = ? WHERE id = ?",
+                [(now, int(a)) for a in alert_ids],
+            )
+
+    def partly_delivered(self, alert_ids: Sequence[int]) -> set[int]:
+        """The ids among ``alert_ids`` that already reached some chat (a flush stopped between
+        chats or parts): they are finished one by one, never folded into a digest."""
+        ids = [int(a) for a in alert_ids]
+        out: set[int] = set()
+        for i in range(0, len(ids), 500):  # SQLite's parameter limit
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._read(
+                f"SELECT DISTINCT alert_id FROM deliveries WHERE alert_id IN ({marks})", chunk
+            )
+            out.update(int(r[0]) for r in rows)  # type: ignore[call-overload]
+        return out
+
     def mark_failed(
         self, alert_id: int, error: str, permanent: bool, max_attempts: int | None = None
     ) -> str:

@@ -166,6 +166,7 @@ class AlertService:
             outbox=None,
             retry=RetryPolicy(max_age=self.config.max_age_s),
             disable_notification=self.config.disable_notification,
+            batch_max=int(self.config.batch_max),
         )  # token checked first: no outbox file for a config that cannot send
         if self.outbox is None:
             self.outbox = Outbox(self.config.outbox)

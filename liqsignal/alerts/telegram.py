@@ -42,7 +42,7 @@ from typing import Any
 
 from liqsignal._optional import require
 from liqsignal.alerts.message import Alert, escape
-from liqsignal.alerts.outbox import Outbox
+from liqsignal.alerts.outbox import Outbox, OutboxEntry
 from liqsignal.exceptions import ConfigError, traceback_of
 
 require("telegram", extra="alerts", feature="Telegram alerts (liqsignal.alerts)")
@@ -80,6 +80,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_TOKEN_ENV = "LIQSIGNAL_TELEGRAM_TOKEN"
 CAPTION_LIMIT = 1024
 TEXT_LIMIT = 4096
+#: Alerts pending together go out as one message (a digest) of at most this many.
+DEFAULT_BATCH_MAX = 10
+#: Between the alerts of a digest.
+DIGEST_SEPARATOR = "\n\n"
 REDACTED = "<redacted-token>"
 
 # -- token redaction -------------------------------------------------------------------------
@@ -362,8 +366,14 @@ class TelegramSender:
         outbox: Outbox | None = None,
         retry: RetryPolicy | None = None,
         disable_notification: bool = False,
+        batch_max: int = DEFAULT_BATCH_MAX,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     ) -> None:
+        if not (isinstance(batch_max, int) and not isinstance(batch_max, bool)
+                and 1 <= batch_max <= 100):  # fmt: skip
+            raise ConfigError(f"batch_max: expected an integer in [1, 100], got {batch_max!r}")
+        #: At most this many pending text alerts go out as one message (1: one per alert).
+        self.batch_max = batch_max
         chats = [_normalise_chat(c) for c in chat_ids]
         if not chats:
             raise ConfigError("chat_ids is empty: name at least one chat to send alerts to")
@@ -404,13 +414,24 @@ class TelegramSender:
         """Enqueue the alerts a busy outbox refused earlier, in order; the reason if it still
         refuses (then nothing is sent: an alert is only ever sent from the outbox)."""
         assert self.outbox is not None
-        for key in list(self._unstored):
-            try:
-                await self._ob(self.outbox.enqueue, self._unstored[key])
-            except Exception as exc:
-                return _error_text(exc)
-            del self._unstored[key]
-        return None
+        if not self._unstored:
+            return None
+        outbox, unstored = self.outbox, dict(self._unstored)
+
+        def store() -> tuple[list[str], BaseException | None]:  # one worker-thread hop
+            done: list[str] = []
+            for key, alert in unstored.items():
+                try:
+                    outbox.enqueue(alert)
+                except Exception as exc:
+                    return done, exc
+                done.append(key)
+            return done, None
+
+        done, exc = await self._ob(store)
+        for key in done:
+            self._unstored.pop(key, None)
+        return None if exc is None else _error_text(exc)
 
     def _build_bot(self) -> telegram.Bot:
         r = self.retry
@@ -694,7 +715,14 @@ class TelegramSender:
 
     async def _flush(self, result: FlushResult) -> None:
         assert self.outbox is not None
-        entries = await self._ob(self.outbox.pending)
+        outbox, batch = self.outbox, self.batch_max > 1
+
+        def read() -> tuple[list[OutboxEntry], set[int]]:  # one worker-thread hop
+            pending = outbox.pending()
+            ids = [e.id for e in pending]
+            return pending, (outbox.partly_delivered(ids) if batch and len(ids) > 1 else set())
+
+        entries, partial = await self._ob(read)
         if not entries:
             return
         muted = time.time() < self.muted_until
@@ -709,6 +737,7 @@ class TelegramSender:
                     )
                 return
         max_age = self.retry.max_age
+        live = []
         for entry in entries:
             alert = entry.alert
             age = (dtm.datetime.now(dtm.UTC) - alert.created_at).total_seconds()
@@ -721,35 +750,121 @@ class TelegramSender:
                     AlertResult(alert.key, "failed", error=why, outbox_id=entry.id)
                 )
                 continue
-            await self._ob(self.outbox.note_attempt, entry.id)
-            try:
-                res = await self._deliver(alert, entry.id, result)
-            except _Permanent as exc:
-                await self._ob(self.outbox.mark_failed, entry.id, str(exc), permanent=True)
-                logger.warning("Alert %r dropped: %s", alert.key, exc)
-                result.failed.append(
-                    AlertResult(alert.key, "failed", error=str(exc), outbox_id=entry.id)
-                )
-                continue
-            except _Temporary as exc:
+            live.append(entry)
+        i = 0
+        while i < len(live):
+            run = self._digest_run(live, i, partial)
+            i += len(run)
+            if len(run) > 1:
+                outcome = await self._send_digest(run, result)
+                if outcome == "stop":
+                    return
+                if outcome == "sent":
+                    continue
+            for entry in run:  # one alert, or a digest Telegram refused: one by one
+                if not await self._send_entry(entry, result):
+                    return
+
+    def _digest_run(self, live: list[OutboxEntry], i: int, partial: set[int]) -> list[OutboxEntry]:
+        """The pending alerts from ``live[i]`` on that go out as one message: consecutive
+        text-only alerts (no picture, not partly delivered), at most ``batch_max`` of them and
+        ``TEXT_LIMIT`` characters together. A burst then costs one Telegram call per chat, not
+        one per alert (Telegram allows about one message per second per chat)."""
+        run = [live[i]]
+
+        def fits(e: OutboxEntry) -> bool:
+            return e.alert.photo is None and e.id not in partial
+
+        if self.batch_max < 2 or not fits(live[i]):
+            return run
+        size = _tg_len(live[i].alert.text)
+        for e in live[i + 1 :]:
+            add = _tg_len(DIGEST_SEPARATOR) + _tg_len(e.alert.text)
+            if len(run) >= self.batch_max or not fits(e) or size + add > TEXT_LIMIT:
+                break
+            run.append(e)
+            size += add
+        return run
+
+    async def _send_digest(self, run: list[OutboxEntry], result: FlushResult) -> str:
+        """Send ``run`` as one message to every live chat. "sent"; "stop" (try again later,
+        counted as an attempt of each); "split" (Telegram refused the digest, or no chat can
+        receive: the caller sends them one by one, which names the bad one)."""
+        assert self.outbox is not None
+        ids = [e.id for e in run]
+        await self._ob(self.outbox.note_attempts, ids)
+        text = DIGEST_SEPARATOR.join(e.alert.text for e in run)
+        delivered: dict[str, list[int]] = {}
+        try:
+            for chat in self.chat_ids:
+                if str(chat) in self._dead_chats:
+                    continue
+                try:
+                    msg = await self._send_part(chat, "text", text, None)
+                except _ChatDead as exc:
+                    self._report_dead(chat, str(exc), result)
+                    continue
+                delivered[str(chat)] = [int(msg.message_id)]
+                await self._ob(self.outbox.mark_sent_together, ids, chat, msg.message_id)
+        except _Permanent as exc:
+            logger.warning("A digest of %d alerts was refused (%s): sending them one by one",
+                           len(run), exc)  # fmt: skip
+            return "split"
+        except _Temporary as exc:
+            for e in run:
                 status = await self._ob(
                     self.outbox.mark_failed,
-                    entry.id,
+                    e.id,
                     str(exc),
                     permanent=False,
                     max_attempts=self.retry.max_alert_attempts,
                 )
-                item = AlertResult(alert.key, status, error=str(exc), outbox_id=entry.id)
-                if status == "failed":
-                    logger.warning("Alert %r given up after too many attempts: %s", alert.key, exc)
-                    result.failed.append(item)
-                else:
-                    result.pending.append(item)
-                result.stopped_early = str(exc)
-                logger.warning("Telegram flush paused, will retry later: %s", exc)
-                return
-            await self._ob(self.outbox.mark_sent, entry.id)
-            result.sent.append(res)
+                item = AlertResult(e.alert.key, status, error=str(exc), outbox_id=e.id)
+                (result.failed if status == "failed" else result.pending).append(item)
+            result.stopped_early = str(exc)
+            logger.warning("Telegram flush paused, will retry later: %s", exc)
+            return "stop"
+        if not delivered:
+            return "split"
+        await self._ob(self.outbox.mark_sent_many, ids)
+        for e in run:
+            result.sent.append(AlertResult(e.alert.key, "sent", dict(delivered), outbox_id=e.id))
+        return "sent"
+
+    async def _send_entry(self, entry: OutboxEntry, result: FlushResult) -> bool:
+        """Send one stored alert and mark it; False when the flush must stop (try later)."""
+        assert self.outbox is not None
+        alert = entry.alert
+        await self._ob(self.outbox.note_attempt, entry.id)
+        try:
+            res = await self._deliver(alert, entry.id, result)
+        except _Permanent as exc:
+            await self._ob(self.outbox.mark_failed, entry.id, str(exc), permanent=True)
+            logger.warning("Alert %r dropped: %s", alert.key, exc)
+            result.failed.append(
+                AlertResult(alert.key, "failed", error=str(exc), outbox_id=entry.id)
+            )
+            return True
+        except _Temporary as exc:
+            status = await self._ob(
+                self.outbox.mark_failed,
+                entry.id,
+                str(exc),
+                permanent=False,
+                max_attempts=self.retry.max_alert_attempts,
+            )
+            item = AlertResult(alert.key, status, error=str(exc), outbox_id=entry.id)
+            if status == "failed":
+                logger.warning("Alert %r given up after too many attempts: %s", alert.key, exc)
+                result.failed.append(item)
+            else:
+                result.pending.append(item)
+            result.stopped_early = str(exc)
+            logger.warning("Telegram flush paused, will retry later: %s", exc)
+            return False
+        await self._ob(self.outbox.mark_sent, entry.id)
+        result.sent.append(res)
+        return True
 
     # -- commands ------------------------------------------------------------------------
 

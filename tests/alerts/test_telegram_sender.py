@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import logging
 import sys
@@ -118,7 +119,7 @@ async def test_temporary_errors_are_retried_with_backoff(api, make_sender, sleep
 
 async def test_attempts_are_bounded_and_order_is_kept(api, make_sender, sleeps, outbox):
     api.fail("sendMessage", Fault.status(500), times=FAST.attempts)
-    sender = make_sender(outbox=outbox)
+    sender = make_sender(outbox=outbox, batch_max=1)  # one message per alert
     outbox.enqueue(alert(8))
     outbox.enqueue(alert(9))
     result = await sender.flush()
@@ -131,6 +132,65 @@ async def test_attempts_are_bounded_and_order_is_kept(api, make_sender, sleeps, 
     again = await sender.flush()
     assert again.ok
     assert [t for _, t in sent_texts(api)] == ["<b>BTC</b> pocket 8", "<b>BTC</b> pocket 9"]
+
+
+async def test_a_burst_goes_out_as_one_digest_with_bounded_attempts(
+    api, make_sender, sleeps, outbox
+):
+    api.fail("sendMessage", Fault.status(500), times=FAST.attempts)
+    sender = make_sender(outbox=outbox)  # batch_max 10 by default
+    for i in (8, 9):
+        outbox.enqueue(alert(i))
+    result = await sender.flush()
+    assert not result.ok and result.remaining == 2
+    assert len(api.attempts_of("sendMessage")) == FAST.attempts  # one digest, tried 3 times
+    assert all(c.text == "<b>BTC</b> pocket 8\n\n<b>BTC</b> pocket 9"
+               for c in api.attempts_of("sendMessage"))  # fmt: skip
+    assert [e.attempts for e in outbox.pending()] == [1, 1]  # an attempt of each
+    again = await sender.flush()
+    assert again.ok and [r.alert_key for r in again.sent] == [alert(8).key, alert(9).key]
+    (mid,) = {tuple(r.message_ids["111"]) for r in again.sent}  # the same message
+    assert [t for _, t in sent_texts(api)] == ["<b>BTC</b> pocket 8\n\n<b>BTC</b> pocket 9"]
+    stored = {e.alert.key: e for e in outbox.entries("sent")}
+    assert {k: stored[k].message_ids for k in stored} == {
+        alert(8).key: {"111": list(mid)},
+        alert(9).key: {"111": list(mid)},
+    }
+
+
+async def test_digest_limits_and_pictures_and_a_refused_digest(api, make_sender, outbox):
+    sender = make_sender(outbox=outbox, batch_max=3)
+    for i in range(7):
+        outbox.enqueue(alert(i))
+    photo = alert(7, photo=PNG)
+    outbox.enqueue(photo)
+    outbox.enqueue(alert(8))
+    assert (await sender.flush()).ok
+    texts = [t for _, t in sent_texts(api)]
+    assert texts == [
+        "<b>BTC</b> pocket 0\n\n<b>BTC</b> pocket 1\n\n<b>BTC</b> pocket 2",
+        "<b>BTC</b> pocket 3\n\n<b>BTC</b> pocket 4\n\n<b>BTC</b> pocket 5",
+        "<b>BTC</b> pocket 6",  # the picture's alert goes alone, in its place
+        "<b>BTC</b> pocket 8",
+    ]
+    assert len(api.calls_to("sendPhoto")) == 1
+    # a digest Telegram refuses (400) is sent one by one: only the bad alert fails
+    api.fail("sendMessage", Fault.status(400, "Bad Request: can't parse entities"), times=2)
+    for i in (20, 21):
+        outbox.enqueue(alert(i))
+    res = await sender.flush()
+    assert [r.alert_key for r in res.failed] == [alert(20).key]
+    assert [r.alert_key for r in res.sent] == [alert(21).key]
+    assert outbox.counts()["pending"] == 0
+
+
+async def test_digest_too_long_for_one_message_is_split(api, make_sender, outbox):
+    sender = make_sender(outbox=outbox)
+    long = [dataclasses.replace(alert(i), text="x" * 1500) for i in range(4)]
+    for a in long:
+        outbox.enqueue(a)
+    assert (await sender.flush()).ok
+    assert [len(t) for _, t in sent_texts(api)] == [1500 * 2 + 2, 1500 * 2 + 2]
 
 
 async def test_alert_given_up_after_max_alert_attempts(api, make_sender, outbox):
@@ -170,7 +230,7 @@ async def test_chat_not_found_everywhere_fails_the_alert(api, make_sender, outbo
 
 async def test_bad_request_drops_only_that_alert(api, make_sender, outbox):
     api.fail("sendMessage", Fault.status(400))
-    sender = make_sender(outbox=outbox)
+    sender = make_sender(outbox=outbox, batch_max=1)  # one by one (a digest: test above)
     outbox.enqueue(alert(14))
     outbox.enqueue(alert(15))
     result = await sender.flush()
@@ -184,7 +244,7 @@ async def test_restart_sends_exactly_the_remaining(api, make_sender, tmp_path):
     box = Outbox(path)
     for i in range(3):
         box.enqueue(alert(20 + i))
-    first = make_sender(outbox=box)
+    first = make_sender(outbox=box, batch_max=1)  # one message per alert
     api.fail("sendMessage", Fault.timeout(5.0), after=1)  # the first goes through...
     task = asyncio.create_task(first.flush())
     for _ in range(200):  # ...until the second alert's request hangs at the server
@@ -199,7 +259,7 @@ async def test_restart_sends_exactly_the_remaining(api, make_sender, tmp_path):
     box.close()
 
     box2 = Outbox(path)
-    second = make_sender(outbox=box2)
+    second = make_sender(outbox=box2, batch_max=1)
     result = await second.flush()
     again = await second.flush()
     box2.close()
