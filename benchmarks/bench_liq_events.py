@@ -3,27 +3,28 @@
 Run: ``.venv/bin/python benchmarks/bench_liq_events.py`` (``--minutes 5 --speed 10 --copies 1``;
 ``--check`` exits 1 when the median is not under 100 ms or the p99 not under 500 ms).
 
-Offline and real: three local WebSocket venues (Binance USD-M, Bybit, OKX,
-``liqsignal.replay.ws``) serve 50 real Binance USD-M perpetual names (from the bundled
-leverage-tier file); the real ccxt.pro clients watch all 50 markets on each venue through
-:class:`liqsignal.data.streams.LiquidationStreams` (which also writes the store, in its own
-thread). Events are the bundled real Hyperliquid liquidations of the file's busiest stretch
-(from 2025-05-25 22:09 UTC, ``--minutes`` long: 242 events in 5 minutes), sent on their real
-timing ``--speed`` times faster, on every venue at once; event ``i`` goes to market
-``i mod 50`` (``--copies n``: to markets ``i*n .. i*n+n-1 mod 50``, n times the load), its price
-rescaled to the market's map (its USD size kept).
+Offline and real: three local WebSocket venues (Binance USD-M, Bybit, OKX, ``liqsignal.replay.ws``)
+serve 50 real Binance USD-M perpetual names (from the bundled leverage-tier file); the real
+ccxt.pro clients watch all 50 markets on each venue through the alert service's own streams
+(``alerts.live_liquidations``, ``AlertService.start_live_streams``:
+:class:`liqsignal.data.streams.LiquidationStreams`, which also writes the store in its own thread),
+each event through ``on_liquidation`` and the service's live worker. Events are the bundled real
+Hyperliquid liquidations of the file's busiest stretch (from 2025-05-25 22:09 UTC, ``--minutes``
+long: 242 events in 5 minutes), sent on their real timing ``--speed`` times faster, on every venue
+at once; event ``i`` goes to market ``i mod 50`` (``--copies n``: to markets ``i*n .. i*n+n-1 mod
+50``, n times the load), its price rescaled to the market's map (its USD size kept).
 
-Per event the clock starts when the venue's server writes the frame (``time.perf_counter()`` in
-the same process) and stops when the real alert service has handled it
-(``AlertService.handle_liquidation``): parsed (ccxt), normalised, the market's map consumed at
-its price, the arming re-evaluated on the map after it, and, for an event that raises an alert
-("armed" on first sight of each market's pocket, "consumed" when a later event trades through
-it), the message stored in the SQLite outbox and sent by the real ``TelegramSender`` to the
-tests' local Bot API (``tests/alerts/fake_botapi.py``), its answer received. Every market's
-last bar is "armed" on both sides, so every event re-evaluates the arming (the worst case).
-Baseline in the same run: a bare ``websockets`` client per venue,
-subscribed to the same streams on the same servers, timed from the same send to ``json.loads``
-of the frame.
+Per event the clock starts when the venue's server writes the frame (``time.perf_counter()`` in the
+same process) and stops when the real alert service has handled it
+(``AlertService.handle_liquidation`` returned: the ``on_handled`` hook): parsed (ccxt), normalised,
+the market's map consumed at its price, the arming re-evaluated on the map after it, and, for an
+event that raises an alert ("armed" on first sight of each market's pocket, "consumed" when a later
+event trades through it), the message stored in the SQLite outbox and sent by the real
+``TelegramSender`` (alerts pending together as one digest message, ``alerts.batch_max``) to the
+tests' local Bot API (``tests/alerts/fake_botapi.py``), its answer received. Every market's last
+bar is "armed" on both sides, so every event re-evaluates the arming (the worst case). Baseline in
+the same run: a bare ``websockets`` client per venue, subscribed to the same streams on the same
+servers, timed from the same send to ``json.loads`` of the frame.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from liqsignal.alerts.outbox import Outbox
 from liqsignal.alerts.service import AlertConfig, AlertService
 from liqsignal.alerts.telegram import RetryPolicy, TelegramSender
 from liqsignal.config import MapConfig
-from liqsignal.data.streams import LiquidationStreams, StreamConfig, StreamEvent
+from liqsignal.data.streams import StreamConfig, StreamEvent
 from liqsignal.engine import LiquidationMap
 from liqsignal.evaluate import load_coinglass
 from liqsignal.features import _seconds, prepare_inputs, validate_frame
@@ -147,24 +148,6 @@ class MapsProvider:
         return usd
 
 
-class Pipeline:
-    """Each StreamEvent into the real alert service (``AlertService.handle_liquidation``: map
-    consumed, detector, message, outbox, Telegram call to the local Bot API), timed when the
-    handling returns: after the Telegram call has been answered for an event that alerts."""
-
-    def __init__(self, service: AlertService) -> None:
-        self.service = service
-        self.done: list[tuple[str, StreamEvent, float, int]] = []
-        self.tasks: list[asyncio.Task[Any]] = []
-
-    def __call__(self, ev: StreamEvent) -> None:
-        self.tasks.append(asyncio.ensure_future(self._handle(ev)))
-
-    async def _handle(self, ev: StreamEvent) -> None:
-        res = await self.service.handle_liquidation(ev)
-        self.done.append((ev.exchange, ev, time.perf_counter(), len(res.alerts)))
-
-
 async def bare_client(srv: LiquidationStreamServer, markets: list[str], out: list) -> None:
     """A plain websockets client on the same stream: subscribe, read, json.loads, time."""
     v = srv.venue
@@ -231,26 +214,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                             base_file_url=api.base_file_url, outbox=box,
                             retry=RetryPolicy(max_age=None))  # fmt: skip
     provider = MapsProvider(markets, lmap)
+    tmp = tempfile.TemporaryDirectory()
     service = AlertService(
         provider,
-        AlertConfig(chat_ids=(111,), pictures=False, interval_s=60, cooldown_minutes=60),
+        AlertConfig(chat_ids=(111,), pictures=False, interval_s=60, cooldown_minutes=60,
+                    live_liquidations=True, datadir=tmp.name,
+                    ccxt_config={v: s.ccxt_config() for v, s in servers.items()}),
         markets=markets,
         sender=sender,
-    )
+    )  # fmt: skip
     await service.start()
-    pipe = Pipeline(service)
+    done: list[tuple[str, StreamEvent, float, int]] = []
+    service.on_handled.append(
+        lambda ev, res: done.append((ev.exchange, ev, time.perf_counter(), len(res.alerts)))
+    )
     base: list[tuple[str, tuple[Any, ...], float]] = []
-    tmp = tempfile.TemporaryDirectory()
     try:
-        streams = LiquidationStreams(
-            list(VENUES),
-            markets,
-            datadir=tmp.name,
-            ccxt_config={v: s.ccxt_config() for v, s in servers.items()},
-            config=StreamConfig(read_timeout=30.0, keep_alive=5.0),
-            on_event=[pipe],
-        )
-        task = asyncio.ensure_future(streams.run())
+        # the service's own path: its streams -> on_liquidation -> the live worker
+        streams = service.start_live_streams(StreamConfig(read_timeout=30.0, keep_alive=5.0))
         clients = [asyncio.ensure_future(bare_client(s, markets, base)) for s in servers.values()]
         t_end = time.monotonic() + 60
         while any(s.complete_subscriptions() < 2 for s in servers.values()):
@@ -262,11 +243,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         wall = time.perf_counter() - t0
         want = len(events) * len(VENUES)
         t_end = time.monotonic() + 10
-        while (len(pipe.done) < want or len(base) < want) and time.monotonic() < t_end:
+        while (len(done) < want or len(base) < want) and time.monotonic() < t_end:
             await asyncio.sleep(0.05)
-        streams.stop()
-        await task
-        await asyncio.gather(*pipe.tasks)
+        await service.stop_live_streams()
         for c in clients:
             c.cancel()
         await asyncio.gather(*clients, return_exceptions=True)
@@ -280,7 +259,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         tmp.cleanup()
         tmp_box.cleanup()
     lat, own, recv, bl, alerting = [], [], [], [], []
-    for v, ev, t_done, n_alerts in pipe.done:
+    for v, ev, t_done, n_alerts in done:
         key = send_key(ev.market, ev.ts_ms, ev.side, ev.price, ev.amount)
         sent = (servers[v].sent_at or {}).get(key)
         if sent is None:
@@ -300,7 +279,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "events_total": len(events) * len(VENUES),
         "wall_s": wall,
         "rate_per_s": len(events) * len(VENUES) / wall if wall else float("nan"),
-        "processed": len(pipe.done),
+        "processed": len(done),
         "matched": len(lat),
         "duplicates": sum(v.duplicates for v in streams.venues.values()),
         "per_venue": {
@@ -308,7 +287,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "baseline_frames": len(base),
         "written": streams.writer.written,
-        "alerts": sum(n for *_, n in pipe.done),
+        "alerts": sum(n for *_, n in done),
         "telegram_calls": telegram_calls,
         "alert_median_ms": statistics.median(alerting) if alerting else float("nan"),
         "alert_p99_ms": pct(alerting, 99),

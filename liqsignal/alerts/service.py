@@ -33,7 +33,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -138,6 +138,9 @@ class AlertService:
         self._pruned_at = -math.inf
         self._live: asyncio.Queue[Any] = asyncio.Queue()
         self._live_lock = asyncio.Lock()
+        #: Called with (event, TickResult) after each realized liquidation is handled (its
+        #: alerts answered by Telegram): monitoring, benchmarks.
+        self.on_handled: list[Callable[[Any, TickResult], None]] = []
         self._streams: Any = None
         self._live_tasks: list[asyncio.Task[Any]] = []
         self._thread: threading.Thread | None = None
@@ -369,12 +372,32 @@ class AlertService:
         self._live.put_nowait(event)
 
     async def _live_worker(self) -> None:
-        while True:
-            event = await self._live.get()
+        """Each queued event into :meth:`handle_liquidation`, as its own task: detection runs
+        one event at a time in arrival order (``_live_lock`` is first come, first served), while
+        the alerts of earlier events are still being sent, so a quiet event never waits for a
+        Telegram call. At stop, events already taken are finished (their alerts stored)."""
+        inflight: set[asyncio.Task[Any]] = set()
+        try:
+            while True:
+                event = await self._live.get()
+                task = asyncio.create_task(self._handle_logged(event))
+                inflight.add(task)
+                task.add_done_callback(inflight.discard)
+        finally:
+            if inflight:
+                await asyncio.wait(inflight, timeout=10.0)
+
+    async def _handle_logged(self, event: Any) -> None:
+        try:
+            result = await self.handle_liquidation(event)
+        except Exception:  # one bad event must not end live alerting
+            logger.exception("Realized liquidation %r not handled", event)
+            return
+        for hook in self.on_handled:
             try:
-                await self.handle_liquidation(event)
-            except Exception:  # one bad event must not end live alerting
-                logger.exception("Realized liquidation %r not handled", event)
+                hook(event, result)
+            except Exception as exc:
+                logger.warning("on_handled hook failed: %s", exc, exc_info=traceback_of(exc))
 
     async def handle_liquidation(self, event: Any) -> TickResult:
         """One realized liquidation (``market``, ``side`` liquidated, ``price``, ``ts_ms``):
@@ -410,7 +433,7 @@ class AlertService:
                 if self.outbox is None or not self.outbox.has_key(ev.key):
                     result.alerts.append(alert_for(ev, now=when))
         # delivered outside the lock: the next event is detected while this one is sent (the
-        # sender sends one flush at a time, every pending alert in order)
+        # sender sends one flush at a time, the pending alerts as one digest, in order)
         if result.alerts:
             await self._deliver(result)
         for ev in result.events:
@@ -418,10 +441,12 @@ class AlertService:
         result.done = time.perf_counter()
         return result
 
-    def _start_live_streams(self) -> Any:
+    def start_live_streams(self, config: Any = None) -> Any:
         """With ``alerts.live_liquidations``: the venues' realized-liquidation streams of the
         service's markets (ccxt pro, written to the store), each event into
-        :meth:`handle_liquidation`; None otherwise."""
+        :meth:`handle_liquidation` through the live worker; None otherwise. ``run`` calls it;
+        ``config``: the streams' :class:`~liqsignal.data.streams.StreamConfig`. Stop with
+        :meth:`stop_live_streams`."""
         if not self.config.live_liquidations:
             return None
         from liqsignal.data.streams import LiquidationStreams
@@ -432,6 +457,7 @@ class AlertService:
             list(self.markets),
             datadir=self.config.datadir,
             ccxt_config=dict(self.config.ccxt_config or {}) or None,
+            config=config,
             on_event=[self.on_liquidation],
         )
         streams.keep_events = False
@@ -443,15 +469,17 @@ class AlertService:
         logger.info("live realized liquidations: %s on %s", ", ".join(self.markets), venues)
         return streams
 
-    async def _stop_live_streams(self) -> None:
+    async def stop_live_streams(self) -> None:
+        """Stop the streams gracefully (their last events written to the store: up to 10 s,
+        then cancelled), then the live worker (events it has taken are finished)."""
         streams, tasks = self._streams, self._live_tasks
         if streams is not None:
             streams.stop()
         for t in tasks:
-            t.cancel()
-        for t in tasks:
+            if t.get_name() != "liqsignal-live-streams":
+                t.cancel()
             with contextlib.suppress(BaseException):
-                await asyncio.wait_for(t, 10.0)
+                await asyncio.wait_for(t, 10.0)  # cancels it on timeout
         self._streams, self._live_tasks = None, []
 
     def _rearm_pockets(self, market: str, feat: pd.DataFrame, price: float) -> dict[str, Any]:
@@ -671,7 +699,7 @@ class AlertService:
                 next_run_time=datetime.now(UTC),
             )
             scheduler.start()
-            self._start_live_streams()
+            self.start_live_streams()
             self._ready.set()
             logger.info(
                 "liqsignal alerts running: %d market(s), every %g s",
@@ -682,7 +710,7 @@ class AlertService:
             logger.info("liqsignal alerts stopping")
         finally:
             self._ready.set()
-            await self._stop_live_streams()
+            await self.stop_live_streams()
             if scheduler.running:
                 scheduler.shutdown(wait=False)
             for sig in installed:

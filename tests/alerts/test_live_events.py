@@ -138,3 +138,40 @@ async def test_live_liquidations_run_the_real_ccxt_stream_into_the_service(
     assert "BTC</b> long liquidations consumed" in msg.params["text"]
     assert provider.consumed == [("long", 86_520.0)]
     assert LiquidationStore(tmp_path).has_data("binance", "BTC/USDT:USDT")
+
+
+async def test_a_quiet_event_is_not_held_up_by_an_earlier_events_telegram_call(
+    service, provider, api
+):
+    """The live worker detects events in arrival order while earlier alerts are being sent."""
+    import asyncio
+
+    provider.add_bar(armed=cluster())
+    await service.tick()
+    release = asyncio.Event()
+    real_flush = service.sender.flush
+
+    async def slow_flush():
+        await release.wait()  # a Telegram call that takes long
+        return await real_flush()
+
+    service.sender.flush = slow_flush
+    worker = asyncio.create_task(service._live_worker())
+    service.on_liquidation(_event(86_520.0, minutes=31))  # through the pocket: alerts
+    service.on_liquidation(_event(86_900.0, minutes=32))  # quiet
+    for _ in range(200):
+        if len(provider.consumed) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert provider.consumed == [("long", 86_520.0), ("long", 86_900.0)]  # both, in order
+    assert api.calls_to("sendMessage") == []  # the first one's alert is still on its way
+    release.set()
+    for _ in range(200):
+        if api.calls_to("sendMessage"):
+            break
+        await asyncio.sleep(0.01)
+    worker.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await worker
+    texts = [c.text for c in api.calls_to("sendMessage")]
+    assert texts and all("long liquidations consumed" in t for t in texts)
