@@ -519,6 +519,9 @@ class MapProvider:
     keeps the engine config's). Fetched rows are stored through the store's journal
     (:meth:`FeatherStore.append` / :meth:`~FeatherStore.commit`): durable once per refresh with
     one fsync per folder, folded into the feather files by threshold and at :meth:`aclose`.
+    ``candle_streams``: exchanges whose closed candles come from their kline streams (ccxt.pro,
+    :mod:`liqsignal.data.candle_streams`), REST only for what a stream lacks; ``stream_config``
+    their :class:`~liqsignal.data.streams.StreamConfig` (see "streamed candles" below).
     """
 
     def __init__(
@@ -1211,13 +1214,27 @@ class MapProvider:
         if not run:
             self.stream_backfills[exchange] += 1
             return await fetch(symbol, timeframe, since, last + step)
-        vals = [(r[0], list(r[1:6] if kind == "futures" else r[6:8])) for r in run]
-        streamed = ExchangeClient._rows_to_frame(vals, kind)
+        streamed = _buffer_frame(run, kind)
         if run[0][0] == first:
             return streamed
         self.stream_backfills[exchange] += 1
         rest = await fetch(symbol, timeframe, since, run[0][0])
         return _merge_rows(rest, streamed) if len(rest) else streamed
+
+
+def _buffer_frame(run: list[tuple[Any, ...]], kind: str) -> pd.DataFrame:
+    """Buffered rows (sorted, unique open times) as the store's frame of ``kind``: what
+    ``normalize_frame`` makes of the REST answer for the same bars."""
+    from liqsignal.data.store import CANDLE_COLUMNS
+
+    arr = np.asarray(run, dtype=np.float64)
+    dates = arr[:, 0].astype(np.int64).astype("datetime64[ms]")
+    data: dict[str, Any] = {"date": pd.DatetimeIndex(dates).tz_localize("UTC")}
+    names = CANDLE_COLUMNS[kind][1:]
+    first = 1 if kind == "futures" else 6
+    for k, name in enumerate(names):
+        data[name] = arr[:, first + k].copy()
+    return pd.DataFrame(data)
 
 
 class _CandleBuffer:
