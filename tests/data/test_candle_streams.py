@@ -323,3 +323,38 @@ def test_bad_options(servers: Servers, clock: ManualClock, tmp_path: Path):
         p.ingest_candles("QAAA", "okx", pd.DataFrame())
     with pytest.raises(ConfigError, match="missing columns"):
         p.ingest_candles("QAAA", "bybit", pd.DataFrame({"date": []}))
+
+
+def test_binance_combined_stream(servers: Servers, clock: ManualClock, tmp_path: Path):
+    """Binance's combined-stream path (events wrapped ``{"stream", "data"}``) works the same."""
+
+    async def run() -> None:
+        cfg = _config(servers)
+        ws_base = cfg["binance"]["urls"]["api"]["ws"]["linear"].rsplit("/ws", 1)[0]
+        cfg["binance"]["urls"]["api"]["ws"]["linear"] = f"{ws_base}/stream"
+        p = MapProvider(
+            [MarketSpec(m, ("binance",), "1m") for m in MARKETS],
+            config=MapConfig(step=None, step_bps=10.0),
+            datadir=tmp_path,
+            ccxt_config={"binance": cfg["binance"]},
+            history_bars=HISTORY,
+            clock=clock,
+            retry=RETRY,
+            history_limits=False,
+            stream_config=FAST,
+            candle_streams=("binance",),
+        )
+        try:
+            await p.refresh()
+            assert await _until(lambda: _live(p, ("binance",)))
+            conns = list(servers["binance"][1]._conns)
+            assert conns and all(c.path.startswith("/stream") for c in conns)
+            servers["binance"][0].clear_log()
+            reports = await _steps(p, clock, 2)
+            assert all(sum(r.new_bars.values()) == len(MARKETS) for r in reports)
+            assert p.stream_bars["binance"] == 2 * len(MARKETS)
+            assert _candle_requests(servers)["binance"] == 0
+        finally:
+            await p.aclose()
+
+    asyncio.run(run())
