@@ -29,6 +29,7 @@ backfilling what a stream did not deliver (the start, a reconnect gap, a late ba
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import math
@@ -273,12 +274,10 @@ class CandleStreams:
                 self.streams.setdefault(ex, []).append(s)
                 for m in part:
                     self._by_market[(m, ex)] = s
-        self._tasks: list[Any] = []
+        self._tasks: list[asyncio.Future[None]] = []
 
     def start(self) -> None:
         """Start every stream as a task of the running event loop (once)."""
-        import asyncio
-
         if self._tasks:
             return
         self._tasks = [asyncio.ensure_future(s.run()) for ss in self.streams.values() for s in ss]
@@ -310,8 +309,6 @@ class CandleStreams:
         return out
 
     async def aclose(self) -> None:
-        import asyncio
-
         for ss in self.streams.values():
             for s in ss:
                 s.stop()
