@@ -36,7 +36,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from liqsignal.data.exchanges import EXCHANGES
+from liqsignal.data.exchanges import EXCHANGES, _deep_merge
 from liqsignal.data.streams import STREAM_VENUES, StreamConfig, VenueStream, _now_ms
 from liqsignal.exceptions import ConfigError
 
@@ -104,7 +104,10 @@ class CandleStream(VenueStream):
         self.timeframe = timeframe
         self.candles = 0  # closed candles handed on
         self.forming = 0  # forming updates seen (not handed on)
-        super().__init__(exchange, markets, ccxt_config, config, seed=seed)
+        # ccxt keeps the newest OHLCVLimit candles per symbol (default 1000: some 300 MB for
+        # 1,500 feeds after a day at 1m); a closed candle is read from it at once, so a few do
+        given = _deep_merge({"options": {"OHLCVLimit": 10}}, dict(ccxt_config or {}))
+        super().__init__(exchange, markets, given, config, seed=seed)
 
     # -- subscriptions ----------------------------------------------------------------------
     def _watchers(self) -> dict[str, Callable[[], Any]]:
