@@ -358,3 +358,33 @@ def test_binance_combined_stream(servers: Servers, clock: ManualClock, tmp_path:
             await p.aclose()
 
     asyncio.run(run())
+
+
+def test_bar_late_on_a_live_stream_comes_over_rest(
+    servers: Servers, clock: ManualClock, tmp_path: Path
+):
+    """Bybit's connection stays open but sends nothing (not yet seen as a stall): the refresh
+    waits ``stream_grace_s`` for the bar, then fetches it over REST; the others stream."""
+
+    async def run() -> None:
+        p = _provider(servers, clock, tmp_path)
+        p.stream_grace_s = 0.3
+        try:
+            await p.refresh()
+            assert await _until(lambda: _live(p))
+            servers["bybit"][1].stall()
+            before = p.stream_backfills["bybit"]  # the fill counted one per feed
+            for rx, _ in servers.values():
+                rx.clear_log()
+            t0 = time.monotonic()
+            (r,) = await _steps(p, clock, 1)
+            assert time.monotonic() - t0 >= 0.3
+            assert not r.errors and all(n == 1 for n in r.new_bars.values())
+            assert p._candles_live("QAAA", "bybit")  # still looked healthy
+            got = _candle_requests(servers)
+            assert got["binance"] == 0 and got["okx"] == 0 and got["bybit"] >= len(MARKETS)
+            assert p.stream_backfills["bybit"] - before == len(MARKETS)
+        finally:
+            await p.aclose()
+
+    asyncio.run(run())
