@@ -22,7 +22,7 @@ import pytest
 import liqsignal.replay.bybit
 import liqsignal.replay.okx  # noqa: F401  (registers the venues)
 from liqsignal.config import MapConfig
-from liqsignal.data.candle_streams import LIMITS
+from liqsignal.data.candle_streams import LIMITS, CandleStreams
 from liqsignal.data.exchanges import RetryPolicy
 from liqsignal.data.provider import MapProvider, MarketSpec
 from liqsignal.data.streams import StreamConfig
@@ -304,13 +304,47 @@ def test_venue_down_others_go_on(servers: Servers, clock: ManualClock, tmp_path:
     asyncio.run(run())
 
 
-def test_topic_limits_per_request_are_kept(servers: Servers):
-    """The subscriptions respect each venue's per-request limit (the Bybit replay refuses more
-    than 10 args; Binance closes a connection over 10 messages a second or 1024 streams)."""
-    for v, (_, ws) in servers.items():
-        assert not ws.refused, (v, ws.refused)
-    assert LIMITS["bybit"]["per_request"] <= 10
-    assert LIMITS["binance"]["per_connection"] <= 1024
+def test_topic_limits_per_request_are_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """25 markets: Bybit's subscriptions go 10 topics per request (its replay refuses more),
+    Binance's and OKX's in one request each; with the Bybit chunk raised to 25 the venue
+    refuses the request and nothing is streamed from it."""
+    names = [f"QZ{chr(65 + i // 26)}{chr(65 + i % 26)}" for i in range(25)]
+    start = _bench().generate(tmp_path / "v", names, "1m")
+    clock = ManualClock(start)
+    servers: Servers = {}
+    for v in VENUES:
+        rx = ReplayExchange(tmp_path / "v" / v, venues=(v,)).start()
+        rx.clock = clock
+        servers[v] = (rx, CandleStreamServer(rx, v, poll_s=0.01).start())
+
+    async def watch(per_request: int) -> CandleStreams:
+        monkeypatch.setitem(LIMITS["bybit"], "per_request", per_request)
+        cs = CandleStreams(
+            {v: names for v in VENUES}, "1m", lambda *a: None, ccxt_config=_config(servers),
+            config=FAST,
+        )  # fmt: skip
+        cs.start()
+        await _until(lambda: all(cs.live(m, v) for m in names for v in VENUES), 5.0)
+        await asyncio.sleep(0.2)
+        await cs.aclose()
+        return cs
+
+    try:
+        asyncio.run(watch(10))
+        sizes = {v: [len(a) for _, a in ws.subscribes] for v, (_, ws) in servers.items()}
+        assert sizes == {"binance": [25], "bybit": [10, 10, 5], "okx": [25]}, sizes
+        assert not any(ws.refused for _, ws in servers.values())
+        for _, ws in servers.values():
+            ws.subscribes.clear()
+        cs = asyncio.run(watch(25))
+        refused = servers["bybit"][1].refused  # once per attempt: the stream retries
+        assert refused and set(refused) == {"25 args in one request"}
+        assert not servers["bybit"][1].ready()
+        assert not any(cs.live(m, "bybit") for m in names)
+    finally:
+        for rx, ws in servers.values():
+            ws.stop()
+            rx.stop()
 
 
 def test_bad_options(servers: Servers, clock: ManualClock, tmp_path: Path):
