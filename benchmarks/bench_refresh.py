@@ -292,7 +292,9 @@ def main() -> int:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         import bench_refresh_ws
 
-        return bench_refresh_ws.main(sys.modules[__name__], args)
+        shared = {"market_names": market_names, "generate": generate, "CostMeter": CostMeter}
+        shared.update(line=line, steady=steady)
+        return bench_refresh_ws.main(argparse.Namespace(**shared), args)
     names = market_names(args.markets)
     tmp = Path(tempfile.mkdtemp(prefix="bench_refresh_"))
     try:

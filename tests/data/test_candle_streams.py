@@ -422,3 +422,30 @@ def test_bar_late_on_a_live_stream_comes_over_rest(
             await p.aclose()
 
     asyncio.run(run())
+
+
+def test_bench_refresh_candles_ws_smoke(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``bench_refresh.py --candles ws`` on two markets: every promised figure is printed and
+    the steady cycle takes its bars from the streams."""
+    import re
+    import sys
+
+    bench = _bench()
+    argv = ["bench_refresh.py", "--candles", "ws", "--markets", "2", "--cycles", "1",
+            "--history-bars", "30", "--rate-limit-ms", "1"]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    assert bench.main() == 0
+    out = capsys.readouterr().out
+    assert "errors 0" in out and "errors 1" not in out
+    for pattern in (
+        r"first fill \(2 markets, REST\): [0-9.]+ s",
+        r"steady cycle \(median of 1, candles over the streams\): wall [0-9.]+ s",
+        r"store [0-9.]+ s \+ engine [0-9.]+ ms = [0-9.]+% of the cycle",
+        r"bars from the streams \{'binance': 2, 'bybit': 2, 'okx': 2\}",
+        r"single-market steady cycle: wall [0-9.]+ s",
+        r"ratios N / 1 market: wall x[0-9.]+ for x2 markets",
+        r"peak resident memory of the process: [0-9]+ MiB",
+    ):
+        assert re.search(pattern, out), f"missing {pattern!r} in:\n{out}"
