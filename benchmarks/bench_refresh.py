@@ -273,6 +273,13 @@ def main() -> int:
         default="process",
         help="replay servers in a child process (default) or in this one",
     )
+    ap.add_argument(
+        "--candles",
+        choices=("rest", "ws"),
+        default="rest",
+        help="candles by REST polling (default) or over the venues' kline streams "
+        "(bench_refresh_ws.py)",
+    )
     ap.add_argument("--profile", action="store_true", help="cProfile the last N-market cycle")
     ap.add_argument(
         "--check", action="store_true", help="exit 1 when store+engine is 10 %% or more of a cycle"
@@ -281,6 +288,13 @@ def main() -> int:
     if args.cycles < 1 or args.markets < 1:
         ap.error("--markets and --cycles must be at least 1")
     logging.basicConfig(level=logging.WARNING)
+    if args.candles == "ws":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import bench_refresh_ws
+
+        shared = {"market_names": market_names, "generate": generate, "CostMeter": CostMeter}
+        shared.update(line=line, steady=steady)
+        return bench_refresh_ws.main(argparse.Namespace(**shared), args)
     names = market_names(args.markets)
     tmp = Path(tempfile.mkdtemp(prefix="bench_refresh_"))
     try:

@@ -519,6 +519,9 @@ class MapProvider:
     keeps the engine config's). Fetched rows are stored through the store's journal
     (:meth:`FeatherStore.append` / :meth:`~FeatherStore.commit`): durable once per refresh with
     one fsync per folder, folded into the feather files by threshold and at :meth:`aclose`.
+    ``candle_streams``: exchanges whose closed candles come from their kline streams (ccxt.pro,
+    :mod:`liqsignal.data.candle_streams`), REST only for what a stream lacks; ``stream_config``
+    their :class:`~liqsignal.data.streams.StreamConfig` (see "streamed candles" below).
     """
 
     def __init__(
@@ -536,6 +539,8 @@ class MapProvider:
         history_limits: bool = True,
         feed_timeout_s: float | None = None,
         heatmap_frames: int | None = LIVE_HEATMAP_FRAMES,
+        candle_streams: Sequence[str] = (),
+        stream_config: Any = None,
     ) -> None:
         if not markets:
             raise ConfigError("MapProvider: no markets given")
@@ -592,6 +597,7 @@ class MapProvider:
         }
         self._lock = asyncio.Lock()
         self._appended: dict[tuple[str, str], list[Path]] = {}  # files queued this refresh
+        self._init_candle_streams(candle_streams, stream_config, ccxt_config)
 
     # -- lifecycle --------------------------------------------------------------------------
     async def __aenter__(self) -> MapProvider:
@@ -604,6 +610,7 @@ class MapProvider:
         """Close the exchange clients (their HTTP sessions) and fold the store's journaled
         rows into the feather files (:meth:`FeatherStore.close`)."""
         try:
+            await self._close_candle_streams()
             for client in self._clients.values():
                 await client.close()
         finally:
@@ -732,7 +739,7 @@ class MapProvider:
     ) -> None:
         spec = m.spec
         key = (spec.market, feed.exchange)
-        client = self._clients[feed.exchange]
+        client = self._feed_client(spec.market, feed.exchange)
         new_bars[key] = 0
         try:
             if feed.symbol is None:
@@ -1061,3 +1068,251 @@ class MapProvider:
             if m.lmap is None or not m.lmap.initialized:
                 return 0.0
             return m.lmap.consume_to(float(event.price), str(event.side))
+
+    # -- streamed candles -----------------------------------------------------------------------
+    # ``MapProvider(..., candle_streams=("binance", "bybit", "okx"))``: the candles of those
+    # exchanges come from their kline streams (liqsignal.data.candle_streams), started at the
+    # first refresh in its event loop. Each closed candle is buffered per feed
+    # (:meth:`ingest_candles`); at the refresh the feed's candle request (and Binance's taker buy
+    # request) is answered from that buffer when it holds every bar due, and goes to REST only
+    # for the bars it lacks: the first fill, a reconnect gap, a bar that has not arrived
+    # ``stream_grace_s`` seconds after the refresh asked for it. The rows then take the same way
+    # as fetched ones (the store's journal, the refresh's commit, ``_advance``).
+
+    def _init_candle_streams(
+        self,
+        exchanges: Sequence[str],
+        config: Any,
+        ccxt_config: Mapping[str, Mapping[str, Any]],
+    ) -> None:
+        from liqsignal.data.candle_streams import CandleStreams
+        from liqsignal.data.streams import StreamConfig
+
+        #: seconds a refresh waits for a bar a healthy stream has not delivered yet, then REST
+        self.stream_grace_s = 2.0
+        self._buffers: dict[tuple[str, str], _CandleBuffer] = {}
+        self._candle_streams: list[CandleStreams] = []
+        #: per exchange: bars answered from a stream, REST requests made to fill what it lacked
+        self.stream_bars: dict[str, int] = {}
+        self.stream_backfills: dict[str, int] = {}
+        if isinstance(exchanges, str):
+            raise ConfigError(f"candle_streams: expected a tuple of exchanges, got {exchanges!r}")
+        names = tuple(exchanges)
+        if not names:
+            return
+        unknown = sorted(set(names) - set(self._clients))
+        if unknown:
+            raise ConfigError(
+                f"candle_streams: {unknown} serve none of the markets (exchanges: "
+                f"{sorted(self._clients)})"
+            )
+        if config is not None and not isinstance(config, StreamConfig):
+            raise ConfigError(f"stream_config: expected a StreamConfig, got {config!r}")
+        by_tf: dict[str, dict[str, list[str]]] = {}
+        for m in self._markets.values():
+            for ex in m.feeds:
+                if ex not in names:
+                    continue
+                by_tf.setdefault(m.spec.timeframe, {}).setdefault(ex, []).append(m.spec.market)
+                kinds = ("futures", "taker_buy") if EXCHANGES[ex].taker_buy else ("futures",)
+                cap = 2 * self.history_bars + 10
+                self._buffers[(m.spec.market, ex)] = _CandleBuffer(
+                    timeframe_to_ms(m.spec.timeframe), kinds, cap
+                )
+        for ex in names:
+            self.stream_bars[ex] = 0
+            self.stream_backfills[ex] = 0
+        for tf, markets in by_tf.items():
+            self._candle_streams.append(
+                CandleStreams(
+                    markets, tf, self._ingest_rows, ccxt_config=ccxt_config, config=config
+                )
+            )
+
+    async def _close_candle_streams(self) -> None:
+        for s in self._candle_streams:
+            await s.aclose()
+
+    def ingest_candles(self, market: str, exchange: str, df: pd.DataFrame) -> int:
+        """Hand closed candles of (market, exchange) to the provider (what the kline streams
+        do): ``date, open, high, low, close, volume`` and, for Binance, ``taker_buy_volume,
+        taker_buy_quote_volume``. They are merged into the feed's rows and stored at the next
+        refresh, which then asks REST only for the bars still missing. Returns the rows taken."""
+        if (market, exchange) not in self._buffers:
+            raise ConfigError(
+                f"ingest_candles: {exchange} {market} is not a streamed feed of this provider "
+                f"(candle_streams= names the exchanges)"
+            )
+        need = ["date", "open", "high", "low", "close", "volume"]
+        missing = [c for c in need if c not in df.columns]
+        if missing:
+            raise ConfigError(f"ingest_candles {exchange} {market}: missing columns {missing}")
+        dates = pd.DatetimeIndex(pd.to_datetime(df["date"], utc=True)).as_unit("ms").asi8
+        cols = [df[c].to_numpy(dtype="float64") for c in need[1:]]
+        nan = np.full(len(df), np.nan)
+        tb = df["taker_buy_volume"].to_numpy("float64") if "taker_buy_volume" in df else nan
+        tq = (
+            df["taker_buy_quote_volume"].to_numpy("float64")
+            if "taker_buy_quote_volume" in df
+            else nan
+        )
+        rows = [
+            (int(t), float(o), float(h), float(lo), float(c), float(v), float(b), float(q))
+            for t, o, h, lo, c, v, b, q in zip(dates, *cols, tb, tq, strict=True)
+        ]
+        self._ingest_rows(market, exchange, rows)
+        return len(rows)
+
+    def _ingest_rows(self, market: str, exchange: str, rows: list[Any]) -> None:
+        buf = self._buffers.get((market, exchange))
+        if buf is not None:
+            buf.add(rows)
+
+    def _feed_client(self, market: str, exchange: str) -> Any:
+        """The feed's exchange client; for a streamed feed one whose candle requests are
+        answered from the stream's buffer first."""
+        if (market, exchange) not in self._buffers:
+            return self._clients[exchange]
+        for s in self._candle_streams:
+            s.start()
+        return _StreamedClient(self, market, exchange)
+
+    def _candles_live(self, market: str, exchange: str) -> bool:
+        return any(s.live(market, exchange) for s in self._candle_streams)
+
+    async def _streamed_rows(
+        self,
+        kind: str,
+        market: str,
+        exchange: str,
+        symbol: str,
+        timeframe: str,
+        since: int,
+        until: int,
+    ) -> pd.DataFrame:
+        """Candles (``kind`` futures) or taker buy rows of [since, until] from the stream's
+        buffer, REST for the bars it lacks (one request for the span before the buffer's
+        unbroken run up to the newest bar due)."""
+        from liqsignal.data.exchanges import ExchangeClient
+
+        client = self._clients[exchange]
+        buf = self._buffers[(market, exchange)]
+        step = buf.tf_ms
+        first = -(-since // step) * step
+        last = until // step * step
+        if last < first:
+            return ExchangeClient._rows_to_frame([], kind)
+        if last not in buf.rows and self._candles_live(market, exchange):
+            await buf.wait(last, self.stream_grace_s)
+        run = buf.take(kind, first, last)
+        fetch = client.fetch_ohlcv if kind == "futures" else client.fetch_taker_buy
+        if kind == "futures":
+            self.stream_bars[exchange] += len(run)
+        # REST is asked one bar further than it must give (OKX's ``after`` bound is exclusive:
+        # asked up to a bar, it answers up to the one before); a forming bar that comes back is
+        # dropped by _fetch_feed, a bar the stream also has is the stream's
+        if not run:
+            self.stream_backfills[exchange] += 1
+            return await fetch(symbol, timeframe, since, last + step)
+        streamed = _buffer_frame(run, kind)
+        if run[0][0] == first:
+            return streamed
+        self.stream_backfills[exchange] += 1
+        rest = await fetch(symbol, timeframe, since, run[0][0])
+        return _merge_rows(rest, streamed) if len(rest) else streamed
+
+
+def _buffer_frame(run: list[tuple[Any, ...]], kind: str) -> pd.DataFrame:
+    """Buffered rows (sorted, unique open times) as the store's frame of ``kind``: what
+    ``normalize_frame`` makes of the REST answer for the same bars."""
+    from liqsignal.data.store import CANDLE_COLUMNS
+
+    arr = np.asarray(run, dtype=np.float64)
+    dates = arr[:, 0].astype(np.int64).astype("datetime64[ms]")
+    data: dict[str, Any] = {"date": pd.DatetimeIndex(dates).tz_localize("UTC")}
+    names = CANDLE_COLUMNS[kind][1:]
+    first = 1 if kind == "futures" else 6
+    for k, name in enumerate(names):
+        data[name] = arr[:, first + k].copy()
+    return pd.DataFrame(data)
+
+
+class _CandleBuffer:
+    """Closed candles a stream delivered for one feed and the refresh has not taken yet."""
+
+    def __init__(self, tf_ms: int, kinds: tuple[str, ...], cap: int) -> None:
+        self.tf_ms = tf_ms
+        self.rows: dict[int, tuple[Any, ...]] = {}
+        self.newest = -1
+        self.cap = cap
+        self._floor = dict.fromkeys(kinds, -1)
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    def add(self, rows: list[Any]) -> None:
+        for r in rows:
+            self.rows[int(r[0])] = tuple(r)
+            self.newest = max(self.newest, int(r[0]))
+        if len(self.rows) > self.cap:
+            for t in sorted(self.rows)[: len(self.rows) - self.cap]:
+                del self.rows[t]
+        if self._waiters:
+            for t, fut in self._waiters:
+                if t in self.rows and not fut.done():
+                    fut.set_result(None)
+            self._waiters = [w for w in self._waiters if not w[1].done()]
+
+    async def wait(self, ts: int, timeout: float) -> None:
+        if ts in self.rows:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((ts, fut))
+        await asyncio.wait([fut], timeout=timeout)
+        if not fut.done():
+            fut.cancel()
+
+    def take(self, kind: str, first: int, last: int) -> list[tuple[Any, ...]]:
+        """The unbroken run of rows ending at ``last`` (none when ``last`` is missing), not
+        reaching before ``first``; rows before ``first`` are forgotten once every kind passed
+        them. Taker rows need finite taker values."""
+
+        def ok(t: int) -> bool:
+            r = self.rows.get(t)
+            return r is not None and (kind == "futures" or math.isfinite(r[6]))
+
+        run = []
+        t = last
+        while t >= first and ok(t):
+            run.append(self.rows[t])
+            t -= self.tf_ms
+        run.reverse()
+        if kind in self._floor:
+            self._floor[kind] = first
+            low = min(self._floor.values())
+            for old in [x for x in self.rows if x < low]:
+                del self.rows[old]
+        return run
+
+
+class _StreamedClient:
+    """An exchange client whose candle (and taker buy) requests of one feed are answered from
+    the stream's buffer first; everything else goes to the real client."""
+
+    def __init__(self, provider: MapProvider, market: str, exchange: str) -> None:
+        self._provider = provider
+        self._key = (market, exchange)
+        self._client = provider._clients[exchange]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    async def fetch_ohlcv(self, symbol: str, timeframe: str, since: int, until: int) -> Any:
+        m, ex = self._key
+        return await self._provider._streamed_rows(
+            "futures", m, ex, symbol, timeframe, since, until
+        )
+
+    async def fetch_taker_buy(self, symbol: str, timeframe: str, since: int, until: int) -> Any:
+        m, ex = self._key
+        return await self._provider._streamed_rows(
+            "taker_buy", m, ex, symbol, timeframe, since, until
+        )
