@@ -121,7 +121,7 @@ async def test_incremental_refresh_equals_full_rebuild_and_store(
         for step in (1, 3):
             clock.t += step * HOUR
             rep = await p.refresh()
-            assert not rep.errors and not rep.rebuilt and not rep.became_stale
+            assert not rep.errors and not rep.rebuilt and not rep.replayed and not rep.became_stale
             assert rep.new_bars == {("BTC", ex): step for ex in VENUES}
             assert 0 < rep.requests <= 3 * 4 * step  # candles, OI, funding (+ taker): few pages
             assert p.features("BTC").index[-1] == clock.t.floor("h") - HOUR
@@ -189,7 +189,8 @@ async def test_failing_exchange_is_stale_excluded_and_recovers(
         rep = await p.refresh()
         assert rep.recovered == [("BTC", venue)] and not rep.errors
         assert rep.new_bars[("BTC", venue)] == 4  # back-filled
-        assert rep.rebuilt == ["BTC"]  # its late bars entered through a rebuild
+        # its late bars entered through the checkpoint taken before it failed, not a rebuild
+        assert rep.replayed == ["BTC"] and rep.rebuilt == []
         assert not p.status("BTC")[venue].stale and p.status("BTC")[venue].since is None
         assert (p.features("BTC")["liq_n_exchanges"] == 3).all()
         _assert_shares(p, set(VENUES))
@@ -225,7 +226,8 @@ async def test_lagging_exchange_becomes_stale_after_the_allowed_bars(
         bybit.clock = clock
         clock.t += HOUR
         rep = await p.refresh()
-        assert rep.recovered == [("BTC", "bybit")] and rep.rebuilt == ["BTC"]
+        assert rep.recovered == [("BTC", "bybit")]
+        assert rep.replayed == ["BTC"] and rep.rebuilt == []  # through the checkpoint
         assert rep.new_bars[("BTC", "bybit")] == 6
         _assert_same(
             p.features("BTC"), aggregated_features_from_store("BTC", VENUES, "1h", tmp_path)
