@@ -209,40 +209,116 @@ def _exchange_frame(
     A candle is ready when closed (``date + tf <= now``; ``now=None``: every stored candle) and,
     unless the exchange is in proxy mode (``oi_tf`` None), when the open interest at its close is
     known (the newest OI row is dated at or after ``date + tf - oi_tf``). Only candles dated after
-    ``after`` are returned (the OI and funding lookups still use every stored row).
+    ``after`` are returned (the OI and funding lookups still use every stored row): the live
+    provider's few new rows, merged in numpy (:func:`_merge_known`, the same values as
+    :func:`~liqsignal.data.timeline.merge_point_in_time`, which merges full frames).
     """
     from liqsignal.data.timeline import merge_point_in_time
 
-    tf = pd.Timedelta(milliseconds=timeframe_to_ms(timeframe))
+    tf_ns = timeframe_to_ms(timeframe) * 1_000_000
     cand = fr.candles
-    closes = pd.DatetimeIndex(cand["date"]) + tf
-    keep = np.ones(len(cand), dtype=bool)
-    if now is not None:
-        keep &= np.asarray(closes <= now)
+    dates = _ns(cand["date"])
+    limit: int | None = None if now is None else _utc(now).value
     oi = fr.oi
     if oi_tf is not None:
-        oi = oi.dropna(subset=_OI_COLS, how="all")
-        if oi.empty:
-            keep[:] = False
-        else:
-            known = pd.Timestamp(oi["date"].iloc[-1]) + pd.Timedelta(
-                milliseconds=timeframe_to_ms(oi_tf)
-            )
-            keep &= np.asarray(closes <= known)
-    if after is not None:
-        keep &= np.asarray(pd.DatetimeIndex(cand["date"]) > after)
-    df = cand.loc[keep].reset_index(drop=True)
+        last = _last_oi(oi)
+        if last is None:
+            return cand.iloc[0:0].reset_index(drop=True)
+        known = last + timeframe_to_ms(oi_tf) * 1_000_000
+        limit = known if limit is None else min(limit, known)
+    lo = 0 if after is None else _utc(after).value
+    if len(dates) < 2 or bool((dates[1:] > dates[:-1]).all()):  # sorted: the ready rows are a slice
+        a = 0 if after is None else int(np.searchsorted(dates, lo, "right"))
+        b = len(dates) if limit is None else int(np.searchsorted(dates + tf_ns, limit, "right"))
+        df = cand.iloc[a : max(a, b)].reset_index(drop=True)
+    else:
+        keep = np.ones(len(cand), dtype=bool)
+        if limit is not None:
+            keep &= dates + tf_ns <= limit
+        if after is not None:
+            keep &= dates > lo
+        df = cand.loc[keep].reset_index(drop=True)
     if df.empty:
         return df
+    has_taker = fr.taker is not None and len(fr.taker)
+    if after is None:
+        if oi_tf is not None:
+            oi = oi.dropna(subset=_OI_COLS, how="all")
+            df = merge_point_in_time(df, oi, _OI_COLS, timeframe=timeframe, other_timeframe=oi_tf)
+        df = merge_point_in_time(
+            df, fr.funding, ["funding_rate"], timeframe=timeframe, other_timeframe=FUNDING_TF
+        )
+        if has_taker:
+            assert fr.taker is not None
+            tk = fr.taker[["date", "taker_buy_volume"]]
+            df = df.merge(tk, on="date", how="left")
+        return df
+    left = _ns(df["date"])
     if oi_tf is not None:
-        df = merge_point_in_time(df, oi, _OI_COLS, timeframe=timeframe, other_timeframe=oi_tf)
-    df = merge_point_in_time(
-        df, fr.funding, ["funding_rate"], timeframe=timeframe, other_timeframe=FUNDING_TF
+        otf_ns = timeframe_to_ms(oi_tf) * 1_000_000
+        for col, vals in zip(
+            _OI_COLS, _merge_known(left + tf_ns, oi, _OI_COLS, otf_ns), strict=True
+        ):
+            df[col] = vals
+    (df["funding_rate"],) = _merge_known(
+        left + tf_ns, fr.funding, ["funding_rate"], timeframe_to_ms(FUNDING_TF) * 1_000_000
     )
-    if fr.taker is not None and len(fr.taker):
-        tk = fr.taker[["date", "taker_buy_volume"]]
-        df = df.merge(tk, on="date", how="left")
+    if has_taker:
+        assert fr.taker is not None
+        df["taker_buy_volume"] = _same_date(left, fr.taker, "taker_buy_volume")
     return df
+
+
+def _ns(dates: Any) -> np.ndarray:
+    """Dates (a column or index, UTC) as int64 nanoseconds since the epoch."""
+    return np.asarray(pd.DatetimeIndex(dates).as_unit("ns").asi8)
+
+
+def _last_oi(oi: pd.DataFrame) -> int | None:
+    """Date (ns) of the newest OI row with a value, None when there is none."""
+    if oi.empty:
+        return None
+    have = ~(
+        np.isnan(oi[_OI_COLS[0]].to_numpy(dtype=np.float64))
+        & np.isnan(oi[_OI_COLS[1]].to_numpy(dtype=np.float64))
+    )
+    idx = np.flatnonzero(have)
+    return int(_ns(oi["date"])[idx[-1]]) if len(idx) else None
+
+
+def _merge_known(
+    left_known: np.ndarray, other: pd.DataFrame | None, columns: Sequence[str], otf_ns: int
+) -> list[np.ndarray]:
+    """``merge_point_in_time`` in numpy: per left row (known at ``left_known``, ns: its close),
+    the values of the newest row of ``other`` known by then (dated ``D``, known at ``D +
+    otf_ns``; rows with every column NaN skipped), NaN before the first."""
+    n = len(left_known)
+    if other is None or len(other) == 0 or not set(columns) <= set(other.columns):
+        return [np.full(n, np.nan) for _ in columns]
+    vals = [other[c].to_numpy(dtype=np.float64) for c in columns]
+    have = ~np.logical_and.reduce([np.isnan(v) for v in vals])
+    known = _ns(other["date"])[have] + otf_ns
+    vals = [v[have] for v in vals]
+    if len(known) > 1 and not bool((known[1:] >= known[:-1]).all()):
+        order = np.argsort(known, kind="stable")
+        known, vals = known[order], [v[order] for v in vals]
+    pos = np.searchsorted(known, left_known, "right") - 1
+    hit = pos >= 0
+    safe = np.where(hit, pos, 0)
+    return [np.where(hit, v[safe], np.nan) if len(v) else np.full(n, np.nan) for v in vals]
+
+
+def _same_date(left: np.ndarray, other: pd.DataFrame, column: str) -> np.ndarray:
+    """``column`` of the ``other`` row on each left date (ns; a left join on ``date``), NaN
+    where there is none; ``other``'s dates are unique (the store's rows)."""
+    dates = _ns(other["date"])
+    vals = other[column].to_numpy(dtype=np.float64)
+    if len(dates) > 1 and not bool((dates[1:] > dates[:-1]).all()):
+        order = np.argsort(dates, kind="stable")
+        dates, vals = dates[order], vals[order]
+    pos = np.minimum(np.searchsorted(dates, left, "left"), max(len(dates) - 1, 0))
+    hit = (dates[pos] == left) if len(dates) else np.zeros(len(left), dtype=bool)
+    return np.where(hit, vals[pos] if len(vals) else np.nan, np.nan)
 
 
 def _seconds(dates: pd.DatetimeIndex) -> np.ndarray:
@@ -861,7 +937,9 @@ class MapProvider:
             if ctype == "funding_rate":
                 feed.funding_asked = now  # kept only if its rows reach the store (_commit)
             if ctype in ("futures", "taker_buy"):  # closed candles only, whatever was answered
-                df = df[pd.DatetimeIndex(df["date"]) + pd.Timedelta(milliseconds=tf_ms) <= now]
+                closed = _ns(df["date"]) + tf_ms * 1_000_000 <= now.value
+                if not closed.all():
+                    df = df[closed]
             if df.empty:
                 continue
             ftf = (
@@ -907,19 +985,16 @@ class MapProvider:
         """Open time of the newest candle of ``feed`` that can enter the map now."""
         if feed.frames is None or feed.frames.candles.empty:
             return None
-        tf = pd.Timedelta(milliseconds=timeframe_to_ms(m.spec.timeframe))
-        dates = pd.DatetimeIndex(feed.frames.candles["date"])
-        limit = now
+        tf_ns = timeframe_to_ms(m.spec.timeframe) * 1_000_000
+        candles = feed.frames.candles
+        limit = _utc(now).value
         if feed.oi_tf is not None:
-            oi = feed.frames.oi.dropna(subset=_OI_COLS, how="all")
-            if oi.empty:
+            last = _last_oi(feed.frames.oi)
+            if last is None:
                 return None
-            known = pd.Timestamp(oi["date"].iloc[-1]) + pd.Timedelta(
-                milliseconds=timeframe_to_ms(feed.oi_tf)
-            )
-            limit = min(limit, known)
-        ok = dates[dates + tf <= limit]
-        return pd.Timestamp(ok[-1]) if len(ok) else None
+            limit = min(limit, last + timeframe_to_ms(feed.oi_tf) * 1_000_000)
+        ok = np.flatnonzero(_ns(candles["date"]) + tf_ns <= limit)
+        return pd.Timestamp(candles["date"].iloc[ok[-1]]) if len(ok) else None
 
     def _update_health(self, m: _Market, feed: _Feed, now: pd.Timestamp, error: str | None) -> None:
         tf = pd.Timedelta(milliseconds=timeframe_to_ms(m.spec.timeframe))
