@@ -9,9 +9,11 @@ new closed bars. An exchange that fails, or has no new closed bar ``stale_after_
 after one was due, is marked stale: it contributes nothing new (its bars are missing, so its levels
 fade), :meth:`MapProvider.snapshot` leaves its levels out, :meth:`MapProvider.status` flags it, and
 the other exchanges carry on. Bars that arrive after the map has passed their date (an exchange
-that recovers and back-fills, or one that was a bar late) make that market's map be rebuilt from
-the stored rows, so the live map always equals :func:`aggregated_features_from_store`, the same
-computation on stored files that backtests use.
+that recovers and back-fills, or one that was a bar late) are replayed from the map's checkpoint
+(its state at the newest bar every exchange had reached) with the stored rows after it, or, where
+no checkpoint covers them, the market's map is rebuilt from every stored row; either way the live
+map equals :func:`aggregated_features_from_store`, the same computation on stored files that
+backtests use, bit for bit.
 
 Point in time: a candle enters the map only once closed (``date + timeframe <= now``) and once the
 open interest at its close is known (an open-interest row dated ``D`` is known at ``D + its
@@ -140,7 +142,7 @@ class RefreshReport:
 
     started: pd.Timestamp  # the provider clock at the start
     wall_s: float
-    engine_s: float  # time inside LiquidationMap.update (incremental and rebuilds)
+    engine_s: float  # time inside LiquidationMap.update (incremental, replays, rebuilds) and copies
     requests: int  # HTTP requests made (ccxt calls, retries included)
     new_bars: dict[tuple[str, str], int]  # (market, exchange) -> closed candles added
     errors: dict[tuple[str, str], str]

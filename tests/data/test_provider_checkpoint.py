@@ -210,3 +210,68 @@ async def test_a_recovering_venue_replays_from_the_checkpoint_bitwise_as_a_rebui
         assert (cp.features("BTC")["liq_n_exchanges"] == 3).all()
         ck = cp._markets["BTC"].checkpoint
         assert ck is not None and ck.lmap is None  # caught up: no copy kept
+
+
+async def test_on_a_bar_boundary_every_venue_delivers_its_newest_bar_in_few_requests(
+    venues: Venues, clock: ManualClock, tmp_path: Path
+) -> None:
+    """The clock exactly on the hour: OKX's newest closed candle comes in the same refresh as
+    the other venues' (it came one refresh late, forcing a rebuild in every refresh, when its
+    exclusive end bound cut it off), and a steady refresh asks each venue once per kind."""
+    clock.t = pd.Timestamp("2026-01-20 04:00", tz="UTC")
+    async with _provider(venues, tmp_path, clock, checkpoints=True) as p:
+        await p.refresh()
+        for _ in range(2):
+            clock.t += HOUR
+            for rx, _ in venues.values():
+                rx.clear_log()
+            rep = await p.refresh()
+            assert not rep.errors and not rep.rebuilt and not rep.replayed
+            assert rep.new_bars == {("BTC", ex): 1 for ex in VENUES}
+            newest = clock.t - HOUR
+            assert {st.last_bar for st in p.status("BTC").values()} == {newest}
+            asked = {
+                v: sorted(r.path.rsplit("/", 1)[-1] for r in rx.requests)
+                for v, (rx, _) in venues.items()
+            }
+            assert asked == {
+                "binance": ["klines", "klines", "openInterestHist"],  # candles, taker buy, OI
+                "bybit": ["kline", "open-interest"],
+                "okx": ["history-candles", "open-interest-history"],
+            }
+            limits = [r.query.get("limit") for r in venues["binance"][0].requests]
+            assert limits[:2] == ["1", "1"]  # one new candle: the 1-unit request weight
+            ck = p._markets["BTC"].checkpoint
+            assert ck is not None and ck.lmap is None and ck.until == newest  # nothing copied
+
+
+def test_a_map_copy_is_independent_and_continues_bitwise_as_the_original() -> None:
+    from liqsignal import nb
+
+    rng = np.random.default_rng(3)
+    n = 120
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.004, n)))
+    x = np.full((n, 1, nb.N_IN), np.nan)
+    x[:, 0, nb.I_OPEN] = np.r_[close[0], close[:-1]]
+    x[:, 0, nb.I_HIGH] = np.maximum(x[:, 0, nb.I_OPEN], close) * 1.002
+    x[:, 0, nb.I_LOW] = np.minimum(x[:, 0, nb.I_OPEN], close) * 0.998
+    x[:, 0, nb.I_CLOSE] = close
+    x[:, 0, nb.I_VOL] = rng.uniform(10, 100, n)
+    ts = 1_768_000_000.0 + 3600.0 * np.arange(n)
+    a = LiquidationMap(MapConfig(heatmap_frames=24), proxy=True)
+    a.update(ts[:60], x[:60])
+    b = a.copy()
+    before = {name: getattr(b, name).copy() for name in STATE}
+    out_a = a.update(ts[60:90], x[60:90])  # the original moves on: the copy stays as it was
+    for name in STATE:
+        assert np.array_equal(_bits(getattr(b, name)), _bits(before[name])), name
+    assert b.consume_to(float(b.reference_price()) * 0.9, "long") > 0  # its own arrays
+    c = LiquidationMap(MapConfig(heatmap_frames=24), proxy=True)
+    c.update(ts[:60], x[:60])
+    assert not np.array_equal(_bits(b.long_raw), _bits(c.long_raw))  # consumed in b only
+    d = c.copy()
+    out_d = d.update(ts[60:90], x[60:90])
+    assert np.array_equal(_bits(out_a), _bits(out_d))
+    a.update(ts[90:], x[90:])
+    d.update(ts[90:], x[90:])
+    _assert_same_state(a, d)
