@@ -19,7 +19,9 @@ time of the provider's process, but they share the machine's two cores with it) 
 
 First a single market is filled and refreshed (the baseline), then the N markets. Printed per
 cycle: wall time, HTTP requests, engine time (``LiquidationMap.update``), store time (queueing,
-the journal commit with its fsyncs, compactions), their shares; for the steady state (one new
+the journal commit with its fsyncs, compactions), their shares, markets rebuilt from every
+stored row and markets replayed from their checkpoint, then the requests per market by exchange
+and endpoint path; for the steady state (one new
 closed bar per market and exchange) the median, the ratios to the single-market cycle, the
 rate-limit floor (per exchange: the sum of ccxt's cost x ``rateLimit`` over that cycle's
 requests, the time ccxt's throttle alone needs), and the peak resident memory of the process.
