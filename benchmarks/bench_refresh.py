@@ -19,7 +19,9 @@ time of the provider's process, but they share the machine's two cores with it) 
 
 First a single market is filled and refreshed (the baseline), then the N markets. Printed per
 cycle: wall time, HTTP requests, engine time (``LiquidationMap.update``), store time (queueing,
-the journal commit with its fsyncs, compactions), their shares; for the steady state (one new
+the journal commit with its fsyncs, compactions), their shares, markets rebuilt from every
+stored row and markets replayed from their checkpoint, then the requests per market by exchange
+and endpoint path; for the steady state (one new
 closed bar per market and exchange) the median, the ratios to the single-market cycle, the
 rate-limit floor (per exchange: the sum of ccxt's cost x ``rateLimit`` over that cycle's
 requests, the time ccxt's throttle alone needs), and the peak resident memory of the process.
@@ -152,10 +154,12 @@ class Venues:
 
 
 class CostMeter:
-    """ccxt's throttle cost of every request, per exchange (cost x rateLimit = ms it waits)."""
+    """ccxt's throttle cost of every request, per exchange (cost x rateLimit = ms it waits),
+    and the requests per exchange and endpoint path."""
 
     def __init__(self, provider: MapProvider) -> None:
         self.ms: dict[str, float] = dict.fromkeys(provider._clients, 0.0)
+        self.paths: dict[tuple[str, str], int] = {}
         for ex, client in provider._clients.items():
             api = client.api
             orig: Callable[..., Any] = api.calculate_rate_limiter_cost
@@ -163,6 +167,8 @@ class CostMeter:
             def wrapped(*a: Any, _ex: str = ex, _o: Any = orig, _api: Any = api, **k: Any) -> Any:
                 cost = _o(*a, **k)
                 self.ms[_ex] += float(cost) * float(_api.rateLimit)
+                path = str(a[2] if len(a) > 2 else k.get("path", "?"))
+                self.paths[(_ex, path)] = self.paths.get((_ex, path), 0) + 1
                 return cost
 
             api.calculate_rate_limiter_cost = wrapped
@@ -170,6 +176,21 @@ class CostMeter:
     def take(self) -> dict[str, float]:
         out, self.ms = self.ms, dict.fromkeys(self.ms, 0.0)
         return out
+
+    def take_paths(self) -> dict[tuple[str, str], int]:
+        out, self.paths = self.paths, {}
+        return out
+
+
+def request_line(paths: dict[tuple[str, str], int], markets: int) -> str:
+    """Requests per exchange (and per market) and endpoint of one cycle."""
+    per_ex: dict[str, list[str]] = {}
+    for (ex, path), n in sorted(paths.items()):
+        per_ex.setdefault(ex, []).append(f"{path} {n / markets:g}")
+    return "; ".join(
+        f"{ex} {sum(n for (e, _), n in paths.items() if e == ex) / markets:g} ({', '.join(v)})"
+        for ex, v in per_ex.items()
+    )
 
 
 def line(label: str, r: RefreshReport, floor: dict[str, float]) -> str:
@@ -180,7 +201,7 @@ def line(label: str, r: RefreshReport, floor: dict[str, float]) -> str:
         f"engine {r.engine_s * 1000:9.2f} ms ({r.engine_s / r.wall_s:6.2%})  "
         f"store {r.store_s:7.3f} s ({r.store_s / r.wall_s:6.2%})  "
         f"throttle floor {floor.get(worst, 0.0) / 1000:7.2f} s ({worst})  "
-        f"rebuilt {len(r.rebuilt)}  errors {len(r.errors)}"
+        f"rebuilt {len(r.rebuilt)}  replayed {len(r.replayed)}  errors {len(r.errors)}"
     )
 
 
@@ -218,6 +239,7 @@ async def run_provider(
         r = await provider.refresh()
         floors.append(meter.take())
         print(line(f"{label} fill", r, floors[-1]), flush=True)
+        meter.take_paths()
         reports.append(r)
         for i in range(args.cycles):
             clock.t += tf
@@ -236,6 +258,10 @@ async def run_provider(
                 print(buf.getvalue())
             floors.append(meter.take())
             print(line(f"{label} {i + 1}", r, floors[-1]), flush=True)
+            print(
+                f"{'':<9} requests per market: {request_line(meter.take_paths(), len(names))}",
+                flush=True,
+            )
             reports.append(r)
     finally:
         t = time.perf_counter()

@@ -149,6 +149,19 @@ class LiquidationMap:
         arrays = (self.g, self.ex, self.long_raw, self.short_raw, self.work, self.clusters_buf)
         return sum(a.nbytes for a in arrays) + self.hm.nbytes + self.hm_meta.nbytes
 
+    def copy(self) -> LiquidationMap:
+        """An independent copy of the map (a checkpoint): every array the kernels or
+        :meth:`consume_to` change is copied, so updating either map leaves the other as it
+        was; feeding both the same later bars gives bitwise-equal results. The configuration
+        (immutable) is shared."""
+        new = object.__new__(LiquidationMap)
+        new.__dict__.update(self.__dict__)
+        for name, value in self.__dict__.items():
+            if isinstance(value, np.ndarray):
+                setattr(new, name, value.copy())
+        new.max_leverage = list(self.max_leverage)
+        return new
+
     def _allocate(self, price: float) -> None:
         auto = self.config.auto_grid_for(price)
         if auto is not self.config:

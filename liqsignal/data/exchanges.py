@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import ccxt
 import ccxt.async_support as ccxt_async
+import numpy as np
 import pandas as pd
 
 from liqsignal.data.liquidations import BAR_COLUMNS, events_from_ccxt
@@ -96,6 +97,11 @@ class ExchangeSpec:
     #: funding history has no time filter, only pages of ``funding_page`` rows, newest first
     #: (Bitget ``pageNo``): read pages until one reaches back past ``since``
     funding_by_page: bool = False
+    #: the candle endpoint's end bound is EXCLUSIVE where ccxt hands it ``until`` unchanged
+    #: (OKX ``after``: "records earlier than ts"), so a page ends at ``until + 1``; else the
+    #: candle opened exactly at ``until`` would be left out (one refresh late when the clock is
+    #: on a bar boundary)
+    ohlcv_end_exclusive: bool = False
 
 
 EXCHANGES: dict[str, ExchangeSpec] = {
@@ -133,6 +139,7 @@ EXCHANGES: dict[str, ExchangeSpec] = {
         options={"fetchMarkets": {"types": ["swap"]}, "defaultType": "swap"},
         oi_amount_in_contracts=True,
         mark_page=100,
+        ohlcv_end_exclusive=True,
     ),
     "bitget": ExchangeSpec(
         "bitget",
@@ -512,12 +519,25 @@ class ExchangeClient:
 
     @staticmethod
     def _rows_to_frame(rows: list[tuple[int, list[float]]], candle_type: str) -> pd.DataFrame:
+        """The parsed rows as a store frame: one row per date (the last one answered wins),
+        sorted, in ``normalize_frame``'s columns and dtypes."""
         columns = CANDLE_COLUMNS[candle_type]
+        fast = _rows_frame_fast(rows, columns)
+        if fast is not None:
+            return fast
         if not rows:
             return normalize_frame(pd.DataFrame(columns=columns), candle_type)
         df = pd.DataFrame([[ts, *vals] for ts, vals in rows], columns=columns)
         df = df.drop_duplicates(subset="date", keep="last").sort_values("date")
         return normalize_frame(df, candle_type)
+
+    def _page_limit(self, limit: int, cursor: int, window_end: int, tf_ms: int) -> int:
+        """Rows to ask of a candle page: on endpoints that answer the earliest rows from
+        ``since`` on, no more than the window ``[cursor, window_end]`` can hold (Binance weighs
+        a kline request by its limit: 1 up to 99 rows, 5 for 1000), else the page size."""
+        if not self.spec.forward_pages:
+            return limit
+        return max(1, min(limit, (window_end - cursor) // tf_ms + 1))
 
     def _ohlcv_window(self, page_ms: int, since_ms: int, until_ms: int) -> int:
         if self.spec.forward_pages:
@@ -570,9 +590,15 @@ class ExchangeClient:
             limit = self.spec.mark_page
         params: dict[str, Any] = {"price": price} if price else {}
 
+        end_pad = 1 if self.spec.ohlcv_end_exclusive else 0
+
         async def page(cursor: int, window_end: int) -> list[tuple[int, list[float]]]:
             raw = await self.api.fetch_ohlcv(
-                symbol, timeframe, cursor, limit, {**params, "until": window_end}
+                symbol,
+                timeframe,
+                cursor,
+                self._page_limit(limit, cursor, window_end, tf_ms),
+                {**params, "until": window_end + end_pad},
             )
             self._check_parsed(f"{self.name} {symbol} ohlcv")
             rows = _parse_rows(raw, 5, f"{self.name} {symbol} ohlcv")
@@ -613,7 +639,7 @@ class ExchangeClient:
                     "interval": interval,
                     "startTime": cursor,
                     "endTime": window_end,
-                    "limit": limit,
+                    "limit": self._page_limit(limit, cursor, window_end, tf_ms),
                 }
             )
             if not isinstance(raw, list):
@@ -925,6 +951,45 @@ class ExchangeClient:
             }
             for t in tiers
         ]
+
+
+def _rows_frame_fast(
+    rows: list[tuple[int, list[float]]], columns: list[str]
+) -> pd.DataFrame | None:
+    """``_rows_to_frame`` in numpy for rows as the parsers give them (integer epoch-ms times
+    within datetime64's range, one float per value column); None: anything else, which the
+    pandas path handles (and reports) as before. About 0.1 ms instead of several for a page
+    of a few rows."""
+    if not rows:
+        return None
+    width = len(columns) - 1
+    try:
+        ts = np.array([r[0] for r in rows])
+        vals = np.array([r[1] for r in rows], dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if (
+        ts.dtype != np.int64
+        or vals.shape != (len(rows), width)
+        or not ((ts > -_MS_LIMIT).all() and (ts < _MS_LIMIT).all())
+    ):
+        return None
+    if len(ts) > 1 and not bool((ts[1:] > ts[:-1]).all()):
+        # one row per date, the LAST one answered wins (drop_duplicates keep="last"), sorted
+        rev = ts[::-1]
+        _, first_in_rev = np.unique(rev, return_index=True)
+        keep = len(ts) - 1 - first_in_rev  # np.unique sorts by date
+        ts, vals = ts[keep], vals[keep]
+    data: dict[str, Any] = {
+        "date": pd.DatetimeIndex(ts.astype("datetime64[ms]")).tz_localize("UTC")
+    }
+    for k, c in enumerate(columns[1:]):
+        data[c] = vals[:, k].copy()
+    return pd.DataFrame(data)
+
+
+#: epoch-ms bound of the fast path (well inside datetime64[ms] and pandas' Timestamp range)
+_MS_LIMIT = 9_000_000_000_000  # ms: the year 2255
 
 
 def _num(value: Any) -> float:

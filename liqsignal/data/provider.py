@@ -9,9 +9,11 @@ new closed bars. An exchange that fails, or has no new closed bar ``stale_after_
 after one was due, is marked stale: it contributes nothing new (its bars are missing, so its levels
 fade), :meth:`MapProvider.snapshot` leaves its levels out, :meth:`MapProvider.status` flags it, and
 the other exchanges carry on. Bars that arrive after the map has passed their date (an exchange
-that recovers and back-fills, or one that was a bar late) make that market's map be rebuilt from
-the stored rows, so the live map always equals :func:`aggregated_features_from_store`, the same
-computation on stored files that backtests use.
+that recovers and back-fills, or one that was a bar late) are replayed from the map's checkpoint
+(its state at the newest bar every exchange had reached) with the stored rows after it, or, where
+no checkpoint covers them, the market's map is rebuilt from every stored row; either way the live
+map equals :func:`aggregated_features_from_store`, the same computation on stored files that
+backtests use, bit for bit.
 
 Point in time: a candle enters the map only once closed (``date + timeframe <= now``) and once the
 open interest at its close is known (an open-interest row dated ``D`` is known at ``D + its
@@ -140,16 +142,21 @@ class RefreshReport:
 
     started: pd.Timestamp  # the provider clock at the start
     wall_s: float
-    engine_s: float  # time inside LiquidationMap.update (incremental and rebuilds)
+    engine_s: float  # time inside LiquidationMap.update (incremental, replays, rebuilds) and copies
     requests: int  # HTTP requests made (ccxt calls, retries included)
     new_bars: dict[tuple[str, str], int]  # (market, exchange) -> closed candles added
     errors: dict[tuple[str, str], str]
     became_stale: list[tuple[str, str]]
     recovered: list[tuple[str, str]]
-    #: markets whose map was rebuilt from the stored rows (first build, late bars, recovery)
+    #: markets whose map was rebuilt from every stored row (first build; late bars that no
+    #: checkpoint covers)
     rebuilt: list[str] = field(default_factory=list)
     #: seconds spent merging fetched rows into the store (atomic feather writes)
     store_s: float = 0.0
+    #: markets whose late bars (an exchange a bar late, a recovery's back-fill) entered by
+    #: restoring the map's checkpoint and replaying the stored rows after it: the result of
+    #: a rebuild, at the engine cost of the bars since the checkpoint
+    replayed: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,40 +211,116 @@ def _exchange_frame(
     A candle is ready when closed (``date + tf <= now``; ``now=None``: every stored candle) and,
     unless the exchange is in proxy mode (``oi_tf`` None), when the open interest at its close is
     known (the newest OI row is dated at or after ``date + tf - oi_tf``). Only candles dated after
-    ``after`` are returned (the OI and funding lookups still use every stored row).
+    ``after`` are returned (the OI and funding lookups still use every stored row): the live
+    provider's few new rows, merged in numpy (:func:`_merge_known`, the same values as
+    :func:`~liqsignal.data.timeline.merge_point_in_time`, which merges full frames).
     """
     from liqsignal.data.timeline import merge_point_in_time
 
-    tf = pd.Timedelta(milliseconds=timeframe_to_ms(timeframe))
+    tf_ns = timeframe_to_ms(timeframe) * 1_000_000
     cand = fr.candles
-    closes = pd.DatetimeIndex(cand["date"]) + tf
-    keep = np.ones(len(cand), dtype=bool)
-    if now is not None:
-        keep &= np.asarray(closes <= now)
+    dates = _ns(cand["date"])
+    limit: int | None = None if now is None else _utc(now).value
     oi = fr.oi
     if oi_tf is not None:
-        oi = oi.dropna(subset=_OI_COLS, how="all")
-        if oi.empty:
-            keep[:] = False
-        else:
-            known = pd.Timestamp(oi["date"].iloc[-1]) + pd.Timedelta(
-                milliseconds=timeframe_to_ms(oi_tf)
-            )
-            keep &= np.asarray(closes <= known)
-    if after is not None:
-        keep &= np.asarray(pd.DatetimeIndex(cand["date"]) > after)
-    df = cand.loc[keep].reset_index(drop=True)
+        last = _last_oi(oi)
+        if last is None:
+            return cand.iloc[0:0].reset_index(drop=True)
+        known = last + timeframe_to_ms(oi_tf) * 1_000_000
+        limit = known if limit is None else min(limit, known)
+    lo = 0 if after is None else _utc(after).value
+    if len(dates) < 2 or bool((dates[1:] > dates[:-1]).all()):  # sorted: the ready rows are a slice
+        a = 0 if after is None else int(np.searchsorted(dates, lo, "right"))
+        b = len(dates) if limit is None else int(np.searchsorted(dates + tf_ns, limit, "right"))
+        df = cand.iloc[a : max(a, b)].reset_index(drop=True)
+    else:
+        keep = np.ones(len(cand), dtype=bool)
+        if limit is not None:
+            keep &= dates + tf_ns <= limit
+        if after is not None:
+            keep &= dates > lo
+        df = cand.loc[keep].reset_index(drop=True)
     if df.empty:
         return df
+    has_taker = fr.taker is not None and len(fr.taker)
+    if after is None:
+        if oi_tf is not None:
+            oi = oi.dropna(subset=_OI_COLS, how="all")
+            df = merge_point_in_time(df, oi, _OI_COLS, timeframe=timeframe, other_timeframe=oi_tf)
+        df = merge_point_in_time(
+            df, fr.funding, ["funding_rate"], timeframe=timeframe, other_timeframe=FUNDING_TF
+        )
+        if has_taker:
+            assert fr.taker is not None
+            tk = fr.taker[["date", "taker_buy_volume"]]
+            df = df.merge(tk, on="date", how="left")
+        return df
+    left = _ns(df["date"])
     if oi_tf is not None:
-        df = merge_point_in_time(df, oi, _OI_COLS, timeframe=timeframe, other_timeframe=oi_tf)
-    df = merge_point_in_time(
-        df, fr.funding, ["funding_rate"], timeframe=timeframe, other_timeframe=FUNDING_TF
+        otf_ns = timeframe_to_ms(oi_tf) * 1_000_000
+        for col, vals in zip(
+            _OI_COLS, _merge_known(left + tf_ns, oi, _OI_COLS, otf_ns), strict=True
+        ):
+            df[col] = vals
+    (df["funding_rate"],) = _merge_known(
+        left + tf_ns, fr.funding, ["funding_rate"], timeframe_to_ms(FUNDING_TF) * 1_000_000
     )
-    if fr.taker is not None and len(fr.taker):
-        tk = fr.taker[["date", "taker_buy_volume"]]
-        df = df.merge(tk, on="date", how="left")
+    if has_taker:
+        assert fr.taker is not None
+        df["taker_buy_volume"] = _same_date(left, fr.taker, "taker_buy_volume")
     return df
+
+
+def _ns(dates: Any) -> np.ndarray:
+    """Dates (a column or index, UTC) as int64 nanoseconds since the epoch."""
+    return np.asarray(pd.DatetimeIndex(dates).as_unit("ns").asi8)
+
+
+def _last_oi(oi: pd.DataFrame) -> int | None:
+    """Date (ns) of the newest OI row with a value, None when there is none."""
+    if oi.empty:
+        return None
+    have = ~(
+        np.isnan(oi[_OI_COLS[0]].to_numpy(dtype=np.float64))
+        & np.isnan(oi[_OI_COLS[1]].to_numpy(dtype=np.float64))
+    )
+    idx = np.flatnonzero(have)
+    return int(_ns(oi["date"])[idx[-1]]) if len(idx) else None
+
+
+def _merge_known(
+    left_known: np.ndarray, other: pd.DataFrame | None, columns: Sequence[str], otf_ns: int
+) -> list[np.ndarray]:
+    """``merge_point_in_time`` in numpy: per left row (known at ``left_known``, ns: its close),
+    the values of the newest row of ``other`` known by then (dated ``D``, known at ``D +
+    otf_ns``; rows with every column NaN skipped), NaN before the first."""
+    n = len(left_known)
+    if other is None or len(other) == 0 or not set(columns) <= set(other.columns):
+        return [np.full(n, np.nan) for _ in columns]
+    vals = [other[c].to_numpy(dtype=np.float64) for c in columns]
+    have = ~np.logical_and.reduce([np.isnan(v) for v in vals])
+    known = _ns(other["date"])[have] + otf_ns
+    vals = [v[have] for v in vals]
+    if len(known) > 1 and not bool((known[1:] >= known[:-1]).all()):
+        order = np.argsort(known, kind="stable")
+        known, vals = known[order], [v[order] for v in vals]
+    pos = np.searchsorted(known, left_known, "right") - 1
+    hit = pos >= 0
+    safe = np.where(hit, pos, 0)
+    return [np.where(hit, v[safe], np.nan) if len(v) else np.full(n, np.nan) for v in vals]
+
+
+def _same_date(left: np.ndarray, other: pd.DataFrame, column: str) -> np.ndarray:
+    """``column`` of the ``other`` row on each left date (ns; a left join on ``date``), NaN
+    where there is none; ``other``'s dates are unique (the store's rows)."""
+    dates = _ns(other["date"])
+    vals = other[column].to_numpy(dtype=np.float64)
+    if len(dates) > 1 and not bool((dates[1:] > dates[:-1]).all()):
+        order = np.argsort(dates, kind="stable")
+        dates, vals = dates[order], vals[order]
+    pos = np.minimum(np.searchsorted(dates, left, "left"), max(len(dates) - 1, 0))
+    hit = (dates[pos] == left) if len(dates) else np.zeros(len(left), dtype=bool)
+    return np.where(hit, vals[pos] if len(vals) else np.nan, np.nan)
 
 
 def _seconds(dates: pd.DatetimeIndex) -> np.ndarray:
@@ -444,10 +527,32 @@ class _Feed:
     stale: bool = False
     since: pd.Timestamp | None = None
     error: str | None = None
+    #: provider time of the last funding answer (every row dated up to then is stored)
+    funding_asked: pd.Timestamp | None = None
+    #: open time of the earliest bar that rows merged since the last advance can change (a
+    #: bar reads an OI or funding row dated D from D + its timeframe - the bar's timeframe on)
+    touched: pd.Timestamp | None = None
 
     @property
     def proxy(self) -> bool:
         return self.oi_tf is None
+
+
+@dataclass
+class _Checkpoint:
+    """The market's map as it was after its bars up to ``until``, from which late bars are
+    replayed instead of rebuilding from every stored row.
+
+    Kept at the newest bar every exchange has reached (the oldest ``fed_until``): any bar an
+    exchange adds later is after its ``fed_until``, so after ``until``, and the state at
+    ``until`` holds every stored row up to it, as a rebuild's would. ``lmap`` None: the live
+    map itself is at ``until`` (copied only once it would move past a lagging exchange).
+    Dropped when rows merged later change a bar up to ``until`` (a late funding, OI or taker
+    row): the next late bar then rebuilds."""
+
+    until: pd.Timestamp
+    lmap: LiquidationMap | None
+    fed_until: dict[str, pd.Timestamp | None]
 
 
 @dataclass
@@ -458,22 +563,59 @@ class _Market:
     lmap: LiquidationMap | None = None
     map_until: pd.Timestamp | None = None
     feats: pd.DataFrame | None = None
+    checkpoint: _Checkpoint | None = None
+    #: open time of the first bar in the map that rows merged later change (the map differs
+    #: from a rebuild from there on; no checkpoint is taken from it until a rebuild or replay)
+    tainted: pd.Timestamp | None = None
     #: Held while the map advances and its features are published, and by every reader
     #: (features, snapshot, price, on_liquidation): a reader in another thread (the strategy,
     #: while the refresh runs in the background) never sees a new map with old features.
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
 
-def _funding_due(funding: pd.DataFrame, now: pd.Timestamp) -> bool:
+@dataclass(frozen=True)
+class _Run:
+    """What :meth:`MapProvider._run` fed the map: the bar dates, kernel inputs and outputs,
+    seconds in the engine (updates and the checkpoint copy), the checkpoint to keep and each
+    exchange's newest bar in the map."""
+
+    dates: pd.DatetimeIndex
+    x: np.ndarray
+    out: np.ndarray
+    engine_s: float
+    checkpoint: _Checkpoint | None
+    fed_until: dict[str, pd.Timestamp | None]
+
+
+def _funding_due(
+    funding: pd.DataFrame, now: pd.Timestamp, asked: pd.Timestamp | None = None
+) -> bool:
     """Whether a new funding row may exist: the interval seen between the last stored rows
     (at least 1h, at most 8h) has passed since the newest one. Skips a request per refresh
     between settlements; a row is fetched at the first refresh after its time, before any
-    candle that reads it (one closing an hour after it) is ready."""
+    candle that reads it (one closing an hour after it) is ready. With fewer than two stored
+    rows the interval is unknown: due when no answer came in the last hour (``asked``: the
+    time of the last answer, which held every row dated up to then; None: none yet), the
+    latest that still has every row a ready candle reads (one closing by ``now`` reads rows
+    dated up to ``now - 1h``)."""
     if len(funding) < 2:
-        return True
+        return asked is None or now >= asked + pd.Timedelta(hours=1)
     d = pd.DatetimeIndex(funding["date"].iloc[-3:])
     gap = min((d[1:] - d[:-1]).min(), pd.Timedelta(hours=8))
     return bool(now >= d[-1] + max(gap, pd.Timedelta(hours=1)))
+
+
+def _touch(feed: _Feed, clean: pd.DataFrame, ctype: str, ftf: str, tf_ms: int) -> None:
+    """Note in ``feed.touched`` the earliest bar that the merged rows ``clean`` of ``ctype``
+    (at timeframe ``ftf``) can change: a candle or taker row its own bar, an OI or funding row
+    dated D the bars opened from D + ``ftf`` - the bar's timeframe on (point in time)."""
+    if not len(clean):
+        return
+    first = pd.Timestamp(clean["date"].min())
+    if ctype in ("open_interest", "funding_rate"):
+        first += pd.Timedelta(milliseconds=timeframe_to_ms(ftf) - tf_ms)
+    if feed.touched is None or first < feed.touched:
+        feed.touched = first
 
 
 def _log_if_bug(e: BaseException, what: str) -> None:
@@ -644,6 +786,7 @@ class MapProvider:
         became: list[tuple[str, str]] = []
         recovered: list[tuple[str, str]] = []
         rebuilt: list[str] = []
+        replayed: list[str] = []
         engine_s = 0.0
         for m in self._markets.values():
             for feed in m.feeds.values():
@@ -661,7 +804,7 @@ class MapProvider:
                 elif was and not feed.stale:
                     recovered.append(key)
                     logger.info("%s %s: recovered", feed.exchange, m.spec.market)
-            engine_s += self._advance(m, now, rebuilt)
+            engine_s += self._advance(m, now, rebuilt, replayed)
         calls = sum(c.stats.calls for c in self._clients.values()) - calls0
         return RefreshReport(
             started=now,
@@ -674,6 +817,7 @@ class MapProvider:
             recovered=recovered,
             rebuilt=rebuilt,
             store_s=store_s[0],
+            replayed=replayed,
         )
 
     async def _commit(
@@ -702,7 +846,9 @@ class MapProvider:
                     new_bars[key] = 0
                     feed.frames = None
                     feed.fed_until = None
+                    feed.funding_asked = None
                     m.lmap = None  # rebuilt from the store once it has the rows again
+                    m.checkpoint = None
 
     async def _fetch_feed_bounded(
         self,
@@ -775,7 +921,7 @@ class MapProvider:
         if c_since <= closed_until:
             tasks["futures"] = client.fetch_ohlcv(sym, tf, c_since, closed_until)
             f_since = start(fr.funding, 1)
-            if f_since <= now_ms and _funding_due(fr.funding, now):
+            if f_since <= now_ms and _funding_due(fr.funding, now, feed.funding_asked):
                 tasks["funding_rate"] = client.fetch_funding_rate_history(sym, f_since, now_ms)
             if fr.taker is not None:
                 t_since = start(fr.taker, tf_ms)
@@ -797,8 +943,12 @@ class MapProvider:
                 first_error = first_error or res
                 continue
             df: pd.DataFrame = res
+            if ctype == "funding_rate":
+                feed.funding_asked = now  # kept only if its rows reach the store (_commit)
             if ctype in ("futures", "taker_buy"):  # closed candles only, whatever was answered
-                df = df[pd.DatetimeIndex(df["date"]) + pd.Timedelta(milliseconds=tf_ms) <= now]
+                closed = _ns(df["date"]) + tf_ms * 1_000_000 <= now.value
+                if not closed.all():
+                    df = df[closed]
             if df.empty:
                 continue
             ftf = (
@@ -829,6 +979,7 @@ class MapProvider:
                 fr.funding = _merge_rows(fr.funding, clean)
             elif fr.taker is not None:
                 fr.taker = _merge_rows(fr.taker, clean)
+            _touch(feed, clean, ctype, ftf, tf_ms)
         if first_error is not None:
             errors[key] = self._error_text(feed, spec.market, first_error)
 
@@ -843,19 +994,16 @@ class MapProvider:
         """Open time of the newest candle of ``feed`` that can enter the map now."""
         if feed.frames is None or feed.frames.candles.empty:
             return None
-        tf = pd.Timedelta(milliseconds=timeframe_to_ms(m.spec.timeframe))
-        dates = pd.DatetimeIndex(feed.frames.candles["date"])
-        limit = now
+        tf_ns = timeframe_to_ms(m.spec.timeframe) * 1_000_000
+        candles = feed.frames.candles
+        limit = _utc(now).value
         if feed.oi_tf is not None:
-            oi = feed.frames.oi.dropna(subset=_OI_COLS, how="all")
-            if oi.empty:
+            last = _last_oi(feed.frames.oi)
+            if last is None:
                 return None
-            known = pd.Timestamp(oi["date"].iloc[-1]) + pd.Timedelta(
-                milliseconds=timeframe_to_ms(feed.oi_tf)
-            )
-            limit = min(limit, known)
-        ok = dates[dates + tf <= limit]
-        return pd.Timestamp(ok[-1]) if len(ok) else None
+            limit = min(limit, last + timeframe_to_ms(feed.oi_tf) * 1_000_000)
+        ok = np.flatnonzero(_ns(candles["date"]) + tf_ns <= limit)
+        return pd.Timestamp(candles["date"].iloc[ok[-1]]) if len(ok) else None
 
     def _update_health(self, m: _Market, feed: _Feed, now: pd.Timestamp, error: str | None) -> None:
         tf = pd.Timedelta(milliseconds=timeframe_to_ms(m.spec.timeframe))
@@ -882,6 +1030,10 @@ class MapProvider:
         feed.stale = stale
 
     # -- maps -------------------------------------------------------------------------------
+    #: False: every late bar rebuilds the map from every stored row (the behaviour before
+    #: checkpoints; the tests compare both)
+    _checkpoints: bool = True
+
     def _build(self, m: _Market, now: pd.Timestamp) -> float:
         """(Re)build the market's map from every stored row; returns engine seconds."""
         feeds = list(m.feeds.values())
@@ -898,26 +1050,141 @@ class MapProvider:
         lmap = LiquidationMap(
             _market_config(m.config, symbol), exchanges=m.spec.exchanges, proxy=proxies
         )
-        dates, x = stack_inputs(frames, proxies)
-        t0 = time.perf_counter()
-        out = lmap.update(_seconds(dates), x)
-        dt = time.perf_counter() - t0
-        feats = _wrap(out, dates, x, all(proxies)).iloc[-self.history_bars :]
+        run = self._run(lmap, feeds, frames, None, dict.fromkeys(m.feeds), None, clean=True)
+        feats = _wrap(run.out, run.dates, run.x, all(proxies)).iloc[-self.history_bars :]
         with m.lock:  # map and features published together
             m.lmap = lmap
             m.feats = feats
-            m.map_until = pd.Timestamp(dates[-1]) if len(dates) else None
-        for feed, f in zip(feeds, frames, strict=True):
-            feed.fed_until = pd.Timestamp(f["date"].iloc[-1]) if f is not None and len(f) else None
-        return dt
+            m.map_until = pd.Timestamp(run.dates[-1]) if len(run.dates) else None
+            m.checkpoint = run.checkpoint
+            m.tainted = None
+        for feed in feeds:
+            feed.fed_until = run.fed_until[feed.exchange]
+        return run.engine_s
 
-    def _advance(self, m: _Market, now: pd.Timestamp, rebuilt: list[str]) -> float:
-        """Feed the new ready bars of the non-stale exchanges; rebuild on late bars."""
+    def _replay(self, m: _Market, now: pd.Timestamp, cp: _Checkpoint) -> float | None:
+        """Late bars through the checkpoint: its map, then every stored row after it (stale
+        exchanges too, as a rebuild takes them). Returns engine seconds, or None when the
+        checkpoint does not cover the late rows (one dated at or before it): rebuild."""
+        if cp.lmap is None:
+            return None
+        feeds = list(m.feeds.values())
+        frames: list[pd.DataFrame | None] = []
+        for feed in feeds:
+            if feed.frames is None:
+                frames.append(None)
+                continue
+            f = _exchange_frame(
+                feed.frames,
+                m.spec.timeframe,
+                feed.oi_tf,
+                now=now,
+                after=cp.fed_until.get(feed.exchange),
+            )
+            if len(f) and f["date"].iloc[0] <= cp.until:
+                return None  # a row the checkpoint's map lacks
+            frames.append(f)
+        for feed, f in zip(feeds, frames, strict=True):
+            if f is not None:
+                _validate(f, f"{feed.exchange} {feed.symbol} {m.spec.timeframe}")
+        lmap = cp.lmap  # the checkpoint's own copy: it becomes the live map
+        at_cp = _Checkpoint(cp.until, None, dict(cp.fed_until))  # that map is at cp.until
+        run = self._run(lmap, feeds, frames, cp.until, cp.fed_until, at_cp, clean=True)
+        old = m.feats
+        kept = None if old is None else old.iloc[: int(old.index.searchsorted(cp.until, "right"))]
+        new = _wrap(run.out, run.dates, run.x, all(f.proxy for f in feeds))
+        feats = (new if kept is None or kept.empty else pd.concat([kept, new])).iloc[
+            -self.history_bars :
+        ]
+        with m.lock:  # map and features published together
+            m.lmap = lmap
+            m.feats = feats
+            m.map_until = pd.Timestamp(run.dates[-1]) if len(run.dates) else cp.until
+            m.checkpoint = run.checkpoint
+            m.tainted = None
+        for feed in feeds:
+            feed.fed_until = run.fed_until[feed.exchange]
+        return run.engine_s
+
+    def _run(
+        self,
+        lmap: LiquidationMap,
+        feeds: list[_Feed],
+        frames: list[pd.DataFrame | None],
+        at: pd.Timestamp | None,
+        fed_until: Mapping[str, pd.Timestamp | None],
+        checkpoint: _Checkpoint | None,
+        *,
+        clean: bool,
+    ) -> _Run:
+        """Advance ``lmap`` (at its bar ``at``, each exchange fed up to ``fed_until``) over
+        ``frames`` and keep the checkpoint at the newest bar every exchange with rows has
+        reached: taken within this run where that bar is among the new ones, kept
+        (``checkpoint``) where it is older. ``clean``: the map's bars are what a rebuild would
+        give (else no new checkpoint is taken from it)."""
+        dates, x = stack_inputs(frames, [f.proxy for f in feeds])
+        fed = dict(fed_until)
+        for feed, f in zip(feeds, frames, strict=True):
+            if f is not None and len(f):
+                fed[feed.exchange] = pd.Timestamp(f["date"].iloc[-1])
+        n = len(dates)
+        if not n:
+            return _Run(dates, x, np.empty((nb.N_OUT, 0)), 0.0, checkpoint, fed)
+        reached = [fed[f.exchange] for f in feeds if f.frames is not None]
+        low = min((r for r in reached if r is not None), default=None)
+        ts = _seconds(dates)
+        cut: int | None = None  # bars fed before the checkpoint is copied (None: no copy)
+        if not self._checkpoints:
+            checkpoint = None
+        elif not clean or low is None:
+            pass  # keep the one there is (older than where the map stopped being clean)
+        elif low >= dates[-1]:
+            checkpoint = _Checkpoint(pd.Timestamp(dates[-1]), None, fed)  # the map itself
+        elif low >= dates[0]:
+            cut = int(dates.searchsorted(low, "right"))
+        elif checkpoint is not None and checkpoint.lmap is None and checkpoint.until == at:
+            cut = 0  # the map is at the checkpoint now and is about to pass it
+        t0 = time.perf_counter()
+        if cut is None:
+            out = lmap.update(ts, x)
+        else:
+            first = lmap.update(ts[:cut], x[:cut])
+            if cut:
+                until = pd.Timestamp(dates[cut - 1])
+                at_cut = dict(fed_until)
+                for feed, f in zip(feeds, frames, strict=True):
+                    if f is not None and len(f):
+                        d = pd.DatetimeIndex(f["date"])
+                        k = int(d.searchsorted(until, "right"))
+                        if k:
+                            at_cut[feed.exchange] = pd.Timestamp(d[k - 1])
+                checkpoint = _Checkpoint(until, lmap.copy(), at_cut)
+            else:
+                assert checkpoint is not None
+                checkpoint = _Checkpoint(checkpoint.until, lmap.copy(), checkpoint.fed_until)
+            out = np.concatenate([first, lmap.update(ts[cut:], x[cut:])], axis=1)
+        return _Run(dates, x, out, time.perf_counter() - t0, checkpoint, fed)
+
+    def _advance(
+        self, m: _Market, now: pd.Timestamp, rebuilt: list[str], replayed: list[str]
+    ) -> float:
+        """Feed the new ready bars of the non-stale exchanges; late bars go through the
+        checkpoint (:meth:`_replay`), or a rebuild where it does not cover them."""
+        touched = [f.touched for f in m.feeds.values() if f.touched is not None]
+        for feed in m.feeds.values():
+            feed.touched = None
         if m.lmap is None:
             if any(f.frames is not None and len(f.frames.candles) for f in m.feeds.values()):
                 rebuilt.append(m.spec.market)
                 return self._build(m, now)
             return 0.0
+        if touched and m.map_until is not None and min(touched) <= m.map_until:
+            # rows merged now change bars already in the map (a late funding, OI or taker
+            # row): the map is no longer what a rebuild gives from there on
+            first = min(touched)
+            m.tainted = first if m.tainted is None else min(m.tainted, first)
+            if m.checkpoint is not None and m.checkpoint.until >= first:
+                m.checkpoint = None
         feeds = list(m.feeds.values())
         frames: list[pd.DataFrame | None] = []
         late = False
@@ -929,31 +1196,41 @@ class MapProvider:
                 feed.frames, m.spec.timeframe, feed.oi_tf, now=now, after=feed.fed_until
             )
             if len(f) and m.map_until is not None and f["date"].iloc[0] <= m.map_until:
-                late = True  # a bar the map has already passed: only a rebuild can add it
+                late = True  # a bar the map has already passed
             frames.append(f)
         if late:
+            cp = m.checkpoint if self._checkpoints else None
+            dt = None if cp is None else self._replay(m, now, cp)
+            if dt is not None:
+                replayed.append(m.spec.market)
+                return dt
             rebuilt.append(m.spec.market)
             return self._build(m, now)
         for feed, f in zip(feeds, frames, strict=True):
             if f is not None:
                 _validate(f, f"{feed.exchange} {feed.symbol} {m.spec.timeframe}")
-        dates, x = stack_inputs(frames, [f.proxy for f in feeds])
-        if not len(dates):
-            return 0.0
         with m.lock:  # the map advances in place: readers wait for its features
-            t0 = time.perf_counter()
-            out = m.lmap.update(_seconds(dates), x)
-            dt = time.perf_counter() - t0
-            new = _wrap(out, dates, x, all(f.proxy for f in feeds))
+            run = self._run(
+                m.lmap,
+                feeds,
+                frames,
+                m.map_until,
+                {f.exchange: f.fed_until for f in feeds},
+                m.checkpoint,
+                clean=m.tainted is None,
+            )
+            if not len(run.dates):
+                return 0.0
+            new = _wrap(run.out, run.dates, run.x, all(f.proxy for f in feeds))
             old = m.feats
             m.feats = (new if old is None or old.empty else pd.concat([old, new])).iloc[
                 -self.history_bars :
             ]
-            m.map_until = pd.Timestamp(dates[-1])
-        for feed, f in zip(feeds, frames, strict=True):
-            if f is not None and len(f):
-                feed.fed_until = pd.Timestamp(f["date"].iloc[-1])
-        return dt
+            m.map_until = pd.Timestamp(run.dates[-1])
+            m.checkpoint = run.checkpoint
+        for feed in feeds:
+            feed.fed_until = run.fed_until[feed.exchange]
+        return run.engine_s
 
     def _market(self, market: str) -> _Market:
         try:

@@ -258,3 +258,91 @@ def test_retry_after_parsing() -> None:
     assert _retry_after_seconds({"Content-Type": "x"}) is None
     assert _retry_after_seconds(None) is None
     assert 0 <= (_retry_after_seconds({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}) or 0) < 1
+
+
+@pytest.mark.parametrize("venue", VENUES)
+async def test_the_candle_opened_at_until_is_answered(
+    servers: dict[str, ReplayExchange], venue: str
+) -> None:
+    """``until`` is inclusive on every venue: OKX's ``after`` (what ccxt makes of ``until``) is
+    exclusive, so the client asks ``until + 1`` there; before, the candle opened exactly at
+    ``until`` (the newest closed one, when the clock is on a bar boundary) came a refresh late."""
+    t = int(pd.Timestamp("2026-02-01 12:00", tz="UTC").value // 1_000_000)
+    async with _client(servers[venue], venue) as ex:
+        df = await ex.fetch_ohlcv("BTC", "1h", t - 2 * 3_600_000, t)
+        mark = await ex.fetch_ohlcv("BTC", "1h", t - 2 * 3_600_000, t, price="mark")
+        one = await ex.fetch_ohlcv("BTC", "1h", t, t)
+    expected = pd.date_range(end=pd.Timestamp(t, unit="ms", tz="UTC"), periods=3, freq="1h")
+    assert list(df["date"]) == list(mark["date"]) == list(expected)
+    assert list(one["date"]) == [expected[-1]]
+
+
+async def test_binance_pages_ask_only_the_rows_the_window_holds(
+    servers: dict[str, ReplayExchange],
+) -> None:
+    """Binance weighs a kline request by its limit (1 below 100 rows, 5 at 1000): a refresh's
+    one or two new candles ask a limit of 1 or 2; a long range still asks full pages."""
+    rx = servers["binance"]
+    t = int(pd.Timestamp("2026-02-01 12:00", tz="UTC").value // 1_000_000)
+    async with _client(rx, "binance") as ex:
+        rx.clear_log()
+        two = await ex.fetch_ohlcv("BTC", "1h", t - 3_600_000, t)
+        taker = await ex.fetch_taker_buy("BTC", "1h", t - 3_600_000, t)
+        small = [r.query.get("limit") for r in rx.requests if r.path.endswith("/klines")]
+        rx.clear_log()
+        full = await ex.fetch_ohlcv("BTC", "1h", SINCE, UNTIL - 3_600_000)  # the last candle
+        big = [r.query.get("limit") for r in rx.requests if r.path.endswith("/klines")]
+    assert len(two) == len(taker) == 2 and small == ["2", "2"]
+    assert len(full) == 1512 and big == ["1000", "512"]
+
+
+def _rows_frame_pandas(rows: list[tuple[int, list[float]]], ctype: str) -> pd.DataFrame:
+    """The pandas path of ``_rows_to_frame`` (the reference of its numpy fast path)."""
+    from liqsignal.data.store import CANDLE_COLUMNS, normalize_frame
+
+    columns = CANDLE_COLUMNS[ctype]
+    if not rows:
+        return normalize_frame(pd.DataFrame(columns=columns), ctype)
+    df = pd.DataFrame([[ts, *vals] for ts, vals in rows], columns=columns)
+    return normalize_frame(
+        df.drop_duplicates(subset="date", keep="last").sort_values("date"), ctype
+    )
+
+
+@pytest.mark.parametrize(
+    ("ctype", "rows"),
+    [
+        ("futures", []),
+        ("futures", [(1_769_947_200_000, [1.0, 2.0, 0.5, 1.5, 10.0])]),
+        ("funding_rate", [(1_769_947_200_000, [1e-4]), (1_769_976_000_000, [float("nan")])]),
+        # unsorted, and a date answered twice: the last answer wins
+        (
+            "open_interest",
+            [
+                (1_769_950_800_000, [3.0, 30.0]),
+                (1_769_947_200_000, [1.0, 10.0]),
+                (1_769_950_800_000, [4.0, 40.0]),
+            ],
+        ),
+        ("taker_buy", [(0, [1.0, 2.0]), (-60_000, [3.0, 4.0])]),
+        # not what the parsers give: the pandas path, as before
+        ("funding_rate", [(1_769_947_200_000.5, [1e-4])]),
+        ("funding_rate", [(10**17, [1e-4])]),
+    ],
+)
+def test_rows_to_frame_fast_path_equals_the_pandas_path(
+    ctype: str, rows: list[tuple[int, list[float]]]
+) -> None:
+    got = ExchangeClient._rows_to_frame(rows, ctype)
+    ref = _rows_frame_pandas(rows, ctype)
+    pd.testing.assert_frame_equal(got, ref, check_exact=True)
+    assert got["date"].dtype == ref["date"].dtype == "datetime64[ms, UTC]"
+    if len(rows) > 1 and ctype == "open_interest":
+        assert list(got["open_interest_amount"]) == [1.0, 4.0]
+
+
+def test_rows_to_frame_keeps_the_store_checks() -> None:
+    from liqsignal.exceptions import InputError
+
+    with pytest.raises(InputError, match="column 'date'"):
+        ExchangeClient._rows_to_frame([(None, [1.0])], "funding_rate")  # type: ignore[list-item]

@@ -36,6 +36,8 @@ START = pd.Timestamp("2026-01-20 03:30", tz="UTC")  # half past: the 03:00 candl
 HOUR = pd.Timedelta(hours=1)
 FAST = RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.02, max_retry_after=0.1)
 HISTORY = 150
+_OI = ["open_interest_amount", "open_interest_value"]
+_TAKER = ["taker_buy_volume", "taker_buy_quote_volume"]
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +123,7 @@ async def test_incremental_refresh_equals_full_rebuild_and_store(
         for step in (1, 3):
             clock.t += step * HOUR
             rep = await p.refresh()
-            assert not rep.errors and not rep.rebuilt and not rep.became_stale
+            assert not rep.errors and not rep.rebuilt and not rep.replayed and not rep.became_stale
             assert rep.new_bars == {("BTC", ex): step for ex in VENUES}
             assert 0 < rep.requests <= 3 * 4 * step  # candles, OI, funding (+ taker): few pages
             assert p.features("BTC").index[-1] == clock.t.floor("h") - HOUR
@@ -189,7 +191,8 @@ async def test_failing_exchange_is_stale_excluded_and_recovers(
         rep = await p.refresh()
         assert rep.recovered == [("BTC", venue)] and not rep.errors
         assert rep.new_bars[("BTC", venue)] == 4  # back-filled
-        assert rep.rebuilt == ["BTC"]  # its late bars entered through a rebuild
+        # its late bars entered through the checkpoint taken before it failed, not a rebuild
+        assert rep.replayed == ["BTC"] and rep.rebuilt == []
         assert not p.status("BTC")[venue].stale and p.status("BTC")[venue].since is None
         assert (p.features("BTC")["liq_n_exchanges"] == 3).all()
         _assert_shares(p, set(VENUES))
@@ -225,7 +228,8 @@ async def test_lagging_exchange_becomes_stale_after_the_allowed_bars(
         bybit.clock = clock
         clock.t += HOUR
         rep = await p.refresh()
-        assert rep.recovered == [("BTC", "bybit")] and rep.rebuilt == ["BTC"]
+        assert rep.recovered == [("BTC", "bybit")]
+        assert rep.replayed == ["BTC"] and rep.rebuilt == []  # through the checkpoint
         assert rep.new_bars[("BTC", "bybit")] == 6
         _assert_same(
             p.features("BTC"), aggregated_features_from_store("BTC", VENUES, "1h", tmp_path)
@@ -285,3 +289,66 @@ async def test_rows_the_store_could_not_take_make_the_feed_stale_and_are_fetched
         live = p.features("BTC")
         stored = aggregated_features_from_store("BTC", VENUES, "1h", tmp_path, MapConfig())
         _assert_same(live, stored)
+
+
+def test_funding_is_asked_at_most_hourly_while_its_interval_is_unknown() -> None:
+    from liqsignal.data.provider import _funding_due
+
+    t = pd.Timestamp("2026-01-20 03:00", tz="UTC")
+    minute = pd.Timedelta(minutes=1)
+    none = pd.DataFrame({"date": pd.DatetimeIndex([], tz="UTC"), "funding_rate": []})
+    one = pd.DataFrame({"date": [t - 5 * HOUR], "funding_rate": [1e-4]})
+    for rows in (none, one):  # fewer than two rows: no interval to expect the next one by
+        assert _funding_due(rows, t)  # never answered
+        assert not _funding_due(rows, t, asked=t - HOUR + minute)
+        assert _funding_due(rows, t, asked=t - HOUR)
+    two = pd.DataFrame({"date": [t - 16 * HOUR, t - 8 * HOUR], "funding_rate": [1e-4, 2e-4]})
+    # two rows: due once the interval between them has passed, as before, whenever last asked
+    assert _funding_due(two, t, asked=t - minute) and not _funding_due(two, t - minute)
+
+
+def test_new_rows_are_merged_as_merge_point_in_time_merges_full_frames() -> None:
+    """The live advance's numpy merges (``after`` given) give exactly the values of the
+    pandas merges of a full build, row by row, on ragged random rows."""
+    from liqsignal.data.provider import _exchange_frame, _Frames
+    from liqsignal.data.store import normalize_frame
+
+    rng = np.random.default_rng(7)
+    t0 = pd.Timestamp("2026-01-01", tz="UTC")
+    seen = 0
+    for trial in range(60):
+        tf, oi_tf = [("1h", "1h"), ("1m", None), ("15m", "5m"), ("1h", None)][trial % 4]
+        step = pd.Timedelta(tf)
+        n = int(rng.integers(1, 60))
+        dates = t0 + step * np.sort(rng.choice(200, n, replace=False))
+        price = 100 + rng.random(n)
+        candles = normalize_frame(
+            pd.DataFrame(
+                {"date": dates, "open": price, "high": price + 1, "low": price - 1}
+                | {"close": price, "volume": rng.random(n)}
+            ),
+            "futures",
+        )
+
+        def sparse(freq: pd.Timedelta, k: int, cols: list[str], ctype: str) -> pd.DataFrame:
+            d = t0 + freq * np.sort(rng.choice(400, k, replace=False))
+            vals = {c: np.where(rng.random(k) < 0.2, np.nan, rng.random(k)) for c in cols}
+            return normalize_frame(pd.DataFrame({"date": d, **vals}), ctype)
+
+        oi = sparse(pd.Timedelta(oi_tf or "1h"), int(rng.integers(0, 80)), _OI, "open_interest")
+        funding = sparse(
+            pd.Timedelta("1h"), int(rng.integers(0, 20)), ["funding_rate"], "funding_rate"
+        )
+        taker = sparse(step, int(rng.integers(1, 80)), _TAKER, "taker_buy") if trial % 3 else None
+        fr = _Frames(candles, oi, funding, taker)
+        now = t0 + step * int(rng.integers(0, 220)) + pd.Timedelta(seconds=int(rng.integers(0, 60)))
+        full = _exchange_frame(fr, tf, oi_tf, now=now)
+        for after in (dates[0] - step, dates[int(rng.integers(0, n))], dates[-1]):
+            got = _exchange_frame(fr, tf, oi_tf, now=now, after=after)
+            want = full[full["date"] > after].reset_index(drop=True)
+            if want.empty:  # nothing ready: the candle columns only, as before
+                assert got.empty and list(got.columns) == list(candles.columns)
+                continue
+            seen += 1
+            pd.testing.assert_frame_equal(got, want, check_exact=True)
+    assert seen > 60
