@@ -58,6 +58,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -298,9 +299,14 @@ class FeatherStore:
         problem); returns them normalized. Not stored, and not read back, before the commit."""
         path = self.path(exchange, pair, timeframe, candle_type)
         what = f"new {candle_type} rows for {pair}"
-        clean = normalize_frame(new, candle_type, what=what)
-        if len(clean):
-            rows = _to_rows(clean)
+        _check_candle_type(candle_type)
+        rows = _normal_rows(new, CANDLE_COLUMNS[candle_type])
+        if rows is not None:  # already the store's frame (the live provider's rows)
+            clean = new.reset_index(drop=True)
+        else:
+            clean = normalize_frame(new, candle_type, what=what)
+            rows = _to_rows(clean) if len(clean) else None
+        if rows is not None and len(rows):
             problem = _implausible_rows(rows, CANDLE_COLUMNS[candle_type])
             if problem:
                 raise InputError(f"{what}: {problem}")
@@ -786,6 +792,35 @@ def _decode_payload(payload: memoryview) -> tuple[str, str, np.ndarray]:
     n, k = struct.unpack_from("<IB", payload, off)
     rows = np.frombuffer(payload, dtype="<f8", count=n * k, offset=off + 5).reshape(n, k).copy()
     return name, ctype, rows
+
+
+def _normal_rows(df: pd.DataFrame, columns: list[str]) -> np.ndarray | None:
+    """:func:`_to_rows` of ``df`` when it is already normalized (exactly ``columns`` in order,
+    ``date`` datetime64[ms, UTC] without NaT, float64 values, rows present), read column by
+    column without building frames (a few µs instead of ~0.6 ms for a one-row frame); None for
+    anything else (the general path checks and converts it)."""
+    if not isinstance(df, pd.DataFrame) or not len(df) or list(df.columns) != columns:
+        return None
+    # pandas' own per-position column access (~1 µs; ``df[c]`` builds a Series, ~20 µs)
+    fast = getattr(df, "_get_column_array", None)
+
+    def column(i: int) -> object:
+        return fast(i) if fast is not None else df.iloc[:, i].array  # another pandas: public
+
+    dates: Any = column(0)
+    if dates.dtype != _DATE_DTYPE:
+        return None
+    out = np.empty((len(df), len(columns)), dtype=np.float64)
+    ms = dates.asi8
+    if (ms == np.iinfo(np.int64).min).any():  # NaT
+        return None
+    out[:, 0] = ms
+    for i in range(1, len(columns)):
+        a = np.asarray(column(i))
+        if a.dtype != np.float64:
+            return None
+        out[:, i] = a
+    return out
 
 
 def _to_rows(clean: pd.DataFrame) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.feather as pa_feather
 import pytest
@@ -180,3 +181,39 @@ def test_bad_input_names_the_problem(store: FeatherStore) -> None:
         store.path("binance", PAIR, "1h", "trades")
     with pytest.raises(ConfigError, match="exchange"):
         store.path("../x", PAIR, "1h", "futures")
+
+
+def test_append_of_an_already_normal_frame_takes_the_fast_path_and_stores_the_same(tmp_path):
+    """A frame that is already the store's (the live provider's rows) is read column by column
+    without normalizing: the same rows are stored, the same frame returned, and bad values in
+    it are still refused by name."""
+    from liqsignal.data import store as store_mod
+
+    dates = pd.DatetimeIndex(
+        [pd.Timestamp("2026-01-01 00:00", tz="UTC"), pd.Timestamp("2026-01-01 00:01", tz="UTC")]
+    ).as_unit("ms")
+    normal = pd.DataFrame(
+        {"date": dates, "open": [1.0, 2.0], "high": [2.0, 3.0], "low": [0.5, 1.5],
+         "close": [1.5, 2.5], "volume": [10.0, 20.0]}
+    )  # fmt: skip
+    cols = store_mod.CANDLE_COLUMNS["futures"]
+    fast = store_mod._normal_rows(normal, cols)
+    assert fast is not None
+    assert np.array_equal(fast, store_mod._to_rows(store_mod.normalize_frame(normal, "futures")))
+    # not normal: epoch-ms ints, float32, another column order, a NaT -> the general path
+    assert store_mod._normal_rows(normal.assign(date=dates.asi8), cols) is None
+    assert store_mod._normal_rows(normal.astype({"open": "float32"}), cols) is None
+    assert store_mod._normal_rows(normal[cols[::-1]], cols) is None
+    assert store_mod._normal_rows(normal.assign(date=[dates[0], pd.NaT]), cols) is None
+    a, b = FeatherStore(tmp_path / "a"), FeatherStore(tmp_path / "b")
+    out_a = a.append("binance", "BTC/USDT:USDT", "1m", "futures", normal)
+    out_b = b.append("binance", "BTC/USDT:USDT", "1m", "futures", normal.assign(date=dates.asi8))
+    pd.testing.assert_frame_equal(out_a, out_b)
+    a.commit(), b.commit()
+    pd.testing.assert_frame_equal(
+        a.read("binance", "BTC/USDT:USDT", "1m", "futures"),
+        b.read("binance", "BTC/USDT:USDT", "1m", "futures"),
+    )
+    bad = normal.assign(high=[2.0, -3.0])
+    with pytest.raises(InputError, match="high"):
+        a.append("binance", "BTC/USDT:USDT", "1m", "futures", bad)
