@@ -1,7 +1,8 @@
 """MapProvider refresh cycle: N markets on 3 exchanges (Binance, Bybit, OKX) against local replays.
 
 Run: ``.venv/bin/python benchmarks/bench_refresh.py [--markets 500] [--timeframe 1m] [--cycles 3]
-[--history-bars 300] [--rate-limit-ms ccxt|1] [--max-concurrency 8] [--profile] [--check]``.
+[--history-bars 300] [--rate-limit-ms ccxt|1] [--max-concurrency 8] [--candles rest|ws]
+[--at-settlement] [--profile] [--check]``.
 
 Data: the markets are GENERATED from the bundled real BTC/USDT:USDT 1h slice
 (``tests/testdata/replay_binance``, 1512 candles with funding): market ``k`` is renamed
@@ -67,9 +68,12 @@ def market_names(n: int) -> list[str]:
     return [f"Q{chr(65 + k // 676)}{chr(65 + k // 26 % 26)}{chr(65 + k % 26)}" for k in range(n)]
 
 
-def generate(root: Path, names: list[str], timeframe: str) -> pd.Timestamp:
+def generate(
+    root: Path, names: list[str], timeframe: str, at_settlement: bool = False
+) -> pd.Timestamp:
     """One Freqtrade-layout folder per venue; returns the clock's start (``history`` bars of
-    room before it, about 100 bars after it)."""
+    room before it, about 100 bars after it; ``at_settlement``: one bar before the first funding
+    settlement after that, so the steady cycles start as every market's funding falls due)."""
     src_c = pd.read_feather(SOURCE / "BTC_USDT_USDT-1h-futures.feather")
     src_f = pd.read_feather(SOURCE / "BTC_USDT_USDT-1h-funding_rate.feather")
     tf = pd.Timedelta(milliseconds=timeframe_to_ms(timeframe))
@@ -92,7 +96,10 @@ def generate(root: Path, names: list[str], timeframe: str) -> pd.Timestamp:
             pair = f"{name}_USDT_USDT"
             c.to_feather(folder / f"{pair}-{timeframe}-futures.feather")
             funding.to_feather(folder / f"{pair}-1h-funding_rate.feather")
-    return pd.Timestamp(end - tf * 100)
+    start = pd.Timestamp(end - tf * 100)
+    if at_settlement:
+        start = pd.Timestamp(f_dates[f_dates > start][0]) - tf
+    return start
 
 
 def _serve(venues: Path, start: pd.Timestamp, conn: Connection) -> None:
@@ -306,6 +313,11 @@ def main() -> int:
         help="candles by REST polling (default) or over the venues' kline streams "
         "(bench_refresh_ws.py)",
     )
+    ap.add_argument(
+        "--at-settlement",
+        action="store_true",
+        help="start the steady cycles at a funding settlement (every market's funding due)",
+    )
     ap.add_argument("--profile", action="store_true", help="cProfile the last N-market cycle")
     ap.add_argument(
         "--check", action="store_true", help="exit 1 when store+engine is 10 %% or more of a cycle"
@@ -324,7 +336,7 @@ def main() -> int:
     names = market_names(args.markets)
     tmp = Path(tempfile.mkdtemp(prefix="bench_refresh_"))
     try:
-        start = generate(tmp / "venues", names, args.timeframe)
+        start = generate(tmp / "venues", names, args.timeframe, args.at_settlement)
         where = "a child" if args.servers == "process" else "this"
         rl = "ccxt's rateLimit" if args.rate_limit_ms == "ccxt" else f"{args.rate_limit_ms} ms"
         print(

@@ -194,7 +194,7 @@ def main(bench: Any, args: argparse.Namespace) -> int:
     names = bench.market_names(args.markets)
     tmp = Path(tempfile.mkdtemp(prefix="bench_refresh_ws_"))
     try:
-        start = bench.generate(tmp / "venues", names, args.timeframe)
+        start = bench.generate(tmp / "venues", names, args.timeframe, args.at_settlement)
         rl = "ccxt's rateLimit" if args.rate_limit_ms == "ccxt" else f"{args.rate_limit_ms} ms"
         print(
             f"{args.markets} markets x {len(VENUES)} exchanges, {args.timeframe}, candles over "

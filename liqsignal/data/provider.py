@@ -30,6 +30,7 @@ import logging
 import math
 import threading
 import time
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -527,8 +528,12 @@ class _Feed:
     stale: bool = False
     since: pd.Timestamp | None = None
     error: str | None = None
-    #: provider time of the last funding answer (every row dated up to then is stored)
+    #: provider time of the last funding answer, less ``funding_phase`` (every row dated up to
+    #: then is stored)
     funding_asked: pd.Timestamp | None = None
+    #: how long after a settlement (or after the hour, while the interval is unknown) this feed
+    #: asks for funding: spreads the markets' requests over ``FUNDING_SPREAD`` (_funding_phase)
+    funding_phase: pd.Timedelta = field(default_factory=pd.Timedelta)
     #: open time of the earliest bar that rows merged since the last advance can change (a
     #: bar reads an OI or funding row dated D from D + its timeframe - the bar's timeframe on)
     touched: pd.Timestamp | None = None
@@ -587,8 +592,24 @@ class _Run:
     fed_until: dict[str, pd.Timestamp | None]
 
 
+#: Funding requests of the markets are spread over this long after each settlement: a row
+#: dated D is first read by the bar that closes at D + 1h (``FUNDING_TF``), so any request up
+#: to then is in time (10 minutes kept for slow refreshes).
+FUNDING_SPREAD = pd.Timedelta(minutes=50)
+
+
+def _funding_phase(exchange: str, market: str) -> pd.Timedelta:
+    """A fixed delay in [0, ``FUNDING_SPREAD``) per (exchange, market), the same in every run:
+    500 markets due at one settlement are asked ~10 per minute instead of all in one refresh."""
+    span = int(FUNDING_SPREAD.total_seconds())
+    return pd.Timedelta(seconds=zlib.crc32(f"{exchange}|{market}".encode()) % span)
+
+
 def _funding_due(
-    funding: pd.DataFrame, now: pd.Timestamp, asked: pd.Timestamp | None = None
+    funding: pd.DataFrame,
+    now: pd.Timestamp,
+    asked: pd.Timestamp | None = None,
+    phase: pd.Timedelta | None = None,
 ) -> bool:
     """Whether a new funding row may exist: the interval seen between the last stored rows
     (at least 1h, at most 8h) has passed since the newest one. Skips a request per refresh
@@ -597,12 +618,14 @@ def _funding_due(
     rows the interval is unknown: due when no answer came in the last hour (``asked``: the
     time of the last answer, which held every row dated up to then; None: none yet), the
     latest that still has every row a ready candle reads (one closing by ``now`` reads rows
-    dated up to ``now - 1h``)."""
+    dated up to ``now - 1h``). ``phase`` (< 1h, :func:`_funding_phase`) delays the request
+    after a settlement; with fewer than two rows the caller records ``asked`` that much
+    earlier than the answer instead, so the hourly requests keep their phase too."""
     if len(funding) < 2:
         return asked is None or now >= asked + pd.Timedelta(hours=1)
     d = pd.DatetimeIndex(funding["date"].iloc[-3:])
     gap = min((d[1:] - d[:-1]).min(), pd.Timedelta(hours=8))
-    return bool(now >= d[-1] + max(gap, pd.Timedelta(hours=1)))
+    return bool(now >= d[-1] + max(gap, pd.Timedelta(hours=1)) + (phase or pd.Timedelta(0)))
 
 
 def _touch(feed: _Feed, clean: pd.DataFrame, ctype: str, ftf: str, tf_ms: int) -> None:
@@ -724,7 +747,14 @@ class MapProvider:
                 cfg = config or MapConfig()
             if heatmap_frames is not None:
                 cfg = cfg.replace(heatmap_frames=heatmap_frames)
-            feeds = {ex: _Feed(ex, oi_timeframe_for(ex, spec.timeframe)) for ex in spec.exchanges}
+            feeds = {
+                ex: _Feed(
+                    ex,
+                    oi_timeframe_for(ex, spec.timeframe),
+                    funding_phase=_funding_phase(ex, spec.market),
+                )
+                for ex in spec.exchanges
+            }
             self._markets[spec.market] = _Market(spec, cfg, feeds)
         used = sorted({ex for m in markets for ex in m.exchanges})
         self._clients = {
@@ -921,7 +951,8 @@ class MapProvider:
         if c_since <= closed_until:
             tasks["futures"] = client.fetch_ohlcv(sym, tf, c_since, closed_until)
             f_since = start(fr.funding, 1)
-            if f_since <= now_ms and _funding_due(fr.funding, now, feed.funding_asked):
+            due = _funding_due(fr.funding, now, feed.funding_asked, feed.funding_phase)
+            if f_since <= now_ms and due:
                 tasks["funding_rate"] = client.fetch_funding_rate_history(sym, f_since, now_ms)
             if fr.taker is not None:
                 t_since = start(fr.taker, tf_ms)
@@ -944,7 +975,8 @@ class MapProvider:
                 continue
             df: pd.DataFrame = res
             if ctype == "funding_rate":
-                feed.funding_asked = now  # kept only if its rows reach the store (_commit)
+                # kept only if its rows reach the store (_commit); phase earlier: see _funding_due
+                feed.funding_asked = now - feed.funding_phase
             if ctype in ("futures", "taker_buy"):  # closed candles only, whatever was answered
                 closed = _ns(df["date"]) + tf_ms * 1_000_000 <= now.value
                 if not closed.all():

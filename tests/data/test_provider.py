@@ -352,3 +352,35 @@ def test_new_rows_are_merged_as_merge_point_in_time_merges_full_frames() -> None
             seen += 1
             pd.testing.assert_frame_equal(got, want, check_exact=True)
     assert seen > 60
+
+
+def test_funding_requests_after_a_settlement_are_spread_and_all_in_time() -> None:
+    """500 markets x 3 venues at 1m: after a settlement each feed asks at its own phase, about
+    ten per venue and minute instead of all 500 in one refresh, every one before the first bar
+    that reads the new row closes (D + 1h), none before the settlement."""
+    from liqsignal.data.provider import FUNDING_SPREAD, _funding_due, _funding_phase
+
+    d = pd.Timestamp("2026-01-20 08:00", tz="UTC")
+    rows = pd.DataFrame({"date": [d - 16 * HOUR, d - 8 * HOUR], "funding_rate": [1e-4, 2e-4]})
+    markets = [f"Q{i:03d}" for i in range(500)]
+    for venue in ("binance", "bybit", "okx"):
+        phases = [_funding_phase(venue, m) for m in markets]
+        assert all(pd.Timedelta(0) <= p < FUNDING_SPREAD for p in phases)
+        assert phases == [_funding_phase(venue, m) for m in markets]  # the same in every run
+        first_due: dict[str, pd.Timestamp] = {}
+        for k in range(-1, 61):  # one refresh a minute
+            now = d + pd.Timedelta(minutes=k)
+            for m, ph in zip(markets, phases, strict=True):
+                if m not in first_due and _funding_due(rows, now, phase=ph):
+                    first_due[m] = now
+        assert len(first_due) == 500 and min(first_due.values()) >= d
+        assert max(first_due.values()) < d + HOUR  # before the bar reading D closes
+        per_minute = pd.Series(list(first_due.values())).value_counts()
+        assert per_minute.max() <= 25, per_minute.max()  # ~10 expected; not 500 at once
+    # while the interval is unknown the provider records the answer ``phase`` earlier: the
+    # next hourly request comes at that phase, still within the hour of the last answer
+    one = rows.iloc[-1:]
+    ph = _funding_phase("okx", "Q007")
+    asked = d - ph
+    assert not _funding_due(one, d + HOUR - ph - pd.Timedelta(minutes=1), asked=asked)
+    assert _funding_due(one, d + HOUR - ph, asked=asked)

@@ -9,8 +9,8 @@ the stored files (:func:`aggregated_features_from_store`), bit for bit.
 Bybit's replay clock runs 91 minutes behind, so each of its candles arrives one refresh after
 the other venues' (a lagging venue, not stale). Binance's funding (the reference exchange's, in
 the features) has an extra row at 04:00 between its 8-hourly ones: the provider, expecting the
-next row at 08:00, fetches it only then, after bars that read it entered the map, so the
-checkpoint holding those bars is dropped and that refresh rebuilds.
+next row at 08:00 (plus its funding phase), fetches it only then, after bars that read it
+entered the map, so the checkpoint holding those bars is dropped and that refresh rebuilds.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from liqsignal.data.provider import (
     MapProvider,
     MarketSpec,
     RefreshReport,
+    _funding_phase,
     aggregated_features_from_store,
 )
 from liqsignal.engine import LiquidationMap
@@ -172,9 +173,11 @@ async def test_a_venue_a_bar_late_replays_from_the_checkpoint_bitwise_as_a_rebui
             feats = cp.features("BTC")
             assert feats["liq_n_exchanges"].iloc[-1] == 2  # Bybit's newest bar comes next time
             assert (feats["liq_n_exchanges"].iloc[:-1] == 3).all()
-        # 08:30: Binance's 04:00 and 08:00 funding rows arrive together; bars from 04:00 on read
-        # the 04:00 one, and the checkpoint (at Bybit's 05:00 bar) holds them: a rebuild
-        assert seen == ["replayed"] * 4 + ["rebuilt"] + ["replayed"] * 2
+        # 09:30: Binance's 04:00 and 08:00 funding rows arrive together (Binance BTC asks
+        # 43 min after a settlement, its funding phase: the first refresh after 08:43); bars
+        # from 04:00 on read the 04:00 one, and the checkpoint holds them: a rebuild
+        assert _funding_phase("binance", "BTC") == pd.Timedelta(minutes=43, seconds=9)
+        assert seen == ["replayed"] * 5 + ["rebuilt"] + ["replayed"]
 
 
 @pytest.mark.parametrize("venue", ["okx", "binance"])
