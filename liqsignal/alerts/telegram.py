@@ -392,6 +392,8 @@ class TelegramSender:
         self._dead_chats: dict[str, str] = {}
         self._wait_budget_used = 0.0
         self._flush_lock = asyncio.Lock()
+        #: the flush waiting for the running one to end (callers join it: ``flush``)
+        self._queued_flush: asyncio.Future[FlushResult] | None = None
         self._commands: dict[str, CommandCallback] = {}
         self._update_offset: int | None = None
         self.muted_until: float = 0.0
@@ -687,12 +689,42 @@ class TelegramSender:
 
         Stops at the first alert that can only be retried later (network down, long flood
         wait), so alerts are never delivered out of order. Never raises.
+
+        Callers arriving while a flush is already queued behind the running one join it
+        instead of queueing another: that flush reads the outbox after they stored their
+        alerts, so it sends them, and a burst of N alerting events costs two flushes, not N
+        (each returns that flush's result, which may count the others' alerts too).
         """
-        result = FlushResult()
         if self.outbox is None:
+            result = FlushResult()
             result.stopped_early = "no outbox configured"
             return result
+        while (queued := self._queued_flush) is not None:
+            try:
+                return await asyncio.shield(queued)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if queued.cancelled() and not (task is not None and task.cancelling()):
+                    continue  # its caller was cancelled before it ran: queue one of our own
+                raise
+        fut: asyncio.Future[FlushResult] = asyncio.get_running_loop().create_future()
+        self._queued_flush = fut
+        try:
+            result = await self._flush_when_free(fut)
+        except BaseException:
+            if self._queued_flush is fut:
+                self._queued_flush = None
+            fut.cancel()
+            raise
+        fut.set_result(result)
+        return result
+
+    async def _flush_when_free(self, fut: asyncio.Future[FlushResult]) -> FlushResult:
+        result = FlushResult()
+        assert self.outbox is not None
         async with self._flush_lock:
+            if self._queued_flush is fut:  # running now: later callers queue the next one
+                self._queued_flush = None
             t0 = time.monotonic()
             self._wait_budget_used = 0.0
             why = await self._store_unstored()

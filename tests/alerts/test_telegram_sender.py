@@ -435,3 +435,43 @@ async def test_polling_conflict_stops_polling(api, make_sender):
     await asyncio.sleep(0.05)
     assert len(api.attempts_of("getUpdates")) == 1
     assert (await sender.send_alert(alert(38))).ok
+
+
+async def test_a_burst_of_flushes_joins_the_queued_one_and_sends_each_alert_once(
+    api, make_sender, outbox
+):
+    """Twenty callers notify at once: the first flush runs, the second queues, the other
+    eighteen join the queued one (which reads the outbox after they stored their alerts)."""
+    sender = make_sender(outbox=outbox)
+    runs = []
+    real = sender._flush_when_free
+
+    async def counted(fut):
+        runs.append(fut)
+        return await real(fut)
+
+    sender._flush_when_free = counted
+    results = await asyncio.gather(*(sender.notify(alert(100 + i)) for i in range(20)))
+    assert len(runs) == 2  # not 20
+    assert len({id(r) for r in results[1:]}) == 1  # the 19 share the queued flush's result
+    assert results[-1].remaining == 0 and len(results[-1].sent) == 19
+    assert outbox.counts() == {"pending": 0, "sent": 20, "failed": 0}
+    texts = [t for _, t in sent_texts(api)]
+    assert len(texts) == 3  # the first alert alone, then digests of 10 and 9
+    body = "\n\n".join(texts)
+    assert all(body.count(f"pocket {100 + i}") == 1 for i in range(20))
+    # a cancelled caller does not take the joined callers down with it
+    sender._flush_when_free = real
+    api.fail("sendMessage", Fault.timeout(0.3), times=1)
+    outbox.enqueue(alert(200))
+    first = asyncio.create_task(sender.flush())
+    await asyncio.sleep(0.05)  # first is sending (its request hangs at the server)
+    second = asyncio.create_task(sender.notify(alert(201)))  # queues the next flush
+    await asyncio.sleep(0)
+    third = asyncio.create_task(sender.notify(alert(202)))  # joins it
+    await asyncio.sleep(0)
+    second.cancel()
+    await first
+    res = await third
+    assert second.cancelled() and res.remaining == 0
+    assert outbox.counts()["pending"] == 0 and outbox.counts()["sent"] == 23
