@@ -252,17 +252,7 @@ async def run_provider(
             clock.t += tf
             venues_srv.set_clock(clock.t)
             last = i == args.cycles - 1
-            prof = cProfile.Profile() if args.profile and last and len(names) > 1 else None
-            if prof is not None:
-                prof.enable()
-            r = await provider.refresh()
-            if prof is not None:
-                prof.disable()
-                buf = io.StringIO()
-                st = pstats.Stats(prof, stream=buf)
-                st.sort_stats("tottime").print_stats(15)
-                st.sort_stats("cumulative").print_stats(r"liqsignal|ccxt/async_support/base", 25)
-                print(buf.getvalue())
+            r = await refresh_profiled(provider, args.profile and last and len(names) > 1)
             floors.append(meter.take())
             print(line(f"{label} {i + 1}", r, floors[-1]), flush=True)
             print(
@@ -286,6 +276,24 @@ def steady(reports: list[RefreshReport]) -> dict[str, float]:
         "store": statistics.median(r.store_s for r in s),
         "requests": statistics.median(r.requests for r in s),
     }
+
+
+async def refresh_profiled(provider: MapProvider, profile: bool) -> RefreshReport:
+    """``provider.refresh()``, under cProfile when ``profile`` (the top functions printed)."""
+    if not profile:
+        return await provider.refresh()
+    prof = cProfile.Profile()
+    prof.enable()
+    try:
+        r = await provider.refresh()
+    finally:
+        prof.disable()
+    buf = io.StringIO()
+    st = pstats.Stats(prof, stream=buf)
+    st.sort_stats("tottime").print_stats(20)
+    st.sort_stats("cumulative").print_stats(r"liqsignal|ccxt/async_support/base", 30)
+    print(buf.getvalue())
+    return r
 
 
 def main() -> int:
@@ -331,7 +339,7 @@ def main() -> int:
         import bench_refresh_ws
 
         shared = {"market_names": market_names, "generate": generate, "CostMeter": CostMeter}
-        shared.update(line=line, steady=steady)
+        shared.update(line=line, steady=steady, refresh_profiled=refresh_profiled)
         return bench_refresh_ws.main(argparse.Namespace(**shared), args)
     names = market_names(args.markets)
     tmp = Path(tempfile.mkdtemp(prefix="bench_refresh_"))

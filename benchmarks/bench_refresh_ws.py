@@ -150,23 +150,8 @@ async def run_provider(
             c0 = calls()
             bars0 = dict(provider.stream_bars)
             fills0 = dict(provider.stream_backfills)
-            prof = None
-            if args.profile and i == args.cycles - 1 and len(names) > 1:
-                import cProfile
-
-                prof = cProfile.Profile()
-                prof.enable()
-            r = await provider.refresh()
-            if prof is not None:
-                import io
-                import pstats
-
-                prof.disable()
-                buf = io.StringIO()
-                st = pstats.Stats(prof, stream=buf)
-                st.sort_stats("tottime").print_stats(20)
-                st.sort_stats("cumulative").print_stats(r"liqsignal", 30)
-                print(buf.getvalue())
+            profile = args.profile and i == args.cycles - 1 and len(names) > 1
+            r = await bench.refresh_profiled(provider, profile)
             floors.append(meter.take())
             c1 = calls()
             per_venue.append({ex: c1[ex] - c0[ex] for ex in c1})

@@ -844,15 +844,7 @@ class TelegramSender:
             return "split"
         except _Temporary as exc:
             for e in run:
-                status = await self._ob(
-                    self.outbox.mark_failed,
-                    e.id,
-                    str(exc),
-                    permanent=False,
-                    max_attempts=self.retry.max_alert_attempts,
-                )
-                item = AlertResult(e.alert.key, status, error=str(exc), outbox_id=e.id)
-                (result.failed if status == "failed" else result.pending).append(item)
+                await self._retry_later(e, exc, result)
             result.stopped_early = str(exc)
             logger.warning("Telegram flush paused, will retry later: %s", exc)
             return "stop"
@@ -862,6 +854,26 @@ class TelegramSender:
         for e in run:
             result.sent.append(AlertResult(e.alert.key, "sent", dict(delivered), outbox_id=e.id))
         return "sent"
+
+    async def _retry_later(
+        self, entry: OutboxEntry, exc: BaseException, result: FlushResult
+    ) -> None:
+        """Count a temporary failure of ``entry``: pending again, or failed for good after
+        ``max_alert_attempts``."""
+        assert self.outbox is not None
+        status = await self._ob(
+            self.outbox.mark_failed,
+            entry.id,
+            str(exc),
+            permanent=False,
+            max_attempts=self.retry.max_alert_attempts,
+        )
+        item = AlertResult(entry.alert.key, status, error=str(exc), outbox_id=entry.id)
+        if status == "failed":
+            logger.warning("Alert %r given up after too many attempts: %s", entry.alert.key, exc)
+            result.failed.append(item)
+        else:
+            result.pending.append(item)
 
     async def _send_entry(self, entry: OutboxEntry, result: FlushResult) -> bool:
         """Send one stored alert and mark it; False when the flush must stop (try later)."""
@@ -878,19 +890,7 @@ class TelegramSender:
             )
             return True
         except _Temporary as exc:
-            status = await self._ob(
-                self.outbox.mark_failed,
-                entry.id,
-                str(exc),
-                permanent=False,
-                max_attempts=self.retry.max_alert_attempts,
-            )
-            item = AlertResult(alert.key, status, error=str(exc), outbox_id=entry.id)
-            if status == "failed":
-                logger.warning("Alert %r given up after too many attempts: %s", alert.key, exc)
-                result.failed.append(item)
-            else:
-                result.pending.append(item)
+            await self._retry_later(entry, exc, result)
             result.stopped_early = str(exc)
             logger.warning("Telegram flush paused, will retry later: %s", exc)
             return False

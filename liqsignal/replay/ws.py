@@ -657,6 +657,8 @@ class LiquidationStreamServer(LocalService):
             self.pings += 1
             await conn.ws.send("pong")
             return
+        if not await self._admit(conn, raw):
+            return
         try:
             msg = json.loads(raw)
         except ValueError:
@@ -665,6 +667,13 @@ class LiquidationStreamServer(LocalService):
         if not isinstance(msg, dict):
             await self._send_error(conn, raw)
             return
+        await self._dispatch(conn, msg)
+
+    async def _admit(self, conn: _Conn, raw: str) -> bool:
+        """Whether a client frame is taken (a subclass enforces a venue's limits here)."""
+        return True
+
+    async def _dispatch(self, conn: _Conn, msg: dict[str, Any]) -> None:
         if self.venue == "binance":
             await self._binance(conn, msg)
         elif self.venue == "bybit":

@@ -386,14 +386,11 @@ class CandleStreamServer(LiquidationStreamServer):
         with contextlib.suppress(Exception):
             await conn.ws.close(1008, why[:100])
 
-    async def _on_message(self, conn: _Conn, raw: str) -> None:
-        if raw == "ping" and self.venue == "okx":
-            self.pings += 1
-            await conn.ws.send("pong")
-            return
+    async def _admit(self, conn: _Conn, raw: str) -> bool:
+        """The venue's limits: messages per second, bytes per request."""
         if not self._rate_ok(conn):
             await self._refuse(conn, f"more than {self.limits['messages_per_s']} messages a second")
-            return
+            return False
         limit_bytes = self.limits.get("request_bytes")
         if limit_bytes and len(raw.encode()) > limit_bytes:
             await conn.ws.send(
@@ -407,15 +404,10 @@ class CandleStreamServer(LiquidationStreamServer):
                 )
             )
             self.refused.append(f"request of {len(raw)} bytes")
-            return
-        try:
-            msg = json.loads(raw)
-        except ValueError:
-            await self._send_error(conn, raw)
-            return
-        if not isinstance(msg, dict):
-            await self._send_error(conn, raw)
-            return
+            return False
+        return True
+
+    async def _dispatch(self, conn: _Conn, msg: dict[str, Any]) -> None:
         if self.venue == "binance":
             await self._binance_kline(conn, msg)
         elif self.venue == "bybit":
