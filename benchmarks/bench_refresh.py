@@ -222,22 +222,7 @@ async def run_provider(
 ) -> tuple[list[RefreshReport], list[dict[str, float]], MapProvider]:
     clock = ManualClock(start)
     venues_srv = Venues(venues, start, args.servers)
-    cfg = {}
-    for venue, c in venues_srv.configs.items():
-        c["timeout"] = 120_000
-        if args.rate_limit_ms != "ccxt":
-            c["rateLimit"] = int(args.rate_limit_ms)
-        cfg[venue] = c
-    provider = MapProvider(
-        [MarketSpec(n, VENUES, args.timeframe) for n in names],
-        config=MapConfig(step=None, step_bps=10.0),  # relative grid: prices differ widely
-        datadir=store,
-        ccxt_config=cfg,
-        history_bars=args.history_bars,
-        max_concurrency=args.max_concurrency,
-        clock=clock,
-        history_limits=False,
-    )
+    provider = bench_provider(names, venues_srv.configs, store, args, clock)
     meter = CostMeter(provider)
     tf = pd.Timedelta(milliseconds=timeframe_to_ms(args.timeframe))
     reports: list[RefreshReport] = []
@@ -276,6 +261,35 @@ def steady(reports: list[RefreshReport]) -> dict[str, float]:
         "store": statistics.median(r.store_s for r in s),
         "requests": statistics.median(r.requests for r in s),
     }
+
+
+def bench_provider(
+    names: list[str],
+    configs: dict[str, dict[str, Any]],
+    store: Path,
+    args: argparse.Namespace,
+    clock: ManualClock,
+    **extra: Any,
+) -> MapProvider:
+    """The benchmarks' provider: ``names`` on the three venues at ``configs`` (the replays'
+    ccxt settings, with ``--rate-limit-ms``), a relative grid, the manual clock."""
+    cfg = {}
+    for venue, c in configs.items():
+        c["timeout"] = 120_000
+        if args.rate_limit_ms != "ccxt":
+            c["rateLimit"] = int(args.rate_limit_ms)
+        cfg[venue] = c
+    return MapProvider(
+        [MarketSpec(n, VENUES, args.timeframe) for n in names],
+        config=MapConfig(step=None, step_bps=10.0),  # relative grid: prices differ widely
+        datadir=store,
+        ccxt_config=cfg,
+        history_bars=args.history_bars,
+        max_concurrency=args.max_concurrency,
+        clock=clock,
+        history_limits=False,
+        **extra,
+    )
 
 
 async def refresh_profiled(provider: MapProvider, profile: bool) -> RefreshReport:
@@ -340,6 +354,7 @@ def main() -> int:
 
         shared = {"market_names": market_names, "generate": generate, "CostMeter": CostMeter}
         shared.update(line=line, steady=steady, refresh_profiled=refresh_profiled)
+        shared.update(bench_provider=bench_provider)
         return bench_refresh_ws.main(argparse.Namespace(**shared), args)
     names = market_names(args.markets)
     tmp = Path(tempfile.mkdtemp(prefix="bench_refresh_"))

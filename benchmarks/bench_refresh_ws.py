@@ -32,9 +32,8 @@ from typing import Any
 
 import pandas as pd
 
-from liqsignal.config import MapConfig
 from liqsignal.data.exchanges import timeframe_to_ms
-from liqsignal.data.provider import MapProvider, MarketSpec, RefreshReport
+from liqsignal.data.provider import MapProvider, RefreshReport
 from liqsignal.replay.server import ManualClock, ReplayExchange
 from liqsignal.replay.ws_candles import CandleStreamServer
 
@@ -99,23 +98,7 @@ async def run_provider(
 ) -> tuple[list[RefreshReport], list[dict[str, float]], list[dict[str, int]], MapProvider]:
     clock = ManualClock(start)
     srv = StreamVenues(venues, start)
-    cfg = {}
-    for venue, c in srv.configs.items():
-        c["timeout"] = 120_000
-        if args.rate_limit_ms != "ccxt":
-            c["rateLimit"] = int(args.rate_limit_ms)
-        cfg[venue] = c
-    provider = MapProvider(
-        [MarketSpec(n, VENUES, args.timeframe) for n in names],
-        config=MapConfig(step=None, step_bps=10.0),
-        datadir=store,
-        ccxt_config=cfg,
-        history_bars=args.history_bars,
-        max_concurrency=args.max_concurrency,
-        clock=clock,
-        history_limits=False,
-        candle_streams=VENUES,
-    )
+    provider = bench.bench_provider(names, srv.configs, store, args, clock, candle_streams=VENUES)
     meter = bench.CostMeter(provider)
     tf = pd.Timedelta(milliseconds=timeframe_to_ms(args.timeframe))
     reports: list[RefreshReport] = []
